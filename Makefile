@@ -1,0 +1,48 @@
+# One entry point for a fresh machine. `make demo` runs the main job, `make test` the tests.
+# Each target installs what it needs: a venv with the pinned torch, the native build and
+# Debian's Fashion-MNIST package.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+DATADIR := /usr/share/datasets/fashion-mnist
+OUT     ?= out
+
+.PHONY: all venv data build test test-all demo bench clean
+
+all: build
+
+$(VENV)/.stamp: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q torch==2.14.1 torchvision==0.29.1 numpy scipy \
+	    pybind11 cmake ninja setuptools wheel pytest zstandard
+	touch $@
+
+venv: $(VENV)/.stamp
+
+data:
+	@if [ ! -f $(DATADIR)/t10k-labels-idx1-ubyte.gz ]; then \
+	    echo "Fashion-MNIST missing: installing Debian's dataset-fashion-mnist"; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get install -y dataset-fashion-mnist \
+	      || { $$SUDO apt-get update && $$SUDO apt-get install -y dataset-fashion-mnist; }; \
+	fi
+
+# Editable install; the flock keeps two builds from writing build/cmake at once.
+build: venv
+	flock .build.lock $(VPY) -m pip install -q --no-build-isolation -e .
+
+test: build data
+	$(VPY) -m pytest -q -m "not slow"
+
+test-all: build data
+	$(VPY) -m pytest -q
+
+demo: build data
+	$(VPY) -m deepcomp.demo --out $(OUT)
+
+bench: build data
+	$(VENV)/bin/deepcomp bench
+
+clean:
+	rm -rf build $(OUT) deepcomp/_C*.so *.egg-info

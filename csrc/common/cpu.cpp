@@ -1,0 +1,42 @@
+#include "common/cpu.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+namespace deepcomp {
+
+namespace {
+
+bool env_forces_scalar() {
+  const char* v = std::getenv("DEEPCOMP_FORCE_SCALAR");
+  return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
+}
+
+// -1: not yet decided; 0/1 afterwards.
+std::atomic<int> g_force{-1};
+
+}  // namespace
+
+bool cpu_has_avx2() {
+#if defined(DEEPCOMP_HAVE_AVX2_TU) && (defined(__x86_64__) || defined(__i386__))
+  // __builtin_cpu_supports checks CPUID and XGETBV (the OS saves YMM state).
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+Isa active_isa() {
+  int f = g_force.load(std::memory_order_relaxed);
+  if (f < 0) {
+    f = env_forces_scalar() ? 1 : 0;
+    g_force.store(f, std::memory_order_relaxed);
+  }
+  return (f == 0 && cpu_has_avx2()) ? Isa::Avx2 : Isa::Scalar;
+}
+
+void set_force_scalar(bool force) { g_force.store(force ? 1 : 0, std::memory_order_relaxed); }
+
+}  // namespace deepcomp

@@ -1,0 +1,64 @@
+"""deepcomp: Deep Compression (Han, Mao & Dally, ICLR 2016) for PyTorch models.
+
+The public surface is this file:
+
+    deepcomp.save(model_or_state_dict, "out.dcz", prune=..., bits=...)
+    deepcomp.decode("out.dcz")   -> dict[str, torch.Tensor]  (dense, bit-exact)
+    deepcomp.load("out.dcz")     -> torch.nn.Module running the compressed form
+    deepcomp.compress(...)       -> the full prune / retrain / share / fine-tune pipeline
+
+Everything else is an implementation module and may change.
+"""
+from __future__ import annotations
+
+import os as _os
+
+# libgomp spins for a while after each parallel region by default; on a 2-vCPU machine
+# whose vCPUs share a core that stalls the other thread for milliseconds. Ask for passive
+# waiting before the native module (and its OpenMP runtime) is loaded. A user's own
+# setting wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from deepcomp.errors import (  # noqa: E402
+    DataError,
+    DczFormatError,
+    DeepcompError,
+    ModelError,
+    UnsupportedOpError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "save", "decode", "load", "compress",
+    "DeepcompError", "DczFormatError", "DataError", "ModelError", "UnsupportedOpError",
+    "__version__",
+]
+
+
+def save(model_or_state_dict, path, **options):
+    """Compress a model (nn.Module) or a state_dict into a .dcz file at `path`."""
+    from deepcomp.codec import save as _save
+
+    return _save(model_or_state_dict, path, **options)
+
+
+def decode(path) -> dict:
+    """Read a .dcz file back into a dense state_dict (bit-exact with what was saved)."""
+    from deepcomp.codec import decode as _decode
+
+    return _decode(path)
+
+
+def load(path, model=None):
+    """Load a .dcz file as an nn.Module that runs on the compressed form."""
+    from deepcomp.runtime import load as _load
+
+    return _load(path, model=model)
+
+
+def compress(model, out=None, **options):
+    """Run the full Deep Compression pipeline (needs data: see deepcomp.pipeline)."""
+    from deepcomp.pipeline import compress as _compress
+
+    return _compress(model, out, **options)

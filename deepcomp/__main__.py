@@ -1,0 +1,5 @@
+import sys
+
+from deepcomp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The .dcz container: writer, reader, validation, Huffman tables (docs/FORMAT.md)."""

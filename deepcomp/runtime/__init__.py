@@ -1,0 +1,1 @@
+"""Compressed modules and the graph executor that run a .dcz file directly."""
