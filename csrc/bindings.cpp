@@ -6,6 +6,9 @@
 #include <pybind11/stl.h>
 
 #include "common/cpu.h"
+#include "huffman/huffman.h"
+#include "huffman/sparse_index.h"
+#include "kernels/kernels.h"
 
 namespace py = pybind11;
 using namespace deepcomp;
@@ -30,6 +33,265 @@ PYBIND11_MODULE(_C, m) {
         "Force (or stop forcing) the scalar path; DEEPCOMP_FORCE_SCALAR=1 does the same at start-up.");
 
   // ---- Huffman coder (section owned by the codec work) -------------------------------
+  m.attr("HUFFMAN_MAX_CODE_LEN") = huffman::kMaxCodeLen;
+  m.attr("HUFFMAN_MAX_ALPHABET") = huffman::kMaxAlphabet;
+  m.def(
+      "huffman_code_lengths",
+      [](carray<uint64_t> freqs, int max_len) {
+        if (freqs.ndim() != 1) throw py::value_error("freqs must be 1-D");
+        size_t n = static_cast<size_t>(freqs.shape(0));
+        carray<uint8_t> out(static_cast<py::ssize_t>(n));
+        huffman::Status st;
+        {
+          py::gil_scoped_release nogil;
+          st = huffman::code_lengths(freqs.data(), n, max_len, out.mutable_data());
+        }
+        if (st != huffman::Status::Ok) throw py::value_error(huffman::status_message(st));
+        return out;
+      },
+      py::arg("freqs"), py::arg("max_len") = huffman::kMaxCodeLen,
+      "Length-limited optimal code lengths (package-merge) from uint64 symbol frequencies.");
+  m.def(
+      "huffman_encode",
+      [](carray<uint16_t> symbols, carray<uint8_t> lengths) {
+        if (symbols.ndim() != 1 || lengths.ndim() != 1) throw py::value_error("symbols and lengths must be 1-D");
+        size_t count = static_cast<size_t>(symbols.shape(0));
+        size_t alphabet = static_cast<size_t>(lengths.shape(0));
+        std::string out(huffman::encoded_bound(count), '\0');
+        size_t nbytes = 0;
+        uint64_t nbits = 0;
+        huffman::Status st;
+        {
+          py::gil_scoped_release nogil;
+          st = huffman::encode(symbols.data(), count, lengths.data(), alphabet,
+                               reinterpret_cast<uint8_t*>(&out[0]), out.size(), &nbytes, &nbits);
+        }
+        if (st != huffman::Status::Ok) throw py::value_error(huffman::status_message(st));
+        out.resize(nbytes);
+        return py::make_tuple(py::bytes(out), nbits);
+      },
+      py::arg("symbols"), py::arg("lengths"),
+      "Canonical Huffman encode (MSB first); returns (payload bytes, exact bit count).");
+  m.def(
+      "huffman_decode",
+      [](carray<uint8_t> payload, carray<uint8_t> lengths, size_t count) {
+        if (payload.ndim() != 1 || lengths.ndim() != 1) throw py::value_error("payload and lengths must be 1-D");
+        size_t nbytes = static_cast<size_t>(payload.shape(0));
+        size_t alphabet = static_cast<size_t>(lengths.shape(0));
+        // The output is sized from `count`, so bound it by the payload before allocating.
+        if (count > nbytes * 8) throw py::value_error(huffman::status_message(huffman::Status::CountTooLarge));
+        carray<uint16_t> out(static_cast<py::ssize_t>(count));
+        huffman::Status st;
+        {
+          py::gil_scoped_release nogil;
+          st = huffman::decode(payload.data(), nbytes, lengths.data(), alphabet, out.mutable_data(), count);
+        }
+        if (st != huffman::Status::Ok) throw py::value_error(huffman::status_message(st));
+        return out;
+      },
+      py::arg("payload"), py::arg("lengths"), py::arg("count"),
+      "Decode exactly `count` symbols; ValueError on a malformed table or stream.");
+  m.def(
+      "sparse_expand",
+      [](carray<uint16_t> rel, carray<uint16_t> codes, int index_bits, uint32_t filler_code,
+         uint64_t numel, size_t nnz) {
+        if (rel.ndim() != 1 || codes.ndim() != 1 || rel.shape(0) != codes.shape(0))
+          throw py::value_error("rel and codes must be 1-D and of equal length");
+        size_t entries = static_cast<size_t>(rel.shape(0));
+        // Outputs are sized by nnz, which may not exceed the entries that back it.
+        if (nnz > entries)
+          throw py::value_error(sparse_index::status_message(sparse_index::Status::NnzMismatch));
+        carray<int64_t> pos(static_cast<py::ssize_t>(nnz));
+        carray<uint8_t> out(static_cast<py::ssize_t>(nnz));
+        sparse_index::Status st;
+        {
+          py::gil_scoped_release nogil;
+          st = sparse_index::expand(rel.data(), codes.data(), entries, index_bits, filler_code, numel, nnz,
+                                    pos.mutable_data(), out.mutable_data());
+        }
+        if (st != sparse_index::Status::Ok) throw py::value_error(sparse_index::status_message(st));
+        return py::make_tuple(pos, out);
+      },
+      py::arg("rel"), py::arg("codes"), py::arg("index_bits"), py::arg("filler_code"), py::arg("numel"),
+      py::arg("nnz"),
+      "shared_sparse streams -> (flat positions int64[nnz], codes uint8[nnz]); ValueError if malformed.");
 
   // ---- kernels (section owned by the kernels work) -----------------------------------
+  // Arrays arrive exactly typed and C-contiguous (noconvert: a silent copy would hide a
+  // slow path, and outputs must be the caller's own buffers). deepcomp/ops.py checks
+  // the contents (index ranges, codes < K) once, through check_csr, before any call.
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error("number of threads must be >= 1");
+    kernels::set_num_threads(n);
+  }, py::arg("n"), "Threads the kernels may use (their own setting, not OpenMP's global one).");
+  m.def("get_num_threads", &kernels::get_num_threads);
+  m.def(
+      "check_csr",
+      [](carray<int32_t> indptr, py::array indices, int64_t n_in, py::object codes, int64_t k) {
+        if (indptr.ndim() != 1 || indices.ndim() != 1) throw py::value_error("indptr and indices must be 1-D");
+        const bool i16 = indices.dtype().is(py::dtype::of<uint16_t>());
+        if (!i16 && !indices.dtype().is(py::dtype::of<int32_t>())) throw py::value_error("indices must be uint16 or int32");
+        if (!(indices.flags() & py::array::c_style)) throw py::value_error("indices must be contiguous");
+        const uint8_t* cp = nullptr;
+        carray<uint8_t> c;
+        if (!codes.is_none()) {
+          c = codes.cast<carray<uint8_t>>();
+          if (c.ndim() != 1 || c.shape(0) != indices.shape(0)) throw py::value_error("codes must be 1-D, one per index");
+          cp = c.data();
+        }
+        std::string err;
+        {
+          py::gil_scoped_release nogil;
+          err = kernels::check_csr(indptr.data(), indptr.shape(0) - 1,
+                                   i16 ? static_cast<const uint16_t*>(indices.data()) : nullptr,
+                                   i16 ? nullptr : static_cast<const int32_t*>(indices.data()),
+                                   indices.shape(0), n_in, cp, static_cast<int32_t>(k));
+        }
+        return err;
+      },
+      py::arg("indptr").noconvert(), py::arg("indices"), py::arg("n_in"), py::arg("codes").none(true), py::arg("k"),
+      "'' when the CSR arrays are safe for spmm, else what is wrong.");
+  m.def(
+      "spmm",
+      [](carray<float> x, carray<int32_t> indptr, py::array indices, py::object values, py::object codes,
+         py::object codebook, py::object bias, bool relu, carray<float> out, py::object seg) {
+        kernels::SparseArgs a;
+        if (x.ndim() != 2 || out.ndim() != 2 || indptr.ndim() != 1 || indices.ndim() != 1)
+          throw py::value_error("x and out must be 2-D, indptr and indices 1-D");
+        a.batch = x.shape(0);
+        a.n_in = x.shape(1);
+        a.n_out = indptr.shape(0) - 1;
+        if (a.n_out < 0 || out.shape(0) != a.batch || out.shape(1) != a.n_out)
+          throw py::value_error("out must be [batch, rows]");
+        if (!(indices.flags() & py::array::c_style)) throw py::value_error("indices must be contiguous");
+        if (indices.dtype().is(py::dtype::of<uint16_t>())) a.idx16 = static_cast<const uint16_t*>(indices.data());
+        else if (indices.dtype().is(py::dtype::of<int32_t>())) a.idx32 = static_cast<const int32_t*>(indices.data());
+        else throw py::value_error("indices must be uint16 or int32");
+        if (a.idx16 && a.n_in > 65536) throw py::value_error("uint16 indices need in_features <= 65536");
+        const int64_t nnz = indices.shape(0);
+        if (indptr.data()[0] != 0 || indptr.data()[a.n_out] != nnz) throw py::value_error("indptr must run from 0 to nnz");
+        carray<float> vals, cb, bs;
+        carray<uint8_t> cds;
+        if (!values.is_none()) {
+          vals = values.cast<carray<float>>();
+          if (vals.ndim() != 1 || vals.shape(0) != nnz) throw py::value_error("values must be 1-D, one per index");
+          a.values = vals.data();
+        } else {
+          cds = codes.cast<carray<uint8_t>>();
+          cb = codebook.cast<carray<float>>();
+          if (cds.ndim() != 1 || cds.shape(0) != nnz) throw py::value_error("codes must be 1-D, one per index");
+          if (cb.ndim() != 1 || cb.shape(0) < 1 || cb.shape(0) > 256) throw py::value_error("codebook must have 1..256 entries");
+          a.codes = cds.data();
+          a.codebook = cb.data();
+          a.k = static_cast<int32_t>(cb.shape(0));
+        }
+        if (!bias.is_none()) {
+          bs = bias.cast<carray<float>>();
+          if (bs.ndim() != 1 || bs.shape(0) != a.n_out) throw py::value_error("bias must have one entry per row");
+          a.bias = bs.data();
+        }
+        carray<int32_t> sg;
+        if (!seg.is_none() && a.batch > 1) {
+          // Cheap next to the product (rows * blocks entries), and it keeps a stale or
+          // hand-made table from sending the kernel outside a row.
+          sg = seg.cast<carray<int32_t>>();
+          const int64_t nb = kernels::seg_blocks(a.n_in, kernels::kSegCols);
+          if (sg.ndim() != 1 || sg.shape(0) != (nb + 1) * (a.n_out + 1) ||
+              !kernels::check_block_starts(indptr.data(), a.n_out, nb, sg.data()))
+            throw py::value_error("column block table does not match the sparse weight");
+          a.seg = sg.data();
+          a.seg_cols = kernels::kSegCols;
+        }
+        a.x = x.data();
+        a.indptr = indptr.data();
+        a.relu = relu;
+        a.y = out.mutable_data();
+        py::gil_scoped_release nogil;
+        kernels::spmm(a);
+      },
+      py::arg("x").noconvert(), py::arg("indptr").noconvert(), py::arg("indices"), py::arg("values").none(true), py::arg("codes").none(true),
+      py::arg("codebook").none(true), py::arg("bias").none(true), py::arg("relu"), py::arg("out").noconvert(),
+      py::arg("seg").none(true) = py::none(),
+      "out = x @ W.T (+ bias) (+ relu), W in CSR with fp32 values or codebook codes. Contents must have passed check_csr.");
+  m.attr("SPMM_SEG_COLS") = kernels::kSegCols;
+  m.def(
+      "csr_block_starts",
+      [](carray<int32_t> indptr, py::array indices, int64_t n_in) {
+        const int64_t rows = indptr.shape(0) - 1;
+        const bool i16 = indices.dtype().is(py::dtype::of<uint16_t>());
+        if (!i16 && !indices.dtype().is(py::dtype::of<int32_t>())) throw py::value_error("indices must be uint16 or int32");
+        if (!(indices.flags() & py::array::c_style)) throw py::value_error("indices must be contiguous");
+        if (rows < 0 || n_in < 1) throw py::value_error("bad shape");
+        const int64_t nb = kernels::seg_blocks(n_in, kernels::kSegCols);
+        carray<int32_t> out(static_cast<py::ssize_t>((nb + 1) * (rows + 1)));
+        kernels::csr_block_starts(indptr.data(), rows, i16 ? static_cast<const uint16_t*>(indices.data()) : nullptr,
+                                  i16 ? nullptr : static_cast<const int32_t*>(indices.data()), n_in, kernels::kSegCols,
+                                  out.mutable_data());
+        return out;
+      },
+      py::arg("indptr").noconvert(), py::arg("indices"), py::arg("n_in"),
+      "Column block table for spmm (indices sorted within rows; contents must have passed check_csr).");
+  m.def("int8_vnni_available", &kernels::int8_vnni_available, "True when the CPU has AVX-VNNI (and AVX2).");
+  m.def("int8_vnni_enabled", &kernels::int8_vnni_enabled, "Whether the int8 GEMM uses AVX-VNNI now.");
+  m.def("set_int8_vnni", &kernels::set_int8_vnni, py::arg("enabled"),
+        "Use (or stop using) AVX-VNNI in the int8 GEMM; DEEPCOMP_NO_VNNI=1 disables it at start-up.");
+  m.def(
+      "int8_pack",
+      [](carray<int8_t> q) {
+        if (q.ndim() != 2) throw py::value_error("q must be 2-D [out, in]");
+        const int64_t n = q.shape(0), k = q.shape(1);
+        carray<int8_t> out(static_cast<py::ssize_t>(kernels::int8_packed_size(n, k)));
+        kernels::int8_pack(q.data(), n, k, out.mutable_data());
+        return out;
+      },
+      py::arg("q").noconvert(), "Reorder int8 weights [out, in] into the GEMM's packed layout.");
+  m.def(
+      "gemm_int8",
+      [](carray<float> x, carray<int8_t> packed, carray<int32_t> row_sums, carray<float> w_scale, py::object bias,
+         bool relu, carray<float> out) {
+        if (x.ndim() != 2 || out.ndim() != 2) throw py::value_error("x and out must be 2-D");
+        kernels::Int8Args a;
+        a.batch = x.shape(0);
+        a.k = x.shape(1);
+        a.n = w_scale.shape(0);
+        if (a.k > kernels::kInt8MaxK) throw py::value_error("in_features too large for exact int32 accumulation");
+        if (packed.ndim() != 1 || packed.shape(0) != kernels::int8_packed_size(a.n, a.k))
+          throw py::value_error("packed weights do not match in_features / out_features");
+        if (row_sums.ndim() != 1 || row_sums.shape(0) != a.n || w_scale.ndim() != 1)
+          throw py::value_error("row_sums and w_scale must have one entry per output");
+        if (out.shape(0) != a.batch || out.shape(1) != a.n) throw py::value_error("out must be [batch, out_features]");
+        carray<float> bs;
+        if (!bias.is_none()) {
+          bs = bias.cast<carray<float>>();
+          if (bs.ndim() != 1 || bs.shape(0) != a.n) throw py::value_error("bias must have one entry per output");
+          a.bias = bs.data();
+        }
+        a.x = x.data();
+        a.packed = packed.data();
+        a.row_sums = row_sums.data();
+        a.w_scale = w_scale.data();
+        a.relu = relu;
+        a.y = out.mutable_data();
+        py::gil_scoped_release nogil;
+        kernels::gemm_int8(a);
+      },
+      py::arg("x").noconvert(), py::arg("packed").noconvert(), py::arg("row_sums").noconvert(),
+      py::arg("w_scale").noconvert(), py::arg("bias").none(true), py::arg("relu"), py::arg("out").noconvert(),
+      "out = dequant(quant7(x) @ q.T) (+ bias) (+ relu), exact int32 accumulation.");
+  m.def(
+      "im2col",
+      [](carray<float> x, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, carray<float> out) {
+        if (x.ndim() != 4 || out.ndim() != 2) throw py::value_error("x must be NCHW, out 2-D");
+        if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0) throw py::value_error("bad kernel/stride/padding");
+        const int64_t n = x.shape(0), c = x.shape(1), h = x.shape(2), w = x.shape(3);
+        const int64_t oh = (h + 2 * ph - kh) / sh + 1, ow = (w + 2 * pw - kw) / sw + 1;
+        if (h + 2 * ph < kh || w + 2 * pw < kw) throw py::value_error("kernel larger than the padded input");
+        if (out.shape(0) != n * oh * ow || out.shape(1) != c * kh * kw) throw py::value_error("out must be [n*oh*ow, c*kh*kw]");
+        const float* xp = x.data();
+        float* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        kernels::im2col(xp, n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow, op);
+      },
+      py::arg("x").noconvert(), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
+      py::arg("out").noconvert(), "Patches of an NCHW tensor, one row per output pixel.");
 }

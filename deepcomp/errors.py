@@ -23,3 +23,19 @@ class ModelError(DeepcompError):
 
 class UnsupportedOpError(ModelError):
     """A model contains an operation the stored graph cannot represent."""
+
+
+class DczTruncatedError(DczFormatError):
+    """A .dcz file ends before a structure it declares (truncated download or write)."""
+
+
+class DczVersionError(DczFormatError):
+    """A .dcz file is from a format version this build cannot read."""
+
+
+class DczChecksumError(DczFormatError):
+    """A .dcz section's CRC32 does not match its bytes (the file is corrupted)."""
+
+
+class OpInputError(DeepcompError, ValueError):
+    """A native op (deepcomp.ops) got arrays it cannot use: wrong shape, dtype or range."""

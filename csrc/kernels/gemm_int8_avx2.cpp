@@ -1,0 +1,234 @@
+// AVX2 int8 GEMM. The inner step multiplies 4 activations (u8, broadcast) by 4 weights
+// of 8 output channels (s8, packed) with _mm256_maddubs_epi16 and widens the 16-bit pair
+// sums with _mm256_madd_epi16 against ones. Activations are 7-bit (<= 127) and weights in
+// [-127, 127], so a pair sum is at most 2 * 127 * 127 = 32258 and the saturating add in
+// maddubs never saturates: the result is the exact integer dot product, the same as the
+// scalar twin's. Static functions and intrinsics only (see spmm_avx2.cpp).
+#include <immintrin.h>
+
+#include <omp.h>
+
+#include <cstdint>
+
+#include "kernels/kernels_impl.h"
+
+namespace deepcomp {
+namespace kernels {
+
+namespace {
+
+inline int32_t round_to_int(float v) { return _mm_cvtss_si32(_mm_set_ss(v)); }  // half to even
+
+inline float fma1(float a, float b, float c) {
+  return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
+}
+
+// acc += dot4(u8 x, s8 w) per int32 lane. Vnni: one vpdpbusd (AVX-VNNI, the VEX form:
+// same registers, no AVX-512), through inline asm because the intrinsic would need the
+// whole file compiled for avxvnni; it adds the four products into int32 without an int16
+// step, so it gives the same exact sums as maddubs + madd (which cannot saturate here).
+template <bool Vnni>
+inline __m256i dot4(__m256i acc, __m256i x, __m256i w, __m256i ones) {
+  if constexpr (Vnni) {
+    asm("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(x), "x"(w));
+    return acc;
+  } else {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), ones));
+  }
+}
+
+inline __m256i bcast4(const uint8_t* p) {
+  int32_t v;
+  __builtin_memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+inline __m256i load_part(const int32_t* p, bool first) {
+  return first ? _mm256_setzero_si256() : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+// Output: channels o0 .. o0 + 7 of batch row b from the finished int32 sums.
+inline void finish8(const Int8Args& a, int64_t b, int64_t o0, __m256i acc) {
+  const int32_t zp = a.x_zp[b];
+  const float xs = a.x_scale[b];
+  float* y = a.y + b * a.n;
+  if (o0 >= a.n) return;
+  if (o0 + 8 <= a.n) {
+    const __m256i rs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.row_sums + o0));
+    const __m256i centred = _mm256_sub_epi32(acc, _mm256_mullo_epi32(_mm256_set1_epi32(zp), rs));
+    const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(xs), _mm256_loadu_ps(a.w_scale + o0));
+    const __m256 bias = a.bias ? _mm256_loadu_ps(a.bias + o0) : _mm256_setzero_ps();
+    __m256 out = _mm256_fmadd_ps(_mm256_cvtepi32_ps(centred), scale, bias);
+    if (a.relu) out = _mm256_max_ps(out, _mm256_setzero_ps());
+    _mm256_storeu_ps(y + o0, out);
+    return;
+  }
+  alignas(32) int32_t tmp[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), acc);
+  for (int64_t c = 0; o0 + c < a.n; ++c) {
+    const int64_t o = o0 + c;
+    const int32_t centred = tmp[c] - zp * a.row_sums[o];
+    float out = fma1(static_cast<float>(centred), xs * a.w_scale[o], a.bias ? a.bias[o] : 0.0f);
+    if (a.relu) out = out > 0.0f ? out : 0.0f;
+    y[o] = out;
+  }
+}
+
+// 4 batch rows x 16 channels (blocks nb, nb + 1) over k-groups [g0, g1). Written out with
+// named accumulators so that they stay in registers. Partial sums carry over between K
+// chunks in part[4][16] (first: start from zero; last: finish into y).
+template <bool Vnni>
+void tile4x16(const Int8Args& a, int64_t m0, int64_t nb, int64_t k4, int64_t g0, int64_t g1, int32_t* part,
+              bool first, bool last) {
+  const int64_t kp = k4 * 4;
+  __m256i c00 = load_part(part + 0, first), c01 = load_part(part + 8, first);
+  __m256i c10 = load_part(part + 16, first), c11 = load_part(part + 24, first);
+  __m256i c20 = load_part(part + 32, first), c21 = load_part(part + 40, first);
+  __m256i c30 = load_part(part + 48, first), c31 = load_part(part + 56, first);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int8_t* w0 = a.packed + nb * k4 * 32;
+  const int8_t* w1 = w0 + k4 * 32;
+  const uint8_t* x0 = a.xq + m0 * kp;
+  const uint8_t* x1 = x0 + kp;
+  const uint8_t* x2 = x1 + kp;
+  const uint8_t* x3 = x2 + kp;
+  for (int64_t g = g0; g < g1; ++g) {
+    const __m256i wa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + g * 32));
+    const __m256i wb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + g * 32));
+    __m256i xv = bcast4(x0 + g * 4);
+    c00 = dot4<Vnni>(c00, xv, wa, ones);
+    c01 = dot4<Vnni>(c01, xv, wb, ones);
+    xv = bcast4(x1 + g * 4);
+    c10 = dot4<Vnni>(c10, xv, wa, ones);
+    c11 = dot4<Vnni>(c11, xv, wb, ones);
+    xv = bcast4(x2 + g * 4);
+    c20 = dot4<Vnni>(c20, xv, wa, ones);
+    c21 = dot4<Vnni>(c21, xv, wb, ones);
+    xv = bcast4(x3 + g * 4);
+    c30 = dot4<Vnni>(c30, xv, wa, ones);
+    c31 = dot4<Vnni>(c31, xv, wb, ones);
+  }
+  if (!last) {
+    __m256i* pp = reinterpret_cast<__m256i*>(part);
+    _mm256_storeu_si256(pp + 0, c00); _mm256_storeu_si256(pp + 1, c01);
+    _mm256_storeu_si256(pp + 2, c10); _mm256_storeu_si256(pp + 3, c11);
+    _mm256_storeu_si256(pp + 4, c20); _mm256_storeu_si256(pp + 5, c21);
+    _mm256_storeu_si256(pp + 6, c30); _mm256_storeu_si256(pp + 7, c31);
+    return;
+  }
+  const int64_t o0 = nb * 8;
+  finish8(a, m0, o0, c00); finish8(a, m0, o0 + 8, c01);
+  finish8(a, m0 + 1, o0, c10); finish8(a, m0 + 1, o0 + 8, c11);
+  finish8(a, m0 + 2, o0, c20); finish8(a, m0 + 2, o0 + 8, c21);
+  finish8(a, m0 + 3, o0, c30); finish8(a, m0 + 3, o0 + 8, c31);
+}
+
+// 1 batch row x 16 channels; four accumulators over alternating k-groups keep the
+// dependency chains short (the sum of the four is the same exact integer).
+template <bool Vnni>
+void tile1x16(const Int8Args& a, int64_t m0, int64_t nb, int64_t k4, int64_t g0, int64_t g1, int32_t* part,
+              bool first, bool last) {
+  const int64_t kp = k4 * 4;
+  __m256i c0 = load_part(part + 0, first), c1 = load_part(part + 8, first);
+  __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int8_t* w0 = a.packed + nb * k4 * 32;
+  const int8_t* w1 = w0 + k4 * 32;
+  const uint8_t* x0 = a.xq + m0 * kp;
+  int64_t g = g0;
+  for (; g + 2 <= g1; g += 2) {
+    const __m256i xv = bcast4(x0 + g * 4), xw = bcast4(x0 + g * 4 + 4);
+    c0 = dot4<Vnni>(c0, xv, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + g * 32)), ones);
+    c1 = dot4<Vnni>(c1, xv, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + g * 32)), ones);
+    d0 = dot4<Vnni>(d0, xw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + g * 32 + 32)), ones);
+    d1 = dot4<Vnni>(d1, xw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + g * 32 + 32)), ones);
+  }
+  if (g < g1) {
+    const __m256i xv = bcast4(x0 + g * 4);
+    c0 = dot4<Vnni>(c0, xv, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + g * 32)), ones);
+    c1 = dot4<Vnni>(c1, xv, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + g * 32)), ones);
+  }
+  c0 = _mm256_add_epi32(c0, d0);
+  c1 = _mm256_add_epi32(c1, d1);
+  if (!last) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(part), c0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(part + 8), c1);
+    return;
+  }
+  finish8(a, m0, nb * 8, c0);
+  finish8(a, m0, nb * 8 + 8, c1);
+}
+
+// K is walked in chunks of kChunk groups (4 k each): one chunk of a pair of weight blocks
+// (2 * kChunk * 32 bytes = 32 KiB) stays in L1 while every batch row passes over it.
+constexpr int64_t kChunk = 512;
+
+template <bool Vnni>
+void pair_task(const Int8Args& a, int64_t nb, int64_t k4, int32_t* part) {
+  const int64_t m4 = a.batch / 4 * 4;
+  for (int64_t g0 = 0;; g0 += kChunk) {
+    const int64_t g1 = g0 + kChunk < k4 ? g0 + kChunk : k4;
+    const bool first = g0 == 0, last = g1 == k4;
+    int64_t m = 0;
+    for (; m < m4; m += 4) tile4x16<Vnni>(a, m, nb, k4, g0, g1, part + m * 16, first, last);
+    for (; m < a.batch; ++m) tile1x16<Vnni>(a, m, nb, k4, g0, g1, part + m * 16, first, last);
+    if (last) break;
+  }
+}
+
+}  // namespace
+
+void int8_quantize_avx2(const float* x, int64_t batch, int64_t k, const float* inv_scale,
+                        const int32_t* zp, uint8_t* xq, int nthreads) {
+  const int64_t kp = (k + 3) / 4 * 4;
+#pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static)
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* xr = x + b * k;
+    uint8_t* q = xq + b * kp;
+    const __m256 inv = _mm256_set1_ps(inv_scale[b]);
+    const __m256i z = _mm256_set1_epi32(zp[b]);
+    const __m256i lo = _mm256_setzero_si256(), hi = _mm256_set1_epi32(127);
+    int64_t i = 0;
+    for (; i + 8 <= k; i += 8) {
+      __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xr + i), inv)), z);
+      v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+      const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), _mm_packus_epi16(w16, w16));
+    }
+    for (; i < k; ++i) {
+      int32_t v = round_to_int(xr[i] * inv_scale[b]) + zp[b];
+      v = v < 0 ? 0 : (v > 127 ? 127 : v);
+      q[i] = static_cast<uint8_t>(v);
+    }
+    for (; i < kp; ++i) q[i] = 0;
+  }
+}
+
+bool int8_vnni_supported() {
+#if defined(DEEPCOMP_HAVE_VNNI_CODE)
+  static const bool ok = __builtin_cpu_supports("avxvnni");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+void gemm_int8_avx2(const Int8Args& a, int nthreads, bool vnni) {
+  const int64_t k4 = (a.k + 3) / 4;
+  const int64_t npairs = (a.n + 15) / 16;  // int8_pack pads the channels to a multiple of 16
+  // A task is a pair of 8-channel blocks over the whole batch: its weights are read from
+  // memory once and reused from L1 by every batch row. Each output is computed by one
+  // thread in a fixed order, whatever the thread count.
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+  {
+    int32_t* part = a.part + static_cast<int64_t>(omp_get_thread_num()) * a.batch * 16;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < npairs; ++t) {
+      if (vnni) pair_task<true>(a, 2 * t, k4, part);
+      else pair_task<false>(a, 2 * t, k4, part);
+    }
+  }
+}
+
+}  // namespace kernels
+}  // namespace deepcomp

@@ -1,0 +1,121 @@
+// deepcomp's compute kernels: plain functions over pointers and sizes (no Python, no
+// torch). dispatch.cpp picks the AVX2 or the scalar twin at run time; the twins are
+// declared in kernels_impl.h and are not part of this interface.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace deepcomp {
+namespace kernels {
+
+// ---- threads ---------------------------------------------------------------------
+// The kernels use their own thread count rather than OpenMP's global setting, so that
+// torch (which may share the OpenMP runtime) and deepcomp do not change each other's.
+void set_num_threads(int n);  // n >= 1
+int get_num_threads();
+// Threads to use for `work` multiply-adds: 1 below a threshold, where starting a
+// parallel region costs more than it saves.
+int threads_for(double work);
+
+// ---- sparse matmul: Y[B, n_out] = X[B, n_in] @ W.T (+ bias) (+ ReLU) ----------------
+// W is CSR (n_out rows, n_in columns). Its values are either fp32 (`values`) or uint8
+// indices (`codes`) into an fp32 `codebook` of `k` entries; exactly one of the two is
+// set. Column indices are uint16 (`idx16`, needs n_in <= 65536) or int32 (`idx32`).
+// The caller guarantees: indptr is non-decreasing from 0 to nnz, every index is in
+// [0, n_in), every code is in [0, k). (deepcomp/ops.py checks this.)
+struct SparseArgs {
+  const float* x = nullptr;
+  int64_t batch = 0;
+  int64_t n_in = 0;
+  int64_t n_out = 0;
+  const int32_t* indptr = nullptr;
+  const uint16_t* idx16 = nullptr;
+  const int32_t* idx32 = nullptr;
+  const float* values = nullptr;
+  const uint8_t* codes = nullptr;
+  const float* codebook = nullptr;
+  int32_t k = 0;
+  const float* bias = nullptr;  // may be null
+  bool relu = false;
+  float* y = nullptr;
+  // Optional column blocking (from csr_block_starts; needs indices sorted within rows):
+  // seg[b * (n_out + 1) + r] is the first nonzero of row r whose column is >= b * seg_cols,
+  // for b in [0, ceil(n_in / seg_cols)], the last entry of a row being indptr[r + 1].
+  // With it, batch > 1 runs over one block of columns at a time, so that the slice of X
+  // the nonzeros touch stays in L1.
+  const int32_t* seg = nullptr;
+  int64_t seg_cols = 0;
+};
+void spmm(const SparseArgs& a);
+
+// Column width of a block: kSegCols * 32 batch columns * 4 bytes fill half of a 64 KiB L1.
+constexpr int64_t kSegCols = 256;
+inline int64_t seg_blocks(int64_t n_in, int64_t seg_cols) { return (n_in + seg_cols - 1) / seg_cols; }
+// Fills seg ((seg_blocks + 1) * rows entries) for sorted CSR indices.
+void csr_block_starts(const int32_t* indptr, int64_t rows, const uint16_t* idx16, const int32_t* idx32,
+                      int64_t n_in, int64_t seg_cols, int32_t* seg);
+// True when seg is consistent with indptr (monotonic within each row, within its bounds).
+bool check_block_starts(const int32_t* indptr, int64_t rows, int64_t nblocks, const int32_t* seg);
+
+// Empty when the CSR arrays satisfy spmm's preconditions (indptr from 0 to nnz and
+// non-decreasing, indices in [0, n_in), codes in [0, k) when given), else the first
+// problem found. One pass over the arrays: run once per weight, not per call.
+std::string check_csr(const int32_t* indptr, int64_t rows, const uint16_t* idx16, const int32_t* idx32,
+                      int64_t nnz, int64_t n_in, const uint8_t* codes, int32_t k);
+
+// ---- int8 GEMM: Y[B, N] = dequant(quant(X[B, K]) @ Wq.T) (+ bias) (+ ReLU) ---------
+// Weights: int8 symmetric per output channel, q in [-127, 127], w ~= q * w_scale[n].
+// Activations: quantized per batch row on the fly to 7-bit unsigned affine,
+// xq = clamp(round(x / s) + zp, 0, 127), the range [min(x, 0), max(x, 0)] mapped onto
+// [0, 127]. Seven bits (as FBGEMM's reduce_range) make the 16-bit pair sums of
+// _mm256_maddubs_epi16 unable to saturate: 2 * 127 * 127 = 32258 < 32767.
+// Accumulation is exact in int32 while K * 127 * 127 < 2^31, i.e. K <= 133143.
+constexpr int64_t kInt8MaxK = 133143;
+
+// Packed weight layout for the AVX2 kernel: output channels in blocks of 8 (zero
+// padded to a multiple of 16 channels: the kernel takes blocks in pairs), K in groups of
+// 4 (zero padded); block-major, then k-group, then channel,
+// then the 4 k values: 32 bytes per (block, k-group).
+int64_t int8_packed_size(int64_t n, int64_t k);
+void int8_pack(const int8_t* q, int64_t n, int64_t k, int8_t* packed);
+
+struct Int8Args {
+  const float* x = nullptr;  // [batch, k]
+  int64_t batch = 0;
+  int64_t k = 0;
+  int64_t n = 0;
+  const int8_t* packed = nullptr;   // int8_pack layout (both paths)
+  const int32_t* row_sums = nullptr;  // [n]: sum over k of q
+  const float* w_scale = nullptr;     // [n]
+  const float* bias = nullptr;        // may be null
+  bool relu = false;
+  float* y = nullptr;  // [batch, n]
+  // Scratch the dispatcher fills: [batch, k4*4] quantized activations, zero padded,
+  // and per-row scale / zero point.
+  uint8_t* xq = nullptr;
+  float* x_scale = nullptr;
+  int32_t* x_zp = nullptr;
+  int32_t* part = nullptr;  // AVX2 path: [threads][batch][16] int32 partial sums
+};
+void gemm_int8(Int8Args& a);
+
+// AVX-VNNI for the int8 GEMM's AVX2 path: used when the CPU has it unless disabled
+// (DEEPCOMP_NO_VNNI=1, or set_int8_vnni(false) for tests). Results are identical.
+bool int8_vnni_available();
+void set_int8_vnni(bool enabled);
+bool int8_vnni_enabled();
+
+// Per-row activation quantization parameters (shared by both paths so that they agree
+// bit for bit).
+void int8_row_params(const float* x, int64_t k, float* scale, float* inv_scale, int32_t* zp);
+
+// ---- im2col for Conv2d (groups = 1) -----------------------------------------------
+// x: [n, c, h, w]; writes cols: [n * oh * ow, c * kh * kw] row-major (one patch per
+// row, in the order of a flattened [c, kh, kw] weight), zero outside the padding.
+void im2col(const float* x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
+            int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t oh, int64_t ow, float* cols);
+
+}  // namespace kernels
+}  // namespace deepcomp

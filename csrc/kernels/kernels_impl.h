@@ -1,0 +1,26 @@
+// The twins behind dispatch.cpp: *_ref (portable scalar, the reference) and *_avx2
+// (compiled with -mavx2 -mfma, only called when the CPU has them). Not a public header.
+#pragma once
+
+#include "kernels/kernels.h"
+
+namespace deepcomp {
+namespace kernels {
+
+void spmm_ref(const SparseArgs& a, int nthreads);
+// xblk: scratch of spmm_avx2_scratch(a) floats (X transposed in batch blocks).
+int64_t spmm_avx2_scratch(const SparseArgs& a);
+void spmm_avx2(const SparseArgs& a, float* xblk, int nthreads);
+
+// xq rows are k4 * 4 bytes long (k4 = ceil(k / 4)), zero padded.
+void int8_quantize_ref(const float* x, int64_t batch, int64_t k, const float* inv_scale,
+                       const int32_t* zp, uint8_t* xq, int nthreads);
+void int8_quantize_avx2(const float* x, int64_t batch, int64_t k, const float* inv_scale,
+                        const int32_t* zp, uint8_t* xq, int nthreads);
+void gemm_int8_ref(const Int8Args& a, int nthreads);
+// vnni: use AVX-VNNI's vpdpbusd (only when int8_vnni_supported()).
+void gemm_int8_avx2(const Int8Args& a, int nthreads, bool vnni);
+bool int8_vnni_supported();
+
+}  // namespace kernels
+}  // namespace deepcomp

@@ -1,0 +1,357 @@
+// AVX2 + FMA sparse matmul (fp32 values or codebook codes). Compiled with -mavx2 -mfma
+// and only entered when the CPU has both. Everything here is static or in an anonymous
+// namespace and uses raw pointers and intrinsics, so no inline function shared with
+// the scalar files is ever instantiated with AVX2 code.
+//
+// Batch 1 (SpMV): the cost is reading the weights once, so each row streams its column
+// indices and codes sequentially, gathers 8 inputs at a time (_mm256_i32gather_ps) and
+// looks the codes up in the codebook kept in registers (one _mm256_permutevar8x32_ps
+// per 8 entries, blended on the code's high bits); no fp32 copy of W is ever formed.
+// Batch > 1 (SpMM): X is transposed into blocks of up to 32 batch columns so that each
+// nonzero is read once per block and applied with FMAs over contiguous batch vectors.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "kernels/kernels_impl.h"
+
+namespace deepcomp {
+namespace kernels {
+
+namespace {
+
+// Value source: fp32 array, codebook with K <= 8 / 16 / 32 held in registers, or a
+// gather from the codebook for larger K.
+enum Lookup { kValues = 0, kCb8 = 8, kCb16 = 16, kCb32 = 32, kCbGather = 1 };
+
+struct Codebook32 {
+  __m256 c[4];
+};
+
+inline Codebook32 load_codebook(const float* cb, int32_t k) {
+  alignas(32) float pad[32] = {0};
+  for (int32_t i = 0; i < k && i < 32; ++i) pad[i] = cb[i];
+  Codebook32 r;
+  for (int i = 0; i < 4; ++i) r.c[i] = _mm256_load_ps(pad + 8 * i);
+  return r;
+}
+
+inline __m256i load_idx8(const uint16_t* p) {
+  return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256i load_idx8(const int32_t* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+template <int L>
+inline __m256 values8(const SparseArgs& a, int64_t p, const Codebook32& cb) {
+  if constexpr (L == kValues) {
+    return _mm256_loadu_ps(a.values + p);
+  } else {
+    const __m256i code = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(a.codes + p)));
+    if constexpr (L == kCb8) {
+      return _mm256_permutevar8x32_ps(cb.c[0], code);
+    } else if constexpr (L == kCb16) {
+      // blendv selects on the sign bit: move code bit 3 there.
+      const __m256 hi = _mm256_castsi256_ps(_mm256_slli_epi32(code, 28));
+      return _mm256_blendv_ps(_mm256_permutevar8x32_ps(cb.c[0], code),
+                              _mm256_permutevar8x32_ps(cb.c[1], code), hi);
+    } else if constexpr (L == kCb32) {
+      const __m256 b3 = _mm256_castsi256_ps(_mm256_slli_epi32(code, 28));
+      const __m256 b4 = _mm256_castsi256_ps(_mm256_slli_epi32(code, 27));
+      const __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(cb.c[0], code),
+                                         _mm256_permutevar8x32_ps(cb.c[1], code), b3);
+      const __m256 hi = _mm256_blendv_ps(_mm256_permutevar8x32_ps(cb.c[2], code),
+                                         _mm256_permutevar8x32_ps(cb.c[3], code), b3);
+      return _mm256_blendv_ps(lo, hi, b4);
+    } else {
+      return _mm256_i32gather_ps(a.codebook, code, 4);
+    }
+  }
+}
+
+template <int L>
+inline float value1(const SparseArgs& a, int64_t p) {
+  if constexpr (L == kValues) return a.values[p];
+  else return a.codebook[a.codes[p]];
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float finish(const SparseArgs& a, int64_t r, float acc) {
+  float out = acc + (a.bias ? a.bias[r] : 0.0f);
+  return a.relu ? (out > 0.0f ? out : 0.0f) : out;
+}
+
+// ---- batch 1 -------------------------------------------------------------------------
+
+constexpr int64_t kAhead = 1024;
+
+template <typename Index, int L>
+float spmv_row(const SparseArgs& a, const Index* idx, int64_t p0, int64_t p1, const Codebook32& cb) {
+  const float* x = a.x;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+  int64_t p = p0;
+  // Four independent gathers in flight hide their latency behind each other.
+  for (; p + 32 <= p1; p += 32) {
+    // The weight streams come from memory once per call; the hardware prefetcher alone
+    // leaves the gathers waiting on them. kAhead nonzeros ahead is a few hundred cycles.
+    _mm_prefetch(reinterpret_cast<const char*>(idx + p + kAhead), _MM_HINT_T0);
+    if constexpr (sizeof(Index) == 4) _mm_prefetch(reinterpret_cast<const char*>(idx + p + kAhead + 16), _MM_HINT_T0);
+    if constexpr (L == kValues) {
+      _mm_prefetch(reinterpret_cast<const char*>(a.values + p + kAhead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(a.values + p + kAhead + 16), _MM_HINT_T0);
+    } else {
+      _mm_prefetch(reinterpret_cast<const char*>(a.codes + p + kAhead), _MM_HINT_T0);
+    }
+    const __m256 g0 = _mm256_i32gather_ps(x, load_idx8(idx + p), 4);
+    const __m256 g1 = _mm256_i32gather_ps(x, load_idx8(idx + p + 8), 4);
+    const __m256 g2 = _mm256_i32gather_ps(x, load_idx8(idx + p + 16), 4);
+    const __m256 g3 = _mm256_i32gather_ps(x, load_idx8(idx + p + 24), 4);
+    acc0 = _mm256_fmadd_ps(values8<L>(a, p, cb), g0, acc0);
+    acc1 = _mm256_fmadd_ps(values8<L>(a, p + 8, cb), g1, acc1);
+    acc2 = _mm256_fmadd_ps(values8<L>(a, p + 16, cb), g2, acc2);
+    acc3 = _mm256_fmadd_ps(values8<L>(a, p + 24, cb), g3, acc3);
+  }
+  for (; p + 8 <= p1; p += 8) {
+    const __m256 g0 = _mm256_i32gather_ps(x, load_idx8(idx + p), 4);
+    acc0 = _mm256_fmadd_ps(values8<L>(a, p, cb), g0, acc0);
+  }
+  float s = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+  for (; p < p1; ++p) s += value1<L>(a, p) * x[idx[p]];
+  return s;
+}
+
+template <typename Index, int L>
+void spmv(const SparseArgs& a, const Index* idx, int nthreads) {
+  const Codebook32 cb = L == kValues ? Codebook32{} : load_codebook(a.codebook, a.k);
+  const int64_t rows = a.n_out;
+#pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(dynamic, 32)
+  for (int64_t r = 0; r < rows; ++r) {
+    a.y[r] = finish(a, r, spmv_row<Index, L>(a, idx, a.indptr[r], a.indptr[r + 1], cb));
+  }
+}
+
+// ---- batch > 1 -------------------------------------------------------------------------
+
+constexpr int64_t kXAhead = 32;
+
+inline int64_t block_width(int64_t batch) {
+  const int64_t w = (batch + 7) / 8 * 8;
+  return w < 32 ? w : 32;
+}
+
+// xblk[blk][c][j] = x[blk * bw + j][c], zero for j past the batch.
+void transpose_blocks(const SparseArgs& a, float* xblk, int64_t bw, int nthreads) {
+  const int64_t nblk = (a.batch + bw - 1) / bw;
+  const int64_t n_in = a.n_in;
+  constexpr int64_t kTile = 64;
+  const int64_t ntiles = (n_in + kTile - 1) / kTile;
+#pragma omp parallel for collapse(2) num_threads(nthreads) if (nthreads > 1) schedule(static)
+  for (int64_t blk = 0; blk < nblk; ++blk) {
+    for (int64_t t = 0; t < ntiles; ++t) {
+      const int64_t c0 = t * kTile, c1 = c0 + kTile < n_in ? c0 + kTile : n_in;
+      float* dst = xblk + blk * n_in * bw;
+      for (int64_t j = 0; j < bw; ++j) {
+        const int64_t b = blk * bw + j;
+        if (b < a.batch) {
+          const float* src = a.x + b * n_in;
+          for (int64_t c = c0; c < c1; ++c) dst[c * bw + j] = src[c];
+        } else {
+          for (int64_t c = c0; c < c1; ++c) dst[c * bw + j] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+// NV vectors of 8 batch columns per nonzero; U independent accumulator sets so that
+// consecutive FMAs into the same register do not wait on each other's latency.
+template <typename Index, int L, int NV, int U>
+void spmm_block(const SparseArgs& a, const Index* idx, const float* xb, int64_t bw, int64_t b0,
+                int64_t width, int64_t r) {
+  __m256 acc[U][NV];
+  for (int u = 0; u < U; ++u)
+    for (int j = 0; j < NV; ++j) acc[u][j] = _mm256_setzero_ps();
+  const int64_t p0 = a.indptr[r], p1 = a.indptr[r + 1];
+  int64_t p = p0;
+  // The X rows the nonzeros pick are scattered over L2; ask for them kXAhead nonzeros
+  // early so that the FMAs do not wait on L2 latency (the indices are known ahead).
+  const int64_t pf_end = p1 - kXAhead;
+  for (; p + U <= p1; p += U) {
+    for (int u = 0; u < U; ++u) {
+      if (p + u < pf_end) {
+        const float* xf = xb + static_cast<int64_t>(idx[p + u + kXAhead]) * bw;
+        _mm_prefetch(reinterpret_cast<const char*>(xf), _MM_HINT_T0);
+        if constexpr (NV > 2) _mm_prefetch(reinterpret_cast<const char*>(xf + 16), _MM_HINT_T0);
+      }
+      const __m256 v = _mm256_set1_ps(value1<L>(a, p + u));
+      const float* xr = xb + static_cast<int64_t>(idx[p + u]) * bw;
+      for (int j = 0; j < NV; ++j) acc[u][j] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 8 * j), acc[u][j]);
+    }
+  }
+  for (; p < p1; ++p) {
+    const __m256 v = _mm256_set1_ps(value1<L>(a, p));
+    const float* xr = xb + static_cast<int64_t>(idx[p]) * bw;
+    for (int j = 0; j < NV; ++j) acc[0][j] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 8 * j), acc[0][j]);
+  }
+  const __m256 bias = _mm256_set1_ps(a.bias ? a.bias[r] : 0.0f);
+  const __m256 zero = _mm256_setzero_ps();
+  alignas(32) float out[8 * NV];
+  for (int j = 0; j < NV; ++j) {
+    __m256 s = acc[0][j];
+    for (int u = 1; u < U; ++u) s = _mm256_add_ps(s, acc[u][j]);
+    s = _mm256_add_ps(s, bias);
+    if (a.relu) s = _mm256_max_ps(s, zero);
+    _mm256_store_ps(out + 8 * j, s);
+  }
+  float* y = a.y + b0 * a.n_out + r;
+  for (int64_t j = 0; j < width; ++j) y[j * a.n_out] = out[j];
+}
+
+// Column-blocked variant: the nonzeros of rows [r0, r1) are visited one column block at
+// a time (a.seg gives where each row enters each block), so the X slice they read,
+// seg_cols * bw floats, stays in L1 across those rows. Partial sums live in `acc`.
+template <typename Index, int L, int NV, int U>
+void spmm_chunk_blocked(const SparseArgs& a, const Index* idx, const float* xb, int64_t bw, int64_t b0,
+                        int64_t width, int64_t r0, int64_t r1, float* accbuf) {
+  const int64_t rows = a.n_out;
+  const int64_t nb = seg_blocks(a.n_in, a.seg_cols);
+  for (int64_t i = 0; i < (r1 - r0) * 8 * NV; ++i) accbuf[i] = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    const int32_t* s0 = a.seg + b * (rows + 1);
+    const int32_t* s1 = s0 + rows + 1;
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t p = s0[r];
+      const int64_t p1 = s1[r];
+      if (p == p1) continue;
+      float* am = accbuf + (r - r0) * 8 * NV;
+      __m256 acc[U][NV];
+      for (int j = 0; j < NV; ++j) acc[0][j] = _mm256_load_ps(am + 8 * j);
+      for (int u = 1; u < U; ++u)
+        for (int j = 0; j < NV; ++j) acc[u][j] = _mm256_setzero_ps();
+      for (; p + U <= p1; p += U) {
+        for (int u = 0; u < U; ++u) {
+          const __m256 v = _mm256_set1_ps(value1<L>(a, p + u));
+          const float* xr = xb + static_cast<int64_t>(idx[p + u]) * bw;
+          for (int j = 0; j < NV; ++j) acc[u][j] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 8 * j), acc[u][j]);
+        }
+      }
+      for (; p < p1; ++p) {
+        const __m256 v = _mm256_set1_ps(value1<L>(a, p));
+        const float* xr = xb + static_cast<int64_t>(idx[p]) * bw;
+        for (int j = 0; j < NV; ++j) acc[0][j] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 8 * j), acc[0][j]);
+      }
+      for (int j = 0; j < NV; ++j) {
+        __m256 t = acc[0][j];
+        for (int u = 1; u < U; ++u) t = _mm256_add_ps(t, acc[u][j]);
+        _mm256_store_ps(am + 8 * j, t);
+      }
+    }
+  }
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* am = accbuf + (r - r0) * 8 * NV;
+    const __m256 bias = _mm256_set1_ps(a.bias ? a.bias[r] : 0.0f);
+    alignas(32) float out[8 * NV];
+    for (int j = 0; j < NV; ++j) {
+      __m256 t = _mm256_add_ps(_mm256_load_ps(am + 8 * j), bias);
+      if (a.relu) t = _mm256_max_ps(t, zero);
+      _mm256_store_ps(out + 8 * j, t);
+    }
+    float* y = a.y + b0 * a.n_out + r;
+    for (int64_t j = 0; j < width; ++j) y[j * a.n_out] = out[j];
+  }
+}
+
+constexpr int64_t kRowChunk = 64;
+
+template <typename Index, int L>
+void spmm_blocked(const SparseArgs& a, const Index* idx, const float* xblk, int64_t bw, int nthreads) {
+  const int64_t nblk = (a.batch + bw - 1) / bw;
+  const int64_t rows = a.n_out;
+  const int64_t nchunks = (rows + kRowChunk - 1) / kRowChunk;
+  // One parallel region, tasks = (batch block, row chunk): no barrier per column block.
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+  {
+    alignas(32) float accbuf[kRowChunk * 32];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < nblk * nchunks; ++t) {
+      const int64_t blk = t / nchunks, c = t % nchunks;
+      const float* xb = xblk + blk * a.n_in * bw;
+      const int64_t b0 = blk * bw;
+      const int64_t width = a.batch - b0 < bw ? a.batch - b0 : bw;
+      const int64_t r0 = c * kRowChunk, r1 = r0 + kRowChunk < rows ? r0 + kRowChunk : rows;
+      switch ((width + 7) / 8) {
+        case 1: spmm_chunk_blocked<Index, L, 1, 4>(a, idx, xb, bw, b0, width, r0, r1, accbuf); break;
+        case 2: spmm_chunk_blocked<Index, L, 2, 4>(a, idx, xb, bw, b0, width, r0, r1, accbuf); break;
+        case 3: spmm_chunk_blocked<Index, L, 3, 2>(a, idx, xb, bw, b0, width, r0, r1, accbuf); break;
+        default: spmm_chunk_blocked<Index, L, 4, 2>(a, idx, xb, bw, b0, width, r0, r1, accbuf); break;
+      }
+    }
+  }
+}
+
+template <typename Index, int L>
+void spmm(const SparseArgs& a, const Index* idx, float* xblk, int nthreads) {
+  const int64_t bw = block_width(a.batch);
+  transpose_blocks(a, xblk, bw, nthreads);
+  if (a.seg) {
+    spmm_blocked<Index, L>(a, idx, xblk, bw, nthreads);
+    return;
+  }
+  const int64_t nblk = (a.batch + bw - 1) / bw;
+  const int64_t rows = a.n_out;
+  for (int64_t blk = 0; blk < nblk; ++blk) {
+    const float* xb = xblk + blk * a.n_in * bw;
+    const int64_t b0 = blk * bw;
+    const int64_t width = a.batch - b0 < bw ? a.batch - b0 : bw;
+    const int nv = static_cast<int>((width + 7) / 8);
+#pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(dynamic, 16)
+    for (int64_t r = 0; r < rows; ++r) {
+      switch (nv) {
+        case 1: spmm_block<Index, L, 1, 4>(a, idx, xb, bw, b0, width, r); break;
+        case 2: spmm_block<Index, L, 2, 4>(a, idx, xb, bw, b0, width, r); break;
+        case 3: spmm_block<Index, L, 3, 2>(a, idx, xb, bw, b0, width, r); break;
+        default: spmm_block<Index, L, 4, 2>(a, idx, xb, bw, b0, width, r); break;
+      }
+    }
+  }
+}
+
+template <typename Index, int L>
+void run(const SparseArgs& a, const Index* idx, float* xblk, int nthreads) {
+  if (a.batch == 1) spmv<Index, L>(a, idx, nthreads);
+  else spmm<Index, L>(a, idx, xblk, nthreads);
+}
+
+template <typename Index>
+void run_index(const SparseArgs& a, const Index* idx, float* xblk, int nthreads) {
+  if (!a.codes) run<Index, kValues>(a, idx, xblk, nthreads);
+  else if (a.k <= 8) run<Index, kCb8>(a, idx, xblk, nthreads);
+  else if (a.k <= 16) run<Index, kCb16>(a, idx, xblk, nthreads);
+  else if (a.k <= 32) run<Index, kCb32>(a, idx, xblk, nthreads);
+  else run<Index, kCbGather>(a, idx, xblk, nthreads);
+}
+
+}  // namespace
+
+int64_t spmm_avx2_scratch(const SparseArgs& a) {
+  if (a.batch <= 1) return 0;
+  const int64_t bw = block_width(a.batch);
+  return (a.batch + bw - 1) / bw * bw * a.n_in;
+}
+
+void spmm_avx2(const SparseArgs& a, float* xblk, int nthreads) {
+  if (a.idx16) run_index<uint16_t>(a, a.idx16, xblk, nthreads);
+  else run_index<int32_t>(a, a.idx32, xblk, nthreads);
+}
+
+}  // namespace kernels
+}  // namespace deepcomp

@@ -1,0 +1,89 @@
+"""`deepcomp encode`, `deepcomp decode` and `deepcomp info`."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+
+from deepcomp.errors import DeepcompError
+
+
+def add_codec_commands(sub) -> None:
+    e = sub.add_parser("encode", help="one-shot compress a model file into a .dcz (no data needed)",
+                       description="Load a model, optionally prune and weight-share it, and Huffman-code it "
+                                   "into a .dcz file. Without --bits, weights with at most 256 distinct values "
+                                   "are stored exactly as they are; others are shared at fc=5, conv=8 bits.")
+    e.add_argument("input", help="state_dict .pt, torch.export .pt2, TorchScript archive or .safetensors")
+    e.add_argument("output", help="the .dcz file to write")
+    e.add_argument("--prune", metavar="SPEC", help="std:S (threshold S * std per layer) or sparsity:P")
+    e.add_argument("--bits", metavar="SPEC", help="weight-sharing bits per layer kind, e.g. fc=5,conv=8")
+    e.add_argument("--init", default="linear", help="centroid init for sharing: linear (default), density, forgy")
+    e.add_argument("--arch", metavar="NAME", help="pair a state_dict with an architecture, e.g. deepcomp:lenet5")
+    e.add_argument("--unsafe-pickle", action="store_true",
+                   help="allow a fully pickled model (torch.save(model)); this runs code from the file")
+    e.add_argument("--fp16", action="store_true",
+                   help="store weights that cannot be shared losslessly as float16 (lossy)")
+    e.add_argument("--no-graph", action="store_true", help="store weights only, no model graph")
+    e.set_defaults(func=_encode)
+
+    d = sub.add_parser("decode", help="turn a .dcz back into a plain state_dict .pt")
+    d.add_argument("input")
+    d.add_argument("output", help="state_dict file that torch.load(..., weights_only=True) reads")
+    d.set_defaults(func=_decode)
+
+    i = sub.add_parser("info", help="per-tensor size table of a .dcz file")
+    i.add_argument("input")
+    i.add_argument("--json", action="store_true", help="print the table as JSON")
+    i.set_defaults(func=_info)
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from deepcomp.codec.writer import parse_bits, save
+    from deepcomp.loaders import load_model_file
+
+    bits = parse_bits(args.bits) if args.bits else None
+    loaded = load_model_file(args.input, arch=args.arch, unsafe_pickle=args.unsafe_pickle)
+    graph = False if args.no_graph else (loaded.graph if loaded.graph is not None else None)
+    meta = {"source": os.path.basename(args.input), "source_kind": loaded.kind}
+    if args.prune:
+        meta["prune"] = args.prune
+    if bits:
+        meta["bits"] = bits
+    summary = save(loaded.obj, args.output, prune=args.prune, bits=bits, init=args.init,
+                   graph=graph, meta=meta, fp16=args.fp16)
+    print(f"wrote {args.output}: {summary['file_bytes']} bytes, {summary['ratio']:.1f}x smaller than the "
+          f"{summary['dense_bytes']} bytes of dense tensors ({loaded.kind})")
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    import torch
+
+    from deepcomp.codec.reader import decode
+
+    sd = decode(args.input)
+    out = os.path.abspath(args.output)
+    d = os.path.dirname(out)
+    if not os.path.isdir(d):
+        raise DeepcompError(f"cannot write {args.output}: directory {d} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(out) + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(sd, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    print(f"wrote {args.output}: {len(sd)} tensors")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from deepcomp.codec.info import render, table
+    from deepcomp.codec.reader import open_dcz
+
+    t = table(open_dcz(args.input))
+    print(json.dumps(t, indent=1) if args.json else render(t))
+    return 0

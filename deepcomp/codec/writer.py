@@ -1,0 +1,229 @@
+"""Writing .dcz files: state_dict -> lossless encodings -> one file, renamed into place.
+
+`save` is the whole encode path: capture the graph (if asked and possible), optionally
+prune and share, then code every tensor losslessly. Lossy steps happen only in prune and
+share; whatever reaches `write_state_dict` comes back from `decode` bit for bit.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+import zlib
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from deepcomp.codec import layout as L
+from deepcomp.codec.tensors import choose_encoding
+from deepcomp.errors import DeepcompError, ModelError, UnsupportedOpError
+
+DEFAULT_BITS = {"fc": 5, "conv": 8}
+
+
+def _json_bytes(obj, what: str, cap: int) -> bytes:
+    try:
+        data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        raise DeepcompError(f"{what} cannot be stored as JSON: {e}") from None
+    if len(data) > cap:
+        raise DeepcompError(f"{what} is {len(data)} bytes of JSON, more than the {cap}-byte limit")
+    return data
+
+
+def write_state_dict(sd: Mapping, path, *, graph: dict | None = None, meta: dict | None = None,
+                     fp16: bool = False) -> dict:
+    """Encode a state_dict losslessly (fp16 only if asked) into `path`; returns a summary."""
+    encoded = []
+    for name, t in sd.items():
+        if not isinstance(name, str):
+            raise ModelError(f"state_dict key {name!r} is not a string")
+        if not isinstance(t, torch.Tensor):
+            raise ModelError(f"state_dict entry {name!r} is a {type(t).__name__}, not a tensor")
+        if t.is_sparse or t.layout != torch.strided:
+            raise ModelError(f"tensor {name!r} has layout {t.layout}; store it dense")
+        encoded.append(choose_encoding(name, t, fp16=fp16))
+    blobs = []
+    if graph is not None:
+        if not isinstance(graph, dict):
+            raise DeepcompError(f"graph must be a dict, not {type(graph).__name__}")
+        blobs.append(("graph", _json_bytes(graph, "graph", L.MAX_GRAPH_BYTES)))
+    if meta:
+        blobs.append(("meta", _json_bytes(meta, "meta", L.MAX_META_BYTES)))
+    image, entries = assemble(encoded, blobs)
+    _atomic_write(path, image)
+    dense = sum(t.numel() * t.element_size() for t in sd.values())
+    return {
+        "path": os.fspath(path),
+        "file_bytes": len(image),
+        "dense_bytes": dense,
+        "ratio": dense / len(image) if image else float("inf"),
+        "tensors": {e["name"]: {"encoding": e["encoding"], "bytes": e["length"]} for e in entries},
+    }
+
+
+def assemble(encoded: list, blobs: list) -> tuple[bytearray, list]:
+    """Lay out prefix, header and sections (docs/FORMAT.md); returns the image and entries."""
+    # Offsets depend on the header length and the header lists the offsets, so lay the
+    # sections out for a guessed header length and redo it until the length settles.
+    guess = 0
+    for _ in range(16):
+        pos = L.align_up(L.PREFIX.size + guess)
+        entries, places = [], []
+        for enc in encoded:
+            ln = len(enc.payload)
+            off = pos if ln else 0
+            e = {**enc.fields, "offset": off, "length": ln, "crc32": zlib.crc32(enc.payload)}
+            if enc.why:
+                e["why"] = enc.why
+            entries.append(e)
+            places.append((off, enc.payload))
+            if ln:
+                pos = L.align_up(off + ln)
+        extra = {}
+        for key, data in blobs:
+            extra[key] = {"offset": pos, "length": len(data), "crc32": zlib.crc32(data)}
+            places.append((pos, data))
+            pos = L.align_up(pos + len(data))
+        last_end = max((off + len(d) for off, d in places if d), default=L.PREFIX.size + guess)
+        header = {"dcz": L.VERSION, "file_size": last_end, "tensors": entries, **extra}
+        hbytes = _json_bytes(header, "header", L.MAX_HEADER_BYTES)
+        if len(hbytes) == guess:
+            break
+        guess = len(hbytes)
+    else:  # pragma: no cover - the length is monotone in a few rounds
+        raise RuntimeError("header layout did not converge")
+    image = bytearray(last_end)
+    image[:L.PREFIX.size] = L.PREFIX.pack(L.MAGIC, L.VERSION, 0, len(hbytes), zlib.crc32(hbytes))
+    image[L.PREFIX.size:L.PREFIX.size + len(hbytes)] = hbytes
+    for off, data in places:
+        if data:
+            image[off:off + len(data)] = data
+    return image, entries
+
+
+def _atomic_write(path, data: bytes | bytearray) -> None:
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise DeepcompError(f"cannot write {path}: directory {d} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _distinct_at_most(t: torch.Tensor, n: int) -> bool:
+    bits = t.detach().contiguous().view(torch.int32).numpy()
+    return np.unique(bits).size <= n
+
+
+def _is_weight(t: torch.Tensor) -> bool:
+    return t.dtype == torch.float32 and t.dim() >= 2 and t.numel() > 0
+
+
+def parse_bits(spec) -> dict:
+    """'fc=5,conv=8' or {'fc': 5} -> validated dict."""
+    if isinstance(spec, str):
+        out = {}
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            key, sep, val = part.partition("=")
+            if not sep or not val.strip().isdigit():
+                raise DeepcompError(f"--bits: cannot read {part!r}; write e.g. fc=5,conv=8")
+            out[key.strip()] = int(val)
+        spec = out
+    if not isinstance(spec, Mapping) or not spec:
+        raise DeepcompError("bits must name at least one layer kind, e.g. {'fc': 5, 'conv': 8}")
+    for k, v in spec.items():
+        if k not in DEFAULT_BITS:
+            raise DeepcompError(f"bits: unknown layer kind {k!r}; use fc and/or conv")
+        if not isinstance(v, int) or not 1 <= v <= 8:
+            raise DeepcompError(f"bits: {k}={v} must be an integer from 1 to 8 (at most 256 centroids)")
+    return dict(spec)
+
+
+def prepare_state_dict(sd: Mapping, *, prune: str | None = None, bits=None, init: str = "linear") -> dict:
+    """Optional prune and share; weights that are still not shareable losslessly get the defaults."""
+    sd = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in sd.items()}
+    if prune:
+        from deepcomp.prune import prune_state_dict
+
+        # prune_state_dict writes +0.0 (never -0.0) where it cuts, so pruned zeros are
+        # structural zeros of the sparse layout.
+        sd, _report = prune_state_dict(sd, prune)
+    if bits is not None:
+        from deepcomp.share import share_state_dict
+
+        sd = share_state_dict(sd, parse_bits(bits), init=init)
+    else:
+        todo = [k for k, v in sd.items() if isinstance(v, torch.Tensor) and _is_weight(v)
+                and not _distinct_at_most(v, L.MAX_CODEBOOK)]
+        if todo:
+            from deepcomp.share import share_tensor
+
+            sd = dict(sd)
+            for k in todo:
+                kind = "fc" if sd[k].dim() == 2 else "conv"
+                sd[k] = share_tensor(sd[k], DEFAULT_BITS[kind], init=init)
+    return sd
+
+
+def save(obj, path, *, prune: str | None = None, bits=None, init: str = "linear",
+         graph=None, meta: dict | None = None, fp16: bool = False) -> dict:
+    """Compress a model (nn.Module) or a state_dict into a .dcz file (see docs/FORMAT.md)."""
+    graph_dict = None
+    if isinstance(obj, torch.nn.Module):
+        sd = None
+        if graph is not False:
+            capture = _graph_capture()
+            if capture is None:
+                if graph is True:
+                    raise ModelError("graph capture (deepcomp.graph) is not available in this build")
+            else:
+                try:
+                    graph_dict, sd = capture(obj)
+                except UnsupportedOpError as e:
+                    if graph is True:
+                        raise
+                    warnings.warn(f"storing weights only, without a graph: {e}", stacklevel=2)
+                    graph_dict = None
+        if isinstance(graph, dict):
+            graph_dict = graph
+        if sd is None:
+            sd = obj.state_dict()
+    elif isinstance(obj, Mapping):
+        sd = obj
+        if graph is True:
+            raise ModelError("graph=True needs an nn.Module; a state_dict has no graph to capture")
+        if isinstance(graph, dict):
+            graph_dict = graph
+    else:
+        raise ModelError(f"save() takes an nn.Module or a state_dict, not {type(obj).__name__}")
+    sd = prepare_state_dict(sd, prune=prune, bits=bits, init=init)
+    return write_state_dict(sd, path, graph=graph_dict, meta=meta, fp16=fp16)
+
+
+def _graph_capture():
+    try:
+        from deepcomp.graph import capture
+    except ImportError:
+        return None
+    return capture

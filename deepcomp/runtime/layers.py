@@ -1,0 +1,358 @@
+"""Compressed Linear and Conv2d that run on the file's form, with a measured path choice.
+
+Each layer can take up to four paths: `sparse` (CSR + codebook kernels), `int8`
+(per-channel int8 GEMM), `dense` (PyTorch on a decoded fp32 weight kept resident) and
+`decode` (the same, decoding the weight afresh on every call and dropping it after:
+for convolutions, whose arithmetic dwarfs the decode, dense speed at compressed
+memory). Which is fastest depends on the layer's shape and density, the batch size and the machine, so the layer
+measures instead of guessing: the first time it sees an input shape (for a thread
+count) it times each candidate on that very input and remembers the winner. Forms that
+no remembered choice uses are then freed again, so memory follows the choices.
+
+Policies (set_policy): 'auto' (fastest measured of all; int8 changes outputs by
+about 1% of their scale), 'exact' (fastest of the fp32 paths: sparse, decode and dense), 'compact' (only paths that keep nothing but the file's form resident:
+sparse and decode), or a fixed 'sparse' / 'int8' / 'decode' / 'dense'.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from deepcomp.errors import ModelError
+from deepcomp.runtime import kernels as K
+from deepcomp.runtime.weights import SPARSE_DENSITY, WeightForm
+
+POLICIES = ("auto", "exact", "compact", "sparse", "int8", "decode", "dense")
+PATHS = ("sparse", "int8", "decode", "dense")
+
+# Measuring: every candidate runs once to warm up, then the candidates take turns for a
+# few rounds (turns, so that a burst of load from elsewhere hits all of them alike) and
+# each keeps its fastest run. Fewer rounds when runs are slow: noise matters less there
+# than the time spent measuring.
+_ROUNDS_FAST, _ROUNDS_MID, _ROUNDS_SLOW = 7, 3, 1
+_FAST_S, _SLOW_S = 0.002, 0.05
+# A path must beat the best exact one by this factor to be chosen: int8 rounds the
+# weights, and a dense copy costs memory, so near-ties go to the file's own form.
+# Above this many dense fp32 bytes a layer compares its candidates one at a time.
+_BIG_LAYER_BYTES = 64 << 20
+_HANDICAP = {"sparse": 1.0, "decode": 1.0, "dense": 1.05, "int8": 1.10}
+
+class _RuntimeLayer(nn.Module):
+    def __init__(self, name: str, form: WeightForm, bias: torch.Tensor | None, relu: bool) -> None:
+        super().__init__()
+        self.layer_name = name
+        self.form = form
+        self.bias = None if bias is None else bias.detach().to(torch.float32).contiguous()
+        # The native ops take NumPy directly; converting the tensor on every call costs
+        # more than a small layer's arithmetic. Same memory as self.bias.
+        self._bias_np = None if self.bias is None else self.bias.numpy()
+        self.relu = relu
+        self.policy = "auto"
+        self._prepared: dict[str, object] = {}
+        self._choice: dict[tuple, str] = {}
+        self._fast: dict[tuple, object] = {}  # (input shape, threads) -> bound path
+        self.timings: dict[tuple, dict[str, float]] = {}
+
+    # -- which paths exist
+
+    def candidates(self) -> list[str]:
+        out = []
+        sparse_ok = self.form.is_sparse or (self.form.kind == "raw" and self._raw_density() <= SPARSE_DENSITY)
+        if sparse_ok and self._sparse_shape_ok():
+            out.append("sparse")
+        if K.int8_supported(self.form) and self._int8_shape_ok():
+            out.append("int8")
+        if self.form.kind != "raw":
+            out.append("decode")
+        out.append("dense")
+        return out
+
+    def _raw_density(self) -> float:
+        if not hasattr(self, "_raw_density_cache"):
+            self._raw_density_cache = self.form.density()
+        return self._raw_density_cache
+
+    def _sparse_shape_ok(self) -> bool:
+        return True
+
+    def _int8_shape_ok(self) -> bool:
+        return True
+
+    def _allowed(self) -> list[str]:
+        cands = self.candidates()
+        p = self.policy
+        if p == "auto":
+            return cands
+        if p == "exact":
+            return [c for c in cands if c != "int8"]
+        if p == "compact":
+            # Only paths that keep nothing but the file form resident (a raw tensor's
+            # dense view is the file form itself).
+            return [c for c in cands if c in ("sparse", "decode") or
+                    (c == "dense" and self.form.kind == "raw")]
+        if p in cands:
+            return [p]
+        if p == "int8" and not K.native_available():
+            raise ModelError("the int8 path needs deepcomp's native kernels (deepcomp.ops), "
+                             "which this build lacks")
+        return ["dense"]
+
+    # -- preparing forms
+
+    def _prepare(self, path: str):
+        st = self._prepared.get(path)
+        if st is None:
+            if path == "dense":
+                st = self.form.dense()
+            elif path == "decode":
+                st = self.form.dense  # called per run: nothing extra stays resident
+            elif path == "sparse":
+                st = K.sparse_prepare(self.form)
+            else:
+                st = K.int8_prepare(self.form)
+            self._prepared[path] = st
+        return st
+
+    def _release_unused(self) -> None:
+        keep = set(self._choice.values())
+        for p in list(self._prepared):
+            if p not in keep:
+                del self._prepared[p]
+
+    def resident_bytes(self) -> int:
+        """Bytes of weight data this layer holds now (file form + prepared forms).
+
+        Prepared forms often share the file form's arrays (a packed CSR view, the dense
+        view of a raw tensor); each buffer is counted once.
+        """
+        arrays = [a for a in (self.form.codebook, self.form.codes, self.form.indptr,
+                              self.form.indices, self.form.values, self.form.array) if a is not None]
+        if self.bias is not None:
+            arrays.append(self.bias)
+        for st in self._prepared.values():
+            arrays.extend(K.state_arrays(st))
+        return _count_unique(arrays)
+
+    # -- choosing
+
+    def choose(self, x: torch.Tensor) -> str:
+        key = (tuple(x.shape), K.get_num_threads(), self.policy)
+        path = self._choice.get(key)
+        if path is not None:
+            return path
+        allowed = self._allowed()
+        if len(allowed) == 1:
+            path = allowed[0]
+            self._prepare(path)
+        else:
+            with torch.no_grad():
+                if self.form.rows * self.form.cols * 4 <= _BIG_LAYER_BYTES:
+                    runs = {p: (lambda p=p, st=self._prepare(p): self._run(p, st, x)) for p in allowed}
+                    times = _measure(runs)
+                else:
+                    times = self._measure_one_by_one(allowed, x)
+            self.timings[key] = times
+            path = min(times, key=lambda p: times[p] * _HANDICAP[p])
+        self._choice[key] = path
+        self._fast[key[:2]] = self._bind(path)
+        self._release_unused()
+        return path
+
+    def _measure_one_by_one(self, allowed: list, x) -> dict:
+        """For big layers: one candidate form at a time, so that a dense and an int8 copy
+        of a 400 MB weight never sit in memory together just to be compared."""
+        times: dict[str, float] = {}
+        keep = set(self._choice.values())
+        for p in allowed:
+            st = self._prepare(p)
+            times[p] = _measure({p: lambda: self._run(p, st, x)})[p]
+            del st
+            best = min(times, key=lambda q: times[q] * _HANDICAP[q])
+            for q in list(self._prepared):
+                if q != best and q not in keep:
+                    del self._prepared[q]
+        return times
+
+    def _bind(self, path: str):
+        st, run = self._prepared[path], self._run
+        return lambda x: run(path, st, x)
+
+    def chosen(self) -> dict:
+        """The remembered choices: {(input shape, threads, policy): path}."""
+        return dict(self._choice)
+
+    def set_policy(self, policy: str) -> None:
+        if policy not in POLICIES:
+            raise ModelError(f"unknown runtime policy {policy!r}; choose one of {', '.join(POLICIES)}")
+        self.policy = policy
+        self._choice.clear()
+        self._fast.clear()
+        self.timings.clear()
+        self._prepared.clear()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._check(x)
+        fn = self._fast.get((tuple(x.shape), K.get_num_threads()))
+        if fn is None:
+            self.choose(x)
+            fn = self._fast[(tuple(x.shape), K.get_num_threads())]
+        return fn(x)
+
+
+def _count_unique(arrays) -> int:
+    seen, total = set(), 0
+    for a in arrays:
+        if isinstance(a, torch.Tensor):
+            key, n = a.data_ptr(), a.numel() * a.element_size()
+        else:
+            key, n = a.__array_interface__["data"][0], a.nbytes
+        if n and key not in seen:
+            seen.add(key)
+            total += n
+    return total
+
+
+def _measure(runs: dict) -> dict:
+    """Fastest seconds per call of each zero-argument callable, measured in turns."""
+    best = {}
+    for p, f in runs.items():
+        t0 = time.perf_counter()
+        f()
+        best[p] = time.perf_counter() - t0
+    slowest = max(best.values())
+    rounds = _ROUNDS_FAST if slowest < _FAST_S else _ROUNDS_MID if slowest < _SLOW_S else _ROUNDS_SLOW
+    for _ in range(rounds):
+        for p, f in runs.items():
+            t0 = time.perf_counter()
+            f()
+            best[p] = min(best[p], time.perf_counter() - t0)
+    return best
+
+
+class RuntimeLinear(_RuntimeLayer):
+    """y = x W^T + b on the compressed weight; input [..., in_features]."""
+
+    def __init__(self, name: str, form: WeightForm, bias=None, relu: bool = False) -> None:
+        if len(form.shape) != 2:
+            raise ModelError(f"layer '{name}': a linear weight must be 2-D, got {list(form.shape)}")
+        super().__init__(name, form, bias, relu)
+        self.out_features, self.in_features = form.shape
+
+    def _check(self, x):
+        if (isinstance(x, torch.Tensor) and x.dtype is torch.float32 and x.dim() == 2
+                and x.shape[1] == self.in_features and x.is_contiguous()):
+            return x  # the common case, checked cheaply: small layers are overhead-bound
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise ModelError(f"layer '{self.layer_name}' expects a float tensor")
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ModelError(f"layer '{self.layer_name}' expects {self.in_features} input features, "
+                             f"got an input of shape {list(x.shape)}")
+        if x.dim() != 2:
+            x = x.reshape(-1, self.in_features)
+        if x.dtype != torch.float32:
+            x = x.float()
+        return x.contiguous()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.Tensor) and x.dim() != 2:
+            lead = x.shape[:-1]
+            return super().forward(x).reshape(*lead, self.out_features)
+        return super().forward(x)
+
+    def _run(self, path, st, x):
+        if path == "dense" or path == "decode":
+            y = F.linear(x, st if path == "dense" else st(), self.bias)
+            return torch.relu_(y) if self.relu else y
+        if path == "sparse":
+            return K.sparse_linear(x, st, self._bias_np if st[0] == "packed" else self.bias, self.relu)
+        return K.int8_linear(x, st, self._bias_np, self.relu)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"form={self.form.kind}, relu={self.relu}, policy={self.policy}")
+
+
+class RuntimeConv2d(_RuntimeLayer):
+    """2-D convolution on the compressed weight; input N x C x H x W."""
+
+    def __init__(self, name: str, form: WeightForm, bias=None, stride=(1, 1), padding=(0, 0),
+                 dilation=(1, 1), groups: int = 1, relu: bool = False) -> None:
+        if len(form.shape) != 4:
+            raise ModelError(f"layer '{name}': a conv2d weight must be 4-D, got {list(form.shape)}")
+        super().__init__(name, form, bias, relu)
+        self.out_channels = form.shape[0]
+        self.in_channels = form.shape[1] * groups
+        self.kernel_size = tuple(form.shape[2:])
+        self.stride, self.padding = tuple(stride), tuple(padding)
+        self.dilation, self.groups = tuple(dilation), int(groups)
+
+    def _plain(self) -> bool:
+        return self.groups == 1 and self.dilation == (1, 1)
+
+    def _sparse_shape_ok(self) -> bool:
+        return self._plain()
+
+    def _int8_shape_ok(self) -> bool:
+        return self._plain()
+
+    def _check(self, x):
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise ModelError(f"layer '{self.layer_name}' expects a float tensor")
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ModelError(f"layer '{self.layer_name}' expects N x {self.in_channels} x H x W input, "
+                             f"got shape {list(x.shape)}")
+        kh, kw = self.kernel_size
+        if (x.shape[2] + 2 * self.padding[0] < self.dilation[0] * (kh - 1) + 1
+                or x.shape[3] + 2 * self.padding[1] < self.dilation[1] * (kw - 1) + 1):
+            raise ModelError(f"layer '{self.layer_name}': input {list(x.shape)} is smaller than "
+                             f"its {kh}x{kw} kernel")
+        if x.dtype != torch.float32:
+            x = x.float()
+        return x.contiguous()
+
+    def _run(self, path, st, x):
+        if path == "dense" or path == "decode":
+            w = st if path == "dense" else st()
+            y = F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            return torch.relu_(y) if self.relu else y
+        if path == "sparse":
+            bias = self._bias_np if st[0] == "packed" else self.bias
+            return K.sparse_conv(x, st, self.form, bias, self.stride, self.padding, self.relu)
+        return K.int8_conv(x, st, self.form, self._bias_np, self.stride, self.padding, self.relu)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, form={self.form.kind}, "
+                f"relu={self.relu}, policy={self.policy}")
+
+
+def runtime_layers(module: nn.Module):
+    return [m for m in module.modules() if isinstance(m, _RuntimeLayer)]
+
+
+def set_policy(module: nn.Module, policy: str) -> nn.Module:
+    """Set the path policy of every runtime layer in `module` (see the module docstring)."""
+    if policy not in POLICIES:
+        raise ModelError(f"unknown runtime policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    for m in runtime_layers(module):
+        m.set_policy(policy)
+    return module
+
+
+def resident_weight_bytes(module: nn.Module) -> int:
+    """Weight bytes held by the model now: runtime layers' forms plus ordinary tensors."""
+    total = sum(m.resident_bytes() for m in runtime_layers(module))
+    seen = set()
+    for t in list(module.parameters()) + list(module.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+def path_summary(module: nn.Module) -> dict:
+    """{layer name: {input shape key: path}} of the choices made so far."""
+    return {m.layer_name: {str(k[0]): v for k, v in m.chosen().items()} for m in runtime_layers(module)}

@@ -1,0 +1,250 @@
+"""Mutation fuzzing of the .dcz reader: any input either decodes or raises DczFormatError.
+
+The seeded loop runs in the fast suite for a bounded time (the seed and iteration of a
+failure are in the assertion message, so it reproduces). Mutated files get their CRCs
+repaired most of the time, otherwise the checksum would reject nearly all of them before
+the deeper checks run. If atheris is installed, a coverage-guided run is added.
+"""
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+
+import pytest
+import torch
+
+from deepcomp.codec import layout as L
+from deepcomp.codec.reader import DczFile, validate
+from deepcomp.codec.tensors import choose_encoding
+from deepcomp.codec.writer import assemble
+from deepcomp.errors import DczFormatError
+
+FAST_BUDGET_S = float(os.environ.get("DEEPCOMP_FUZZ_SECONDS", "10"))
+
+
+def _corpus() -> list:
+    g = torch.Generator().manual_seed(0)
+    book = torch.randn(12, generator=g)
+    sparse = torch.where(torch.rand(40, 30, generator=g) < 0.04,
+                         book[torch.randint(0, 12, (40, 30), generator=g)], torch.zeros(()))
+    tensors = {
+        "fc.weight": sparse,
+        "conv.weight": torch.where(torch.rand(4, 2, 3, 3, generator=g) < 0.3, book[3], torch.zeros(())),
+        "dense.weight": torch.randint(0, 6, (9, 9), generator=g).float(),
+        "ones": torch.ones(7, 3),
+        "bias": torch.randn(5, generator=g),
+        "steps": torch.tensor(3),
+        "mask": torch.tensor([True, False]),
+        "empty": torch.zeros(0),
+    }
+    encs = [choose_encoding(k, v) for k, v in tensors.items()]
+    out = []
+    for blobs in ([], [("graph", b'{"nodes":[{"op":"linear"}]}'), ("meta", b'{"a":1}')]):
+        image, _ = assemble(encs, blobs)
+        out.append(_roomy(bytes(image)))
+        image, _ = assemble(encs[:3], blobs)
+        out.append(bytes(image))
+    return out
+
+
+def _header(image):
+    _, _, _, hlen, _ = L.PREFIX.unpack_from(image, 0)
+    return hlen
+
+
+def _roomy(image, extra=128):
+    hlen = _header(image)
+    h = json.loads(image[L.PREFIX.size:L.PREFIX.size + hlen])
+    for t in h["tensors"]:
+        if t["length"]:
+            t["offset"] += extra
+    for k in ("graph", "meta"):
+        if k in h:
+            h[k]["offset"] += extra
+    h["file_size"] += extra
+    data = json.dumps(h, separators=(",", ":")).encode()
+    data += b" " * (hlen + extra - len(data))
+    return L.PREFIX.pack(L.MAGIC, 1, 0, len(data), zlib.crc32(data)) + data + image[L.PREFIX.size + hlen:]
+
+
+def _fix_crcs(image: bytes) -> bytes:
+    """Recompute section and header CRCs where the header still parses."""
+    if len(image) < L.PREFIX.size:
+        return image
+    magic, ver, flags, hlen, _ = L.PREFIX.unpack_from(image, 0)
+    if L.PREFIX.size + hlen > len(image):
+        return image
+    raw = image[L.PREFIX.size:L.PREFIX.size + hlen]
+    try:
+        h = json.loads(raw)
+        items = list(h.get("tensors", [])) + [h.get("graph"), h.get("meta")]
+        for e in items:
+            if isinstance(e, dict):
+                off, ln = e.get("offset"), e.get("length")
+                if isinstance(off, int) and isinstance(ln, int) and 0 <= off <= off + ln <= len(image):
+                    e["crc32"] = zlib.crc32(image[off:off + ln])
+        data = json.dumps(h, separators=(",", ":")).encode()
+        if len(data) <= hlen:
+            raw = data + b" " * (hlen - len(data))
+    except Exception:
+        pass
+    return L.PREFIX.pack(magic, ver, flags, hlen, zlib.crc32(raw)) + raw + image[L.PREFIX.size + hlen:]
+
+
+INTERESTING = [0, 1, -1, 2, 7, 8, 9, 15, 16, 63, 64, 255, 256, 257, 65535, 65536, 2 ** 31 - 1, 2 ** 31,
+               2 ** 32, 2 ** 40, 2 ** 63, -2 ** 63, 0.5, None, "x", [], {}, [1, 2], True]
+
+
+def _mutate_json(image: bytes, rng: random.Random) -> bytes:
+    hlen = _header(image)
+    try:
+        h = json.loads(image[L.PREFIX.size:L.PREFIX.size + hlen])
+    except ValueError:
+        return image
+    targets = [h] + [t for t in h.get("tensors", []) if isinstance(t, dict)]
+    t = rng.choice(targets)
+    if not t:
+        return image
+    key = rng.choice(list(t))
+    if key == "shape" and isinstance(t[key], list) and t[key] and rng.random() < 0.5:
+        t[key][rng.randrange(len(t[key]))] = rng.choice(INTERESTING)
+    elif rng.random() < 0.1:
+        del t[key]
+    else:
+        t[key] = rng.choice(INTERESTING)
+    data = json.dumps(h, separators=(",", ":")).encode()
+    if len(data) > hlen:
+        return image
+    data += b" " * (hlen - len(data))
+    return image[:L.PREFIX.size] + data + image[L.PREFIX.size + hlen:]
+
+
+def mutate(image: bytes, rng: random.Random) -> bytes:
+    b = bytearray(image)
+    for _ in range(rng.choice([1, 1, 1, 2, 3, 8])):
+        op = rng.randrange(9)
+        n = len(b)
+        if n == 0:
+            break
+        i = rng.randrange(n)
+        if op == 0:
+            b[i] ^= 1 << rng.randrange(8)
+        elif op == 1:
+            b[i] = rng.randrange(256)
+        elif op == 2:
+            b[i] = rng.choice([0, 0xFF, 0x7F, 0x80, 0x01, 0x0F, 0xF0])
+        elif op == 3:
+            b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+        elif op == 4:
+            del b[i:i + rng.randint(1, 64)]
+        elif op == 5:
+            del b[rng.randrange(n):]
+        elif op == 6:
+            j = rng.randrange(n)
+            b[i:i] = b[j:j + rng.randint(1, 64)]
+        elif op == 7:
+            try:
+                b = bytearray(_mutate_json(bytes(b), rng))
+            except Exception:  # noqa: BLE001 - the mutator may meet a header it already broke
+                pass
+        else:
+            # a multi-byte little-endian field (stream headers are full of them)
+            v = rng.choice([0, 1, 0xFF, 0xFFFF, 0xFFFFFFFF, 0x7FFFFFFF, 2, 3, 256, 257])
+            w = rng.choice([2, 4])
+            b[i:i + w] = v.to_bytes(8, "little")[:w]
+    return bytes(b)
+
+
+def check_one(data: bytes) -> str:
+    """'ok' or 'rejected'; anything else escapes and fails the test."""
+    try:
+        parsed = validate(data)
+    except DczFormatError:
+        return "rejected"
+    f = DczFile(parsed)
+    # Once validation passes, decoding must not fail at all.
+    for name in f.names:
+        f.dense(name)
+        f.compressed(name)
+    return "ok"
+
+
+def run_loop(seed: int, budget_s: float) -> dict:
+    corpus = _corpus()
+    for c in corpus:
+        assert check_one(c) == "ok"
+    rng = random.Random(seed)
+    stats = {"ok": 0, "rejected": 0}
+    deadline = time.monotonic() + budget_s
+    it = 0
+    while time.monotonic() < deadline:
+        it += 1
+        m = mutate(rng.choice(corpus), rng)
+        if rng.random() < 0.7:
+            m = _fix_crcs(m)
+        try:
+            stats[check_one(m)] += 1
+        except Exception as e:  # noqa: BLE001 - any other exception is the bug we look for
+            raise AssertionError(f"seed {seed}, iteration {it}: {type(e).__name__}: {e}") from e
+    stats["iterations"] = it
+    return stats
+
+
+def test_mutation_fuzz_fast():
+    stats = run_loop(seed=1234, budget_s=FAST_BUDGET_S)
+    print(stats)
+    assert stats["iterations"] > 100
+    # The CRC repair must let a share of mutants through to the deep checks.
+    assert stats["rejected"] > 0 and stats["ok"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_mutation_fuzz_long(seed):
+    stats = run_loop(seed=seed, budget_s=60)
+    print(stats)
+    assert stats["iterations"] > 1000
+
+
+ATHERIS_HARNESS = textwrap.dedent("""
+    import sys
+    import atheris
+    with atheris.instrument_imports(include=["deepcomp.codec"]):
+        from deepcomp.codec.reader import DczFile, validate
+    from deepcomp.errors import DczFormatError
+
+    def one(data):
+        try:
+            parsed = validate(data)
+        except DczFormatError:
+            return
+        f = DczFile(parsed)
+        for name in f.names:
+            f.dense(name)
+            f.compressed(name)
+
+    atheris.Setup(sys.argv, one)
+    atheris.Fuzz()
+""")
+
+
+def test_atheris_guided_fuzz(tmp_path):
+    pytest.importorskip("atheris")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, c in enumerate(_corpus()):
+        (corpus / f"seed{i}.dcz").write_bytes(c)
+    script = tmp_path / "fuzz_dcz.py"
+    script.write_text(ATHERIS_HARNESS)
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    budget = max(2, int(FAST_BUDGET_S))
+    out = subprocess.run([sys.executable, str(script), f"-max_total_time={budget}", "-rss_limit_mb=4096",
+                          "-max_len=8192", str(corpus)],
+                         capture_output=True, text=True, env=env, timeout=budget + 120)
+    tail = (out.stdout + out.stderr)[-3000:]
+    assert out.returncode == 0, tail
+    assert "Done" in tail or "done" in tail, tail

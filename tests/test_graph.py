@@ -1,0 +1,235 @@
+"""Graph capture (deepcomp.graph): round trips through JSON and the executor, refusals."""
+import copy
+import json
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+import deepcomp
+from deepcomp.codec import decode, open_dcz
+from deepcomp.errors import DczFormatError, UnsupportedOpError
+from deepcomp.graph import GRAPH_VERSION, capture, validate
+from deepcomp.models import get_model
+from deepcomp.runtime import from_state_dict
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give BatchNorm layers non-trivial statistics so that folding is really tested."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
+    return model
+
+
+def _roundtrip(model: nn.Module, x: torch.Tensor, **kw):
+    """Capture, pass the graph through JSON text, rebuild with dense PyTorch paths, compare."""
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+    graph, sd = capture(model, **kw)
+    graph = json.loads(json.dumps(graph))  # what the file stores is text
+    rt = from_state_dict(sd, graph, policy="dense")
+    with torch.no_grad():
+        out = rt(x)
+    assert out.shape == ref.shape
+    err = (out - ref).abs().max().item()
+    assert err <= 1e-4 * ref.abs().max().item(), err
+    return graph, sd
+
+
+def test_lenet300_roundtrip():
+    torch.manual_seed(0)
+    graph, sd = _roundtrip(get_model("deepcomp:lenet300"), torch.randn(5, 1, 28, 28))
+    assert [n["op"] for n in graph["nodes"]] == ["flatten", "linear", "relu", "linear", "relu", "linear"]
+    assert set(sd) == {f"fc{i}.{k}" for i in (1, 2, 3) for k in ("weight", "bias")}
+    assert graph["version"] == GRAPH_VERSION
+
+
+def test_lenet5_roundtrip():
+    # LeNet5.forward branches on x.dim(): fx cannot trace that, torch.export specialises it.
+    torch.manual_seed(0)
+    graph, sd = _roundtrip(get_model("deepcomp:lenet5"), torch.randn(3, 1, 28, 28))
+    ops = [n["op"] for n in graph["nodes"]]
+    assert ops.count("conv2d") == 2 and ops.count("linear") == 2 and ops.count("max_pool2d") == 2
+    assert graph["input_shape"] == [None, 1, 28, 28]
+    assert "conv1.weight" in sd and "fc2.bias" in sd
+
+
+def test_resnet18_roundtrip_with_batchnorm_folded():
+    torch.manual_seed(0)
+    model = _randomise_bn(torchvision.models.resnet18(num_classes=10))
+    graph, sd = _roundtrip(model, torch.randn(2, 3, 64, 64))
+    ops = [n["op"] for n in graph["nodes"]]
+    assert "add" in ops and "adaptive_avg_pool2d" in ops
+    assert not any("bn" in k or "running" in k for k in sd)  # every BatchNorm was folded
+    assert all(n["attrs"]["bias"] for n in graph["nodes"] if n["op"] == "conv2d")
+    assert ops.count("conv2d") == 20
+
+
+def test_capture_does_not_change_the_model():
+    model = _randomise_bn(torchvision.models.resnet18(num_classes=10)).train()
+    before = copy.deepcopy(model.state_dict())
+    capture(model)
+    assert model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+class _Zoo(nn.Module):
+    """Many allow-listed ops in one model: view with a computed size, cat, avg pool,
+    softmax, dropout, identity, BatchNorm1d after a linear, functional relu."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.branch = nn.Conv2d(8, 4, 1)
+        self.pool = nn.AvgPool2d(2)
+        self.drop = nn.Dropout(0.5)
+        self.ident = nn.Identity()
+        self.fc = nn.Linear(12 * 4 * 4, 16)
+        self.bn1 = nn.BatchNorm1d(16)
+        self.head = nn.Linear(16, 5)
+        self.soft = nn.Softmax(dim=1)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(x)))
+        x = torch.cat([x, self.branch(x)], dim=1)
+        x = F.max_pool2d(self.pool(x), kernel_size=2, stride=2)
+        x = self.ident(self.drop(x))
+        x = x.view(x.size(0), -1)
+        x = F.dropout(F.relu(self.bn1(self.fc(x))), p=0.1, training=self.training)
+        return self.soft(self.head(x))
+
+
+def test_many_ops_roundtrip():
+    torch.manual_seed(0)
+    graph, sd = _roundtrip(_randomise_bn(_Zoo()), torch.randn(4, 3, 16, 16))
+    ops = [n["op"] for n in graph["nodes"]]
+    for op in ("cat", "avg_pool2d", "max_pool2d", "reshape", "softmax"):
+        assert op in ops
+    reshape = next(n for n in graph["nodes"] if n["op"] == "reshape")
+    assert isinstance(reshape["attrs"]["shape"][0], dict)  # the batch size stays free
+    # A different batch size runs too.
+    rt = from_state_dict(sd, graph, policy="dense")
+    assert rt(torch.randn(7, 3, 16, 16)).shape == (7, 5)
+
+
+def test_exported_program_roundtrip():
+    torch.manual_seed(0)
+    model = _randomise_bn(torchvision.models.resnet18(num_classes=10)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    ep = torch.export.export(model, (x,))
+    graph, sd = capture(ep)
+    rt = from_state_dict(sd, json.loads(json.dumps(graph)), policy="dense")
+    with torch.no_grad():
+        ref, out = model(x), rt(x)
+    assert (out - ref).abs().max().item() <= 1e-4 * ref.abs().max().item()
+
+
+class _Gelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        return self.act(self.fc(x))
+
+
+class _Sigmoid(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc(x))
+
+
+class _Mean(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x).mean(dim=1)
+
+
+class _LoneBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(4)
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(self.bn(x))
+
+
+@pytest.mark.parametrize("model, name", [
+    (_Gelu(), "GELU"), (_Sigmoid(), "sigmoid"), (_Mean(), "mean"), (_LoneBN(), "batch_norm"),
+])
+def test_unsupported_ops_are_named(model, name):
+    with pytest.raises(UnsupportedOpError, match=name):
+        capture(model)
+
+
+def test_unsupported_model_is_saved_weights_only(tmp_path):
+    p = tmp_path / "gelu.dcz"
+    with pytest.warns(UserWarning, match="GELU"):
+        deepcomp.save(_Gelu(), p)
+    assert open_dcz(p).graph is None
+    with pytest.raises(UnsupportedOpError, match="GELU"):
+        deepcomp.save(_Gelu(), tmp_path / "again.dcz", graph=True)
+
+
+def test_graph_is_stored_in_the_file(tmp_path):
+    model = get_model("deepcomp:lenet300")
+    p = tmp_path / "m.dcz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        deepcomp.save(model, p)
+    graph, sd = capture(model)
+    assert open_dcz(p).graph == json.loads(json.dumps(graph))
+    dec = decode(p)  # save() shares weights by default, so compare what it keeps
+    assert {k: tuple(v.shape) for k, v in dec.items()} == {k: tuple(v.shape) for k, v in sd.items()}
+
+
+def _good_graph():
+    graph, _ = capture(get_model("deepcomp:lenet300"))
+    return json.loads(json.dumps(graph))
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda g: g["nodes"][1].__setitem__("op", "exec"), "unknown op"),
+    (lambda g: g["nodes"][1].__setitem__("inputs", ["later"]), "before it is defined"),
+    (lambda g: g["nodes"][1]["attrs"].__setitem__("in_features", "784"), "in_features"),
+    (lambda g: g["nodes"][1]["attrs"].pop("bias"), "missing"),
+    (lambda g: g.__setitem__("version", GRAPH_VERSION + 1), "newer"),
+    (lambda g: g.__setitem__("outputs", ["nowhere"]), "outputs"),
+    (lambda g: g["nodes"][2].__setitem__("name", g["nodes"][1]["name"]), "used twice"),
+    (lambda g: g["nodes"][0]["attrs"].__setitem__("start_dim", True), "start_dim"),
+])
+def test_validate_rejects_malformed_graphs(mutate, message):
+    g = _good_graph()
+    validate(g)
+    mutate(g)
+    with pytest.raises(DczFormatError, match=message):
+        validate(g)
+
+
+def test_validate_checks_weight_shapes():
+    graph, sd = capture(get_model("deepcomp:lenet300"))
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    validate(graph, shapes=shapes)
+    shapes["fc2.weight"] = (100, 301)
+    with pytest.raises(DczFormatError, match="fc2.weight"):
+        validate(graph, shapes=shapes)

@@ -1,0 +1,198 @@
+"""Sparse matmul (codebook and fp32 CSR): against torch, scalar against AVX2, and input checks."""
+import numpy as np
+import pytest
+import torch
+
+from deepcomp import _C, ops
+from deepcomp.errors import OpInputError
+
+# Different summation orders (per-lane partial sums, FMA) move results by a few ulps per
+# term; bound the error by a multiple of the sum of |terms|.
+REL_TOL = 2e-6
+
+
+def _forced() -> bool:
+    return _C.active_isa() == "scalar" and _C.cpu_has_avx2()
+
+
+@pytest.fixture(params=["scalar", "avx2"])
+def isa(request):
+    if request.param == "avx2" and not _C.cpu_has_avx2():
+        pytest.skip("CPU without AVX2")
+    before = _forced()
+    _C.set_force_scalar(request.param == "scalar")
+    try:
+        yield request.param
+    finally:
+        _C.set_force_scalar(before)
+
+
+def make_sparse(rows, cols, density, k=32, seed=0, empty_rows=True):
+    """A random codebook CSR matrix: (dense W, indptr, indices, codes, codebook)."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((rows, cols)) < density
+    if empty_rows and rows > 2:
+        mask[rng.choice(rows, size=max(1, rows // 5), replace=False)] = False
+    codebook = rng.standard_normal(k).astype(np.float32)
+    codes_full = rng.integers(0, k, size=(rows, cols)).astype(np.uint8)
+    indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.int32)
+    indices = np.nonzero(mask)[1].astype(np.uint16 if cols <= 65536 else np.int32)
+    codes = codes_full[mask]
+    dense = np.where(mask, codebook[codes_full], 0).astype(np.float32)
+    return torch.from_numpy(dense), indptr, indices, codes, codebook
+
+
+def bound(x, w):
+    return REL_TOL * float((x.abs() @ w.abs().T).max()) * max(1.0, w.shape[1] ** 0.5) + 1e-6
+
+
+SHAPES = [(1, 5), (7, 33), (33, 300), (300, 784)]
+BATCHES = [1, 3, 64]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("relu", [False, True])
+def test_codebook_matches_torch(isa, shape, batch, relu):
+    rows, cols = shape
+    w, indptr, indices, codes, codebook = make_sparse(rows, cols, 0.3, seed=rows * 31 + batch)
+    x = torch.randn(batch, cols, generator=torch.Generator().manual_seed(batch))
+    bias = torch.randn(rows)
+    y = ops.spmm_codebook(x, indptr, indices, codes, codebook, rows, bias=bias, relu=relu)
+    ref = torch.nn.functional.linear(x, w, bias)
+    if relu:
+        ref = torch.relu(ref)
+    assert y.shape == (batch, rows) and y.dtype == torch.float32
+    torch.testing.assert_close(y, ref, rtol=0, atol=bound(x, w))
+
+
+@pytest.mark.parametrize("k", [1, 5, 8, 16, 17, 32, 33, 256])
+@pytest.mark.parametrize("batch", [1, 9])
+def test_every_codebook_size(isa, k, batch):
+    w, indptr, indices, codes, codebook = make_sparse(40, 131, 0.5, k=k, seed=k)
+    x = torch.randn(batch, 131)
+    y = ops.spmm_codebook(x, indptr, indices, codes, codebook, 40)
+    torch.testing.assert_close(y, x @ w.T, rtol=0, atol=bound(x, w))
+
+
+@pytest.mark.parametrize("batch", BATCHES + [16, 40])
+def test_fp32_csr_matches_torch(isa, batch):
+    w, indptr, indices, codes, codebook = make_sparse(300, 784, 0.1, seed=3)
+    values = codebook[codes]
+    x = torch.randn(batch, 784)
+    y = ops.spmm_csr(x, indptr, indices, values, 300, bias=None)
+    torch.testing.assert_close(y, x @ w.T, rtol=0, atol=bound(x, w))
+
+
+@pytest.mark.parametrize("batch", [1, 3, 64])
+def test_scalar_and_avx2_agree(batch):
+    if not _C.cpu_has_avx2():
+        pytest.skip("CPU without AVX2")
+    w, indptr, indices, codes, codebook = make_sparse(300, 784, 0.1, seed=5)
+    x = torch.randn(batch, 784)
+    packed = ops.pack_codebook(indptr, indices, codes, codebook, 300, 784)
+    before = _forced()
+    try:
+        _C.set_force_scalar(True)
+        ys = ops.spmm_packed(x, packed, relu=True)
+        _C.set_force_scalar(False)
+        yv = ops.spmm_packed(x, packed, relu=True)
+    finally:
+        _C.set_force_scalar(before)
+    assert not torch.equal(ys, torch.zeros_like(ys))
+    torch.testing.assert_close(yv, ys, rtol=0, atol=bound(x, w))
+
+
+def test_int32_indices_wide_input(isa):
+    # in_features > 65536 needs int32 column indices.
+    cols = 70_000
+    w, indptr, indices, codes, codebook = make_sparse(9, cols, 0.01, seed=7)
+    assert indices.dtype == np.int32
+    x = torch.randn(3, cols)
+    y = ops.spmm_codebook(x, indptr, indices, codes, codebook, 9)
+    torch.testing.assert_close(y, x @ w.T, rtol=0, atol=bound(x, w))
+
+
+def test_int32_indices_narrow_input(isa):
+    w, indptr, indices, codes, codebook = make_sparse(33, 300, 0.2, seed=8)
+    x = torch.randn(3, 300)
+    y = ops.spmm_codebook(x, indptr, indices.astype(np.int32), codes, codebook, 33)
+    torch.testing.assert_close(y, x @ w.T, rtol=0, atol=bound(x, w))
+
+
+@pytest.mark.parametrize("batch", [1, 17])
+def test_no_nonzeros_gives_bias(isa, batch):
+    rows, cols = 7, 33
+    indptr = np.zeros(rows + 1, np.int32)
+    empty16 = np.zeros(0, np.uint16)
+    bias = torch.linspace(-1, 1, rows)
+    x = torch.randn(batch, cols)
+    y = ops.spmm_codebook(x, indptr, empty16, np.zeros(0, np.uint8), np.ones(4, np.float32), rows, bias=bias)
+    assert torch.equal(y, bias.expand(batch, rows))
+    y = ops.spmm_csr(x, indptr, empty16, np.zeros(0, np.float32), rows, bias=bias, relu=True)
+    assert torch.equal(y, torch.relu(bias).expand(batch, rows))
+
+
+def test_unsorted_indices_and_torch_int64_inputs(isa):
+    w, indptr, indices, codes, codebook = make_sparse(33, 300, 0.2, seed=9)
+    rng = np.random.default_rng(0)
+    idx = indices.copy()
+    cds = codes.copy()
+    for r in range(33):  # shuffle within each row
+        s, e = indptr[r], indptr[r + 1]
+        perm = rng.permutation(e - s) + s
+        idx[s:e], cds[s:e] = indices[perm], codes[perm]
+    x = torch.randn(4, 300)
+    y = ops.spmm_codebook(x, torch.from_numpy(indptr).long(), torch.from_numpy(idx.astype(np.int64)),
+                          torch.from_numpy(cds), torch.from_numpy(codebook), 33)
+    torch.testing.assert_close(y, x @ w.T, rtol=0, atol=bound(x, w))
+
+
+def test_non_contiguous_input_and_zero_batch(isa):
+    w, indptr, indices, codes, codebook = make_sparse(7, 33, 0.5, seed=10)
+    x = torch.randn(33, 5).T  # a transposed view
+    y = ops.spmm_codebook(x, indptr, indices, codes, codebook, 7)
+    torch.testing.assert_close(y, x @ w.T, rtol=0, atol=bound(x, w))
+    y0 = ops.spmm_codebook(torch.zeros(0, 33), indptr, indices, codes, codebook, 7)
+    assert y0.shape == (0, 7)
+
+
+def test_packed_weight_dense_roundtrip():
+    w, indptr, indices, codes, codebook = make_sparse(33, 300, 0.2, seed=11)
+    packed = ops.pack_codebook(indptr, indices, codes, codebook, 33, 300)
+    assert torch.equal(packed.dense(), w)
+    assert packed.nnz == len(indices)
+    assert packed.nbytes() == indptr.nbytes + indices.nbytes + codes.nbytes + codebook.nbytes
+
+
+def test_bad_inputs_raise_typed_errors():
+    w, indptr, indices, codes, codebook = make_sparse(7, 33, 0.5, seed=12)
+    x = torch.randn(2, 33)
+    bad = indices.copy()
+    bad[0] = 33
+    with pytest.raises(OpInputError, match="out of range"):
+        ops.spmm_codebook(x, indptr, bad, codes, codebook, 7)
+    badc = codes.copy()
+    badc[-1] = len(codebook)
+    with pytest.raises(OpInputError, match="code"):
+        ops.spmm_codebook(x, indptr, indices, badc, codebook, 7)
+    badp = indptr.copy()
+    badp[3] = badp[4] + 1
+    with pytest.raises(OpInputError, match="indptr"):
+        ops.spmm_codebook(x, badp, indices, codes, codebook, 7)
+    with pytest.raises(OpInputError, match="n_out"):
+        ops.spmm_codebook(x, indptr, indices, codes, codebook, 8)
+    with pytest.raises(OpInputError, match="features"):
+        ops.spmm_packed(torch.randn(2, 34), ops.pack_codebook(indptr, indices, codes, codebook, 7, 33))
+    with pytest.raises(OpInputError, match="float32"):
+        ops.spmm_codebook(x.double(), indptr, indices, codes, codebook, 7)
+    with pytest.raises(OpInputError, match="2-D"):
+        ops.spmm_codebook(x[0], indptr, indices, codes, codebook, 7)
+    with pytest.raises(OpInputError, match="bias"):
+        ops.spmm_codebook(x, indptr, indices, codes, codebook, 7, bias=torch.zeros(6))
+    with pytest.raises(OpInputError, match="differ in length"):
+        ops.spmm_codebook(x, indptr, indices, codes[:-1], codebook, 7)
+    with pytest.raises(OpInputError, match="codebook"):
+        ops.spmm_codebook(x, indptr, indices, codes, np.zeros(300, np.float32), 7)
+    with pytest.raises(OpInputError, match="uint8"):
+        ops.spmm_codebook(x, indptr, indices, codes.astype(np.float32), codebook, 7)

@@ -1,0 +1,100 @@
+"""The compress pipeline and its command: a short real run on a data subset."""
+import pytest
+import torch
+
+from deepcomp.cli import main
+from deepcomp.data import fashion_mnist
+from deepcomp.pipeline import PAPER_KEEP, compress
+
+
+@pytest.fixture(scope="module")
+def test_subset():
+    return fashion_mnist("test").subset(2000, seed=0)
+
+
+def test_short_pipeline_keeps_accuracy(tmp_path, test_subset):
+    torch.set_num_threads(1)
+    out = tmp_path / "lenet300.dcz"
+    keep = {"fc1": 0.2, "fc2": 0.3, "fc3": 0.6}
+    r = compress("deepcomp:lenet300", out, keep=keep, prune_steps=2, epochs=1,
+                 finetune_epochs=0.5, lr=1e-3, bits={"fc": 5}, subset=8000, seed=0,
+                 progress=False, log=lambda s: None, test_set=test_subset)
+    names = [s.name for s in r.stages]
+    assert names == ["dense", "prune 1/2", "prune 2/2", "share (linear)", "share + fine-tune"]
+    dense, final = r.stage("dense"), r.stage("share + fine-tune")
+    assert dense.accuracy > 88.0
+    assert final.accuracy >= dense.accuracy - 2.0
+    sd = r.model.state_dict()
+    for layer, frac in keep.items():
+        w = sd[f"{layer}.weight"]
+        assert torch.unique(w[w != 0]).numel() <= 32
+        assert (w != 0).float().mean().item() == pytest.approx(frac, abs=1e-3)
+    assert r.out.exists() and r.out.stat().st_size > 0
+    # The retraining is what keeps it: the same cuts without it lose about 13 points.
+    untrained = compress("deepcomp:lenet300", None, keep=keep, prune_steps=2, epochs=0,
+                         bits={"fc": 5}, progress=False, log=lambda s: None,
+                         test_set=test_subset)
+    assert untrained.stage("share + fine-tune").accuracy < final.accuracy - 5.0
+    if r.out_kind == "dcz":
+        from deepcomp.codec import decode
+
+        back = decode(r.out)
+        for k, v in sd.items():
+            assert torch.equal(back[k], v), k
+    else:
+        back = torch.load(r.out, weights_only=True)
+        assert all(torch.equal(back[k], v) for k, v in sd.items())
+
+
+def test_cli_compress_from_state_dict(tmp_path, capsys):
+    ck = tmp_path / "dense.pt"
+    torch.save(torch.load("checkpoints/lenet300.pt", weights_only=True), ck)
+    out = tmp_path / "o.dcz"
+    rc = main(["compress", str(ck), str(out), "--arch", "deepcomp:lenet300",
+               "--data", "fashion-mnist", "--subset", "500", "--prune-steps", "1",
+               "--keep", "fc1=0.5,fc2=0.5,fc3=0.9", "--epochs", "0.2", "--bits", "fc=4",
+               "--init", "density", "--quiet", "--threads", "1"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "share + fine-tune" in text and "fc1.weight" in text
+    assert "wrote" in text
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["deepcomp:lenet300", "o.dcz", "--data", "cifar10"], "unknown data set 'cifar10'"),
+    (["x.pt", "o.dcz", "--data", "fashion-mnist"], "--arch"),
+    (["deepcomp:lenet300", "o.dcz", "--data", "fashion-mnist", "--bits", "fc=12"], "bits"),
+    (["deepcomp:lenet300", "o.dcz", "--data", "fashion-mnist", "--keep", "fc9=0.1"], "fc9"),
+    (["deepcomp:lenet300", "o.dcz", "--data", "fashion-mnist", "--data-dir", "/nonexistent"],
+     "/nonexistent/train-images-idx3-ubyte.gz"),
+])
+def test_cli_user_mistakes_are_one_line(argv, msg, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc = main(["compress", *argv, "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert msg in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_paper_targets_keep_at_most_8_percent():
+    from deepcomp.models import get_model
+
+    for fam, keep in PAPER_KEEP.items():
+        m = get_model(f"deepcomp:{fam}")
+        total = kept = 0
+        for n, p in m.named_parameters():
+            if n.endswith("weight"):
+                total += p.numel()
+                kept += round(keep[n.rsplit(".", 1)[0]] * p.numel())
+        assert kept / total <= 0.08, fam
+
+
+@pytest.mark.slow
+def test_lenet300_default_pipeline_meets_bar():
+    torch.set_num_threads(1)
+    r = compress("deepcomp:lenet300", None, prune_steps=4, epochs=3, lr=2e-3,
+                 progress=False, log=lambda s: None)
+    final = r.stage("share + fine-tune")
+    assert final.density <= 0.08
+    assert final.accuracy >= r.stage("dense").accuracy - 1.0

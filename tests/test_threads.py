@@ -1,0 +1,88 @@
+"""Thread count setting, and identical results on 1 and 2 threads (fixed reduction order)."""
+import numpy as np
+import pytest
+import torch
+
+from deepcomp import _C, ops
+from deepcomp.errors import OpInputError
+
+
+def _forced() -> bool:
+    return _C.active_isa() == "scalar" and _C.cpu_has_avx2()
+
+
+@pytest.fixture(params=["scalar", "avx2"])
+def isa(request):
+    if request.param == "avx2" and not _C.cpu_has_avx2():
+        pytest.skip("CPU without AVX2")
+    before = _forced()
+    _C.set_force_scalar(request.param == "scalar")
+    try:
+        yield request.param
+    finally:
+        _C.set_force_scalar(before)
+
+
+@pytest.fixture
+def restore_threads():
+    n = ops.get_num_threads()
+    yield
+    ops.set_num_threads(n)
+
+
+def on_threads(n, fn):
+    ops.set_num_threads(n)
+    return fn()
+
+
+def test_set_and_get(restore_threads):
+    ops.set_num_threads(1)
+    assert ops.get_num_threads() == 1
+    ops.set_num_threads(3)
+    assert ops.get_num_threads() == 3
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(OpInputError):
+            ops.set_num_threads(bad)
+
+
+@pytest.mark.parametrize("batch", [1, 16, 64])
+def test_sparse_one_and_two_threads_identical(isa, restore_threads, batch):
+    rng = np.random.default_rng(batch)
+    rows, cols = 1500, 2000  # large enough to pass the parallel threshold
+    mask = rng.random((rows, cols)) < 0.1
+    indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.int32)
+    indices = np.nonzero(mask)[1].astype(np.uint16)
+    codes = rng.integers(0, 32, size=len(indices)).astype(np.uint8)
+    codebook = rng.standard_normal(32).astype(np.float32)
+    w = ops.pack_codebook(indptr, indices, codes, codebook, rows, cols)
+    x = torch.randn(batch, cols)
+    y1 = on_threads(1, lambda: ops.spmm_packed(x, w))
+    y2 = on_threads(2, lambda: ops.spmm_packed(x, w))
+    assert torch.equal(y1, y2)
+    wf = ops.pack_csr(indptr, indices, codebook[codes], rows, cols)
+    assert torch.equal(on_threads(1, lambda: ops.spmm_packed(x, wf)), on_threads(2, lambda: ops.spmm_packed(x, wf)))
+
+
+@pytest.mark.parametrize("batch", [1, 16, 37])
+def test_int8_one_and_two_threads_identical(isa, restore_threads, batch):
+    g = torch.Generator().manual_seed(batch)
+    w = ops.pack_int8(torch.randn(515, 1030, generator=g))
+    x = torch.randn(batch, 1030, generator=g)
+    y1 = on_threads(1, lambda: ops.gemm_int8(x, w, relu=True))
+    y2 = on_threads(2, lambda: ops.gemm_int8(x, w, relu=True))
+    assert torch.equal(y1, y2)
+
+
+def test_conv_one_and_two_threads_identical(restore_threads):
+    x = torch.randn(4, 20, 16, 16)
+    w = torch.randn(50, 20, 5, 5)
+    packed = ops.pack_int8(w.reshape(50, -1))
+    y1 = on_threads(1, lambda: ops.conv2d_int8(x, packed, 5, padding=2))
+    y2 = on_threads(2, lambda: ops.conv2d_int8(x, packed, 5, padding=2))
+    assert torch.equal(y1, y2)
+
+
+def test_thread_setting_does_not_touch_torch(restore_threads):
+    before = torch.get_num_threads()
+    ops.set_num_threads(max(1, before + 1))
+    assert torch.get_num_threads() == before
