@@ -132,7 +132,7 @@ def measure(name: str, sd: dict | None, dcz_path: Path, repeats: int, tmp: Path)
     sd = sd if sd is not None else f.state_dict()
     dense_fp32 = sum(t.numel() * 4 for t in sd.values() if t.is_floating_point())
     info = info_table(f)
-    dense_pt = tmp / f"{name}.dense.pt"
+    dense_pt = tmp / ("".join(c if c.isalnum() else "_" for c in name) + ".dense.pt")
     torch.save({k: v.contiguous() for k, v in sd.items()}, dense_pt)
 
     from deepcomp.codec.tensors import choose_encoding
@@ -144,10 +144,17 @@ def measure(name: str, sd: dict | None, dcz_path: Path, repeats: int, tmp: Path)
     def decode_mem():
         DczFile(validate(data)).state_dict()
 
+    import deepcomp.codec.reader as reader
+
     t_enc = timed(encode, max(3, repeats // 5))
     t_dec = timed(decode_mem, repeats)
     t_dec_file = timed(lambda: deepcomp.decode(dcz_path), repeats)
     t_torch = timed(lambda: torch.load(dense_pt, map_location="cpu", weights_only=True), repeats)
+    threads, reader.MAX_THREADS = reader.MAX_THREADS, 1
+    try:
+        t_dec_file_1t = timed(lambda: deepcomp.decode(dcz_path), repeats)
+    finally:
+        reader.MAX_THREADS = threads
     mb = dense_fp32 / 1e6
     return {
         "model": name, "file_bytes": len(data), "dense_fp32_bytes": dense_fp32,
@@ -157,6 +164,7 @@ def measure(name: str, sd: dict | None, dcz_path: Path, repeats: int, tmp: Path)
         "encode_s": t_enc, "decode_mem_s": t_dec, "decode_file_s": t_dec_file, "torch_load_s": t_torch,
         "encode_MBps": mb / t_enc, "decode_MBps": mb / t_dec,
         "decode_vs_torch_load": t_dec_file / t_torch,
+        "decode_file_1thread_s": t_dec_file_1t, "decode_1thread_vs_torch_load": t_dec_file_1t / t_torch,
     }
 
 
@@ -166,15 +174,20 @@ def print_model(m: dict) -> None:
           + (f"   [{m['source']}]" if m.get("source") else ""))
     print(f"{'layer':<22} {'#weights':>9} {'density':>8} {'enc':<13} {'w bits':>6} {'idx b':>5} "
           f"{'code b/sym':>10} {'idx b/sym':>9} {'bytes':>8} {'bits/nz':>7} {'ratio':>7}")
-    for r in m["layers"]:
+    small = [r for r in m["layers"] if (math.prod(r["shape"]) if r["shape"] else 1) < 1000]
+    shown = m["layers"] if len(m["layers"]) <= 20 else [r for r in m["layers"] if r not in small]
+    for r in shown:
         n = math.prod(r["shape"]) if r["shape"] else 1
         nz = max(1, round(n * (r["density"] or 0)))
-        bpn = 8 * r["bytes"] / nz if r["encoding"] != "raw" else float("nan")
+        bpn = 8 * r["bytes"] / nz if r["encoding"] == "shared_sparse" else float("nan")
         ratio = r["dense_fp32_bytes"] / r["bytes"] if r["bytes"] else float("inf")
         cb = "-" if r["code_bits_per_symbol"] is None else f"{r['code_bits_per_symbol']:.2f}"
         ib = "-" if r["index_bits_per_symbol"] is None else f"{r['index_bits_per_symbol']:.2f}"
         print(f"{r['name'][:22]:<22} {n:>9} {r['density']:>8.1%} {r['encoding']:<13} {r['weight_bits']:>6} "
               f"{r['index_bits'] or '-':>5} {cb:>10} {ib:>9} {r['bytes']:>8} {bpn:>7.2f} {ratio:>6.1f}x")
+    if shown is not m["layers"]:
+        print(f"{'(%d tensors < 1000 el.)' % len(small):<22} {sum(math.prod(r['shape']) if r['shape'] else 1 for r in small):>9} "
+              f"{'':>8} {'':<13} {'':>6} {'':>5} {'':>10} {'':>9} {sum(r['bytes'] for r in small):>8}")
     for o in m["overhead"]:
         print(f"{o['name']:<22} {'':>9} {'':>8} {'':<13} {'':>6} {'':>5} {'':>10} {'':>9} {o['bytes']:>8}")
     s = m["streams"]
@@ -196,7 +209,8 @@ def print_model(m: dict) -> None:
                   f"{r['huffman_payload_bytes']:>8} {ov:>6.2f} {r['zlib9']:>7} {r['lzma']:>7} {r.get('zstd19', 0):>7}")
     print(f"speed: encode {m['encode_MBps']:.0f} MB/s, decode {m['decode_MBps']:.0f} MB/s (dense fp32 MB, "
           f"in memory, median); deepcomp.decode(file) {m['decode_file_s'] * 1e3:.2f} ms vs torch.load(dense .pt, "
-          f"{m['dense_pt_bytes']} B) {m['torch_load_s'] * 1e3:.2f} ms -> {m['decode_vs_torch_load']:.2f}x the time")
+          f"{m['dense_pt_bytes']} B) {m['torch_load_s'] * 1e3:.2f} ms -> {m['decode_vs_torch_load']:.2f}x the time; "
+          f"single-threaded decode {m['decode_file_1thread_s'] * 1e3:.2f} ms -> {m['decode_1thread_vs_torch_load']:.2f}x")
 
 
 def main(argv=None) -> int:

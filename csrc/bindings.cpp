@@ -92,15 +92,56 @@ PYBIND11_MODULE(_C, m) {
       py::arg("payload"), py::arg("lengths"), py::arg("count"),
       "Decode exactly `count` symbols; ValueError on a malformed table or stream.");
   m.def(
+      "huffman_decode_pair",
+      [](carray<uint8_t> payload_a, carray<uint8_t> lengths_a, carray<uint8_t> payload_b,
+         carray<uint8_t> lengths_b, size_t count) {
+        if (payload_a.ndim() != 1 || lengths_a.ndim() != 1 || payload_b.ndim() != 1 || lengths_b.ndim() != 1)
+          throw py::value_error("payloads and lengths must be 1-D");
+        size_t na = static_cast<size_t>(payload_a.shape(0)), nb = static_cast<size_t>(payload_b.shape(0));
+        if (count > na * 8 || count > nb * 8)
+          throw py::value_error(huffman::status_message(huffman::Status::CountTooLarge));
+        carray<uint16_t> out_a(static_cast<py::ssize_t>(count));
+        carray<uint16_t> out_b(static_cast<py::ssize_t>(count));
+        huffman::Status st;
+        {
+          py::gil_scoped_release nogil;
+          st = huffman::decode_pair(payload_a.data(), na, lengths_a.data(), static_cast<size_t>(lengths_a.shape(0)),
+                                    out_a.mutable_data(), payload_b.data(), nb, lengths_b.data(),
+                                    static_cast<size_t>(lengths_b.shape(0)), out_b.mutable_data(), count);
+        }
+        if (st != huffman::Status::Ok) throw py::value_error(huffman::status_message(st));
+        return py::make_tuple(out_a, out_b);
+      },
+      py::arg("payload_a"), py::arg("lengths_a"), py::arg("payload_b"), py::arg("lengths_b"), py::arg("count"),
+      "Decode two equally long streams in one interleaved pass; ValueError if either is malformed.");
+  // shared_sparse relative-index walks: check, expand to (positions, codes), or densify.
+  auto sparse_args = [](const carray<uint16_t>& rel, const carray<uint16_t>& codes, size_t nnz) {
+    if (rel.ndim() != 1 || codes.ndim() != 1 || rel.shape(0) != codes.shape(0))
+      throw py::value_error("rel and codes must be 1-D and of equal length");
+    // Outputs sized by nnz may not exceed the entries that back them.
+    if (nnz > static_cast<size_t>(rel.shape(0)))
+      throw py::value_error(sparse_index::status_message(sparse_index::Status::NnzMismatch));
+    return static_cast<size_t>(rel.shape(0));
+  };
+  m.def(
+      "sparse_check",
+      [sparse_args](carray<uint16_t> rel, carray<uint16_t> codes, int index_bits, uint32_t filler_code,
+                    uint64_t numel, size_t nnz) {
+        size_t entries = sparse_args(rel, codes, nnz);
+        sparse_index::Status st;
+        {
+          py::gil_scoped_release nogil;
+          st = sparse_index::check(rel.data(), codes.data(), entries, index_bits, filler_code, numel, nnz);
+        }
+        if (st != sparse_index::Status::Ok) throw py::value_error(sparse_index::status_message(st));
+      },
+      py::arg("rel"), py::arg("codes"), py::arg("index_bits"), py::arg("filler_code"), py::arg("numel"),
+      py::arg("nnz"), "Check shared_sparse streams (positions, fillers, nnz); ValueError if malformed.");
+  m.def(
       "sparse_expand",
-      [](carray<uint16_t> rel, carray<uint16_t> codes, int index_bits, uint32_t filler_code,
-         uint64_t numel, size_t nnz) {
-        if (rel.ndim() != 1 || codes.ndim() != 1 || rel.shape(0) != codes.shape(0))
-          throw py::value_error("rel and codes must be 1-D and of equal length");
-        size_t entries = static_cast<size_t>(rel.shape(0));
-        // Outputs are sized by nnz, which may not exceed the entries that back it.
-        if (nnz > entries)
-          throw py::value_error(sparse_index::status_message(sparse_index::Status::NnzMismatch));
+      [sparse_args](carray<uint16_t> rel, carray<uint16_t> codes, int index_bits, uint32_t filler_code,
+                    uint64_t numel, size_t nnz) {
+        size_t entries = sparse_args(rel, codes, nnz);
         carray<int64_t> pos(static_cast<py::ssize_t>(nnz));
         carray<uint8_t> out(static_cast<py::ssize_t>(nnz));
         sparse_index::Status st;
@@ -113,8 +154,28 @@ PYBIND11_MODULE(_C, m) {
         return py::make_tuple(pos, out);
       },
       py::arg("rel"), py::arg("codes"), py::arg("index_bits"), py::arg("filler_code"), py::arg("numel"),
-      py::arg("nnz"),
-      "shared_sparse streams -> (flat positions int64[nnz], codes uint8[nnz]); ValueError if malformed.");
+      py::arg("nnz"), "shared_sparse streams -> (flat positions int64[nnz], codes uint8[nnz]).");
+  m.def(
+      "sparse_dense",
+      [sparse_args](carray<uint16_t> rel, carray<uint16_t> codes, int index_bits, carray<float> codebook,
+                    uint64_t numel, size_t nnz) {
+        size_t entries = sparse_args(rel, codes, nnz);
+        if (codebook.ndim() != 1) throw py::value_error("codebook must be 1-D");
+        uint32_t k = static_cast<uint32_t>(codebook.shape(0));
+        // numpy.zeros takes calloc'd pages, already zero, so the kernel skips its own clear.
+        carray<float> out = py::module_::import("numpy").attr("zeros")(numel, "float32");
+        sparse_index::Status st;
+        {
+          py::gil_scoped_release nogil;
+          st = sparse_index::dense(rel.data(), codes.data(), entries, index_bits, k, numel, nnz,
+                                   reinterpret_cast<const uint32_t*>(codebook.data()),
+                                   reinterpret_cast<uint32_t*>(out.mutable_data()), true);
+        }
+        if (st != sparse_index::Status::Ok) throw py::value_error(sparse_index::status_message(st));
+        return out;
+      },
+      py::arg("rel"), py::arg("codes"), py::arg("index_bits"), py::arg("codebook"), py::arg("numel"),
+      py::arg("nnz"), "shared_sparse streams -> dense float32[numel] (codebook values as bit patterns).");
 
   // ---- kernels (section owned by the kernels work) -----------------------------------
   // Arrays arrive exactly typed and C-contiguous (noconvert: a silent copy would hide a
@@ -191,7 +252,7 @@ PYBIND11_MODULE(_C, m) {
           a.bias = bs.data();
         }
         carray<int32_t> sg;
-        if (!seg.is_none() && a.batch > 1) {
+        if (!seg.is_none() && a.batch > 1) {  // batch 1 does not use it
           // Cheap next to the product (rows * blocks entries), and it keeps a stale or
           // hand-made table from sending the kernel outside a row.
           sg = seg.cast<carray<int32_t>>();

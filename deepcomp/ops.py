@@ -14,21 +14,33 @@ Sparse matmul, ``Y = X @ W.T (+ bias) (+ ReLU)`` with W in CSR (rows = out featu
   weights. For repeated calls, validate once with ``pack_codebook`` / ``pack_csr``, which
   return a ``SparseWeight``, and call ``spmm_packed(x, w, bias, relu)`` (alias
   ``spmm_codebook_packed``). The packed form holds the same arrays as the .dcz
-  SharedSparse tensor, exactly typed and contiguous: the AVX2 kernel reads them as they
-  are (3 bytes per nonzero with uint16 indices and uint8 codes).
+  SharedSparse tensor, exactly typed and contiguous (3 bytes per nonzero with uint16
+  indices and uint8 codes), with indices sorted within rows, plus a small table of where
+  each row enters each block of 256 columns: for wide layers at batch > 1 the kernel
+  walks the columns block by block so that the slice of X it reads stays in L1.
+* Batch 1 gathers 8 inputs at a time and looks the codes up in the codebook held in
+  registers; batch > 1 transposes X into blocks of up to 32 batch columns inside the op
+  and applies each nonzero to a whole block with FMAs.
 
 int8 GEMM for dense layers: ``pack_int8(w) -> Int8Weight`` quantizes weights symmetrically
 per output channel (q in [-127, 127]); ``gemm_int8(x, packed, bias, relu)`` quantizes the
 activations on the fly per batch row to 7-bit unsigned affine (as FBGEMM's reduce_range),
 accumulates exactly in int32 and writes fp32. Seven-bit activations keep AVX2's
-``maddubs`` from saturating, so the AVX2 and scalar paths agree bit for bit.
+``maddubs`` from saturating, so the AVX2 and scalar paths agree bit for bit; on CPUs with
+AVX-VNNI the AVX2 path uses ``vpdpbusd`` instead (same results; DEEPCOMP_NO_VNNI=1 or
+``_C.set_int8_vnni(False)`` turns it off).
 
 Conv2d (groups = 1) via im2col on both: ``conv2d_codebook`` / ``conv2d_codebook_packed``
 and ``conv2d_int8``.
 
 Threads: ``set_num_threads(n)`` / ``get_num_threads()`` (the kernels' own setting; small
-problems stay on one thread). ``isa()`` says which path runs: 'avx2' or 'scalar'
-(``DEEPCOMP_FORCE_SCALAR=1`` forces scalar).
+problems stay on one thread; results do not depend on the count). ``isa()`` says which
+path runs: 'avx2' or 'scalar' (``DEEPCOMP_FORCE_SCALAR=1`` forces scalar). The kernels
+share the process's OpenMP runtime, torch's own libgomp when torch is loaded first, and
+that runtime reads OMP_WAIT_POLICY once, when it is loaded: importing deepcomp before
+torch (or exporting OMP_WAIT_POLICY=PASSIVE) is what keeps idle threads from spinning.
+
+Non-finite inputs give unspecified (but memory-safe) outputs.
 """
 from __future__ import annotations
 
@@ -80,6 +92,8 @@ def _input(x, name: str = "x", ndim: int = 2) -> torch.Tensor:
         raise OpInputError(f"{name} must be float32, got {x.dtype}")
     if x.dim() != ndim:
         raise OpInputError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
+    if x.is_contiguous() and not x.requires_grad:
+        return x
     return x.detach().contiguous()
 
 
@@ -111,6 +125,9 @@ def _array(a, name: str, dtypes: tuple) -> np.ndarray:
 def _bias(bias, n: int):
     if bias is None:
         return None
+    if (type(bias) is torch.Tensor and bias.dtype == torch.float32 and bias.dim() == 1
+            and bias.shape[0] == n and bias.device.type == "cpu" and bias.is_contiguous()):
+        return bias.detach().numpy()  # the common case, without the general checks' cost
     b = _array(bias, "bias", (np.dtype(np.float32),))
     if b.shape[0] != n:
         raise OpInputError(f"bias must have {n} entries (one per output), got {b.shape[0]}")

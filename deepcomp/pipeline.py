@@ -7,7 +7,8 @@ Stages
 1. Baseline: top-1 accuracy of the dense model on the test split.
 2. Iterative pruning: ``prune_steps`` rounds towards per-layer kept fractions (the
    paper's, by default, for the two LeNets); round i keeps ``final ** (i / steps)`` of
-   each layer, then retrains ``epochs`` epochs with the masks held.
+   each layer (or, with ``keep='std:S'``, cuts at ``S * i / steps`` standard
+   deviations), then retrains ``epochs`` epochs with the masks held.
 3. Weight sharing: per-layer k-means (``bits``, ``init``), then ``finetune_epochs`` of
    centroid fine-tuning (codebooks and biases train; pruned weights stay 0).
 4. Final evaluation; with ``out`` the model is written as a .dcz (deepcomp.codec.save)
@@ -137,6 +138,19 @@ def parse_keep(text: str) -> dict[str, float] | float:
             f"('0.1') or per layer ('fc1=0.08,fc2=0.09')") from None
 
 
+def _std_quality(keep) -> float | None:
+    """S from a 'std:S' keep spec (prune |w| <= S * std(W), raised in equal steps), else None."""
+    if not (isinstance(keep, str) and keep.strip().startswith("std:")):
+        return None
+    try:
+        s = float(keep.strip()[4:])
+        if s < 0:
+            raise ValueError
+    except ValueError:
+        raise PruneSpecError(f"bad --keep {keep!r}: 'std:S' takes a quality parameter S >= 0") from None
+    return s
+
+
 def _keep_targets(model: nn.Module, family: str | None, keep) -> dict[str, float]:
     names = [n for n, p in model.named_parameters() if is_prunable(n, p)]
     modules = {n.rsplit(".", 1)[0] for n in names}
@@ -249,7 +263,9 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     """Run the pipeline (see the module docstring); returns a CompressResult.
 
     ``keep``: kept fraction per layer ({'fc1': 0.08, ...}, a 'fc1=0.08,...' string or one
-    float for all); default the paper's targets for the LeNets, 10 % otherwise.
+    float for all); default the paper's targets for the LeNets, 10 % otherwise. Or
+    'std:S': step i of n prunes |w| <= (S * i / n) * std(W) in every layer (the paper's
+    quality parameter, raised in equal steps).
     ``bits``: {'fc': 5, 'conv': 8} by default; per-layer keys allowed. ``subset``: train
     on a seeded random subset of that many training examples. ``train_set`` /
     ``test_set`` replace the named data set (any Dataset of (image, label)).
@@ -271,7 +287,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     if isinstance(model, str) and model.startswith("torchvision:"):
         log(f"note: {model} is built with untrained weights (weights=None); pass a trained "
             f"state_dict file with --arch {model} to compress a trained model")
-    targets = _keep_targets(net, family, keep)
+    std_s = _std_quality(keep)
+    targets = None if std_s is not None else _keep_targets(net, family, keep)
     if train_set is None:
         train_set = get_dataset(data, "train", data_dir)
     if test_set is None:
@@ -301,9 +318,13 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     # Iterative pruning with retraining: each round's masks include the last round's.
     masks = None
     torch.manual_seed(seed)
-    for i, step_keep in enumerate(geometric_schedule(targets, prune_steps) if prune_steps else []):
+    steps = int(prune_steps)
+    schedule = [f"std:{std_s * (i + 1) / steps:g}" for i in range(steps)] if std_s is not None \
+        else (geometric_schedule(targets, steps) if steps else [])
+    for i, step in enumerate(schedule):
         t0 = time.perf_counter()
-        masks = MaskSet.from_targets(net, step_keep, previous=masks)
+        masks = MaskSet.from_spec(net, step, previous=masks) if isinstance(step, str) \
+            else MaskSet.from_targets(net, step, previous=masks)
         opt = make_optimizer(net.parameters(), "adam", lr)
         with masks.attach(opt):
             if epochs > 0:
@@ -323,7 +344,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
         out = Path(out)
         save = _codec_save()
         meta = {"pipeline": {"stages": [s.__dict__ for s in result.stages],
-                             "bits": bits, "init": init, "keep": targets, "seed": seed}}
+                             "bits": bits, "init": init, "keep": targets or keep,
+                             "seed": seed}}
         if save is not None:
             # No bits: the weights are already shared (at most 2**bits values per layer),
             # so the codec stores them losslessly and the file scores what was measured.
@@ -363,7 +385,9 @@ def add_compress_command(sub) -> None:
     p.add_argument("--arch", default=None, help="architecture of a state_dict MODEL, e.g. deepcomp:lenet5")
     p.add_argument("--keep", default=None,
                    help="kept fraction after pruning: one for all layers (0.1) or per layer "
-                        "(fc1=0.08,fc2=0.09,fc3=0.26); default the paper's targets for the LeNets")
+                        "(fc1=0.08,fc2=0.09,fc3=0.26); or std:S to cut |w| <= S * std(W) per "
+                        "layer with S raised in equal steps; default the paper's targets "
+                        "for the LeNets, 0.1 otherwise")
     p.add_argument("--prune-steps", type=int, default=4,
                    help="pruning rounds, each followed by retraining (default 4; 0 skips pruning)")
     p.add_argument("--bits", default="fc=5,conv=8",

@@ -153,3 +153,14 @@ def test_console_entry_point(tmp_path, lenet300_pt):
     assert r.returncode == 0, r.stderr
     r = subprocess.run([sys.executable, "-m", "deepcomp", "info", str(out)], capture_output=True, text=True)
     assert r.returncode == 0 and "fc1.weight" in r.stdout
+
+
+def test_decode_to_a_directory_is_one_line_error(tmp_path, lenet300_pt, capsys):
+    out = tmp_path / "m.dcz"
+    assert main(["encode", str(lenet300_pt), str(out)]) == 0
+    capsys.readouterr()
+    assert main(["decode", str(out), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory" in err and err.count("\n") == 1
+    assert main(["encode", str(lenet300_pt), str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err

@@ -333,3 +333,20 @@ def test_public_api(tmp_path):
     with pytest.raises(deepcomp.DeepcompError, match="no such file"):
         deepcomp.decode(tmp_path / "missing.dcz")
     warnings.simplefilter("error")
+
+
+def test_tensors_too_long_for_a_stream_stay_raw(tmp_path, monkeypatch):
+    import deepcomp.codec.tensors as tensors
+
+    monkeypatch.setattr(tensors, "MAX_STREAM_COUNT", 10)
+    sd = {"small": torch.zeros(3, 3), "long": torch.zeros(4, 5)}
+    _, f, _ = roundtrip(sd, tmp_path)
+    enc = {r.name: r.encoding for r in f.parsed.tensors}
+    assert enc == {"small": "shared_dense", "long": "raw"}
+
+
+def test_unwritable_destinations_are_user_errors(tmp_path):
+    with pytest.raises(deepcomp.DeepcompError, match="is a directory"):
+        write_state_dict({"a": torch.ones(2)}, tmp_path)
+    with pytest.raises(deepcomp.DeepcompError, match="does not exist"):
+        write_state_dict({"a": torch.ones(2)}, tmp_path / "no" / "x.dcz")

@@ -248,3 +248,26 @@ def test_atheris_guided_fuzz(tmp_path):
     tail = (out.stdout + out.stderr)[-3000:]
     assert out.returncode == 0, tail
     assert "Done" in tail or "done" in tail, tail
+
+
+@pytest.mark.slow
+def test_cpp_decoder_fuzz_driver_under_sanitizers(tmp_path):
+    """The libFuzzer target's standalone driver, built with ASan + UBSan (clang not needed)."""
+    import shutil
+    from pathlib import Path
+
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    root = Path(__file__).resolve().parent.parent
+    exe = tmp_path / "fuzz_huffman_standalone"
+    build = subprocess.run([cxx, "-std=c++17", "-O1", "-g", "-fsanitize=address,undefined",
+                            "-fno-sanitize-recover=all", "-DDEEPCOMP_FUZZ_STANDALONE", f"-I{root / 'csrc'}",
+                            str(root / "csrc/fuzz/fuzz_huffman_decode.cpp"), str(root / "csrc/huffman/huffman.cpp"),
+                            "-o", str(exe)], capture_output=True, text=True)
+    if build.returncode != 0 and "sanitize" in build.stderr:
+        pytest.skip("sanitizer runtime not available")
+    assert build.returncode == 0, build.stderr[-2000:]
+    run = subprocess.run([str(exe), "50000"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-2000:]
+    assert "without a fault" in run.stdout

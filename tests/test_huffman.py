@@ -191,3 +191,60 @@ def test_decoder_survives_random_payloads(seed):
     except ValueError:
         return
     assert out.size == count and int(out.max(initial=0)) < lengths.size
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pair_decoder_matches_single_decoder(seed):
+    rng = np.random.default_rng(500 + seed)
+    n = int(rng.integers(1, 5000))
+    a = np.minimum(rng.geometric(0.3, n) - 1, 15).astype(np.uint16)
+    b = rng.integers(0, 257, n).astype(np.uint16)
+    a[:2], b[:2] = [0, 1], [0, 1]
+    la = _C.huffman_code_lengths(np.bincount(a, minlength=16).astype(np.uint64))
+    lb = _C.huffman_code_lengths(np.bincount(b, minlength=257).astype(np.uint64))
+    pa, _ = _C.huffman_encode(a, la)
+    pb, _ = _C.huffman_encode(b, lb)
+    ba, bb = np.frombuffer(pa, np.uint8), np.frombuffer(pb, np.uint8)
+    oa, ob = _C.huffman_decode_pair(ba, la, bb, lb, n)
+    assert np.array_equal(oa, a) and np.array_equal(ob, b)
+    with pytest.raises(ValueError):
+        _C.huffman_decode_pair(ba, la, bb[:-1], lb, n)
+    with pytest.raises(ValueError):
+        _C.huffman_decode_pair(np.append(ba, np.uint8(1)), la, bb, lb, n)
+
+
+def ref_walk(rel, codes, b, k, numel):
+    pos, out = -1, []
+    for r, c in zip(rel, codes):
+        pos += r + 1
+        if c != k:
+            out.append((pos, c))
+    return out
+
+
+def test_sparse_walks_agree_with_reference():
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        b = int(rng.integers(2, 9))
+        k = int(rng.integers(1, 257))
+        n = int(rng.integers(1, 300))
+        rel = rng.integers(0, 1 << b, n).astype(np.uint16)
+        codes = rng.integers(0, k, n).astype(np.uint16)
+        filler = rng.random(n) < 0.2
+        filler[-1] = False
+        codes[filler] = k
+        rel[filler] = (1 << b) - 1
+        ref = ref_walk(rel.tolist(), codes.tolist(), b, k, None)
+        numel = ref[-1][0] + 1 + int(rng.integers(0, 5))
+        book = rng.standard_normal(k).astype(np.float32)
+        _C.sparse_check(rel, codes, b, k, numel, len(ref))
+        pos, c = _C.sparse_expand(rel, codes, b, k, numel, len(ref))
+        assert list(zip(pos.tolist(), c.tolist())) == ref
+        dense = _C.sparse_dense(rel, codes, b, book, numel, len(ref))
+        expect = np.zeros(numel, np.float32)
+        expect[pos] = book[c]
+        assert np.array_equal(dense, expect)
+        with pytest.raises(ValueError, match="past the end"):
+            _C.sparse_check(rel, codes, b, k, ref[-1][0], len(ref))
+        with pytest.raises(ValueError, match="non-zeros"):
+            _C.sparse_dense(rel, codes, b, book, numel, len(ref) - 1)

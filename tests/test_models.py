@@ -10,6 +10,15 @@ from deepcomp.models import checkpoint_path, get_model, load_checkpoint, load_st
 from deepcomp.train import evaluate
 
 
+@pytest.fixture
+def one_thread():
+    """Small nets train fastest on one thread here; restore the caller's setting after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _count(m):
     return sum(p.numel() for p in m.parameters())
 
@@ -45,11 +54,10 @@ def test_unknown_names_list_known():
 
 
 @pytest.mark.parametrize("name,floor", [("deepcomp:lenet300", 89.0), ("deepcomp:lenet5", 90.5)])
-def test_shipped_checkpoint_is_trained(name, floor):
+def test_shipped_checkpoint_is_trained(name, floor, one_thread):
     # Plain state_dicts: weights_only loading must work on the raw file.
     sd = torch.load(checkpoint_path(name), weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in sd.values())
-    torch.set_num_threads(1)
     acc = evaluate(load_checkpoint(name), fashion_mnist("test"))
     assert acc >= floor
 

@@ -167,3 +167,23 @@ def test_bad_inputs_raise_typed_errors():
         ops.pack_int8(torch.zeros(1, ops.INT8_MAX_K + 1))
     with pytest.raises(OpInputError, match="bias"):
         ops.gemm_int8(torch.randn(2, 8), packed, bias=torch.zeros(5))
+
+
+@pytest.mark.parametrize("batch", [1, 4, 7])
+def test_vnni_and_maddubs_paths_agree(batch):
+    if not _C.int8_vnni_available():
+        pytest.skip("CPU without AVX-VNNI")
+    g = torch.Generator().manual_seed(batch)
+    w = torch.randn(40, 2100, generator=g)  # K spans several 2048-wide chunks
+    x = torch.randn(batch, 2100, generator=g)
+    packed = ops.pack_int8(w)
+    before = _C.int8_vnni_enabled()
+    try:
+        _C.set_int8_vnni(False)
+        y_madd = ops.gemm_int8(x, packed, relu=True)
+        _C.set_int8_vnni(True)
+        y_vnni = ops.gemm_int8(x, packed, relu=True)
+    finally:
+        _C.set_int8_vnni(before)
+    assert torch.equal(y_madd, y_vnni)
+    np.testing.assert_array_max_ulp(y_vnni.numpy(), reference(x, packed, relu=True), maxulp=1)

@@ -196,3 +196,45 @@ def test_bad_inputs_raise_typed_errors():
         ops.spmm_codebook(x, indptr, indices, codes, np.zeros(300, np.float32), 7)
     with pytest.raises(OpInputError, match="uint8"):
         ops.spmm_codebook(x, indptr, indices, codes.astype(np.float32), codebook, 7)
+
+
+@pytest.mark.parametrize("batch", [2, 16, 33])
+def test_packed_sorts_rows_and_blocks_columns(isa, batch):
+    # 1000 columns span four column blocks of the batched kernel.
+    w, indptr, indices, codes, codebook = make_sparse(50, 1000, 0.2, seed=13)
+    rng = np.random.default_rng(1)
+    idx, cds = indices.copy(), codes.copy()
+    for r in range(50):
+        s, e = indptr[r], indptr[r + 1]
+        perm = rng.permutation(e - s) + s
+        idx[s:e], cds[s:e] = indices[perm], codes[perm]
+    packed = ops.pack_codebook(indptr, idx, cds, codebook, 50, 1000)
+    assert packed.blocks is not None
+    assert torch.equal(packed.dense(), w)
+    x = torch.randn(batch, 1000)
+    y = ops.spmm_packed(x, packed, bias=torch.ones(50))
+    torch.testing.assert_close(y, x @ w.T + 1, rtol=0, atol=bound(x, w))
+
+
+@pytest.mark.parametrize("batch", [25, 40])
+def test_column_blocked_path_for_wide_inputs(isa, batch):
+    # 17000 columns x 32 batch columns x 4 bytes passes the 2 MiB where the AVX2 kernel
+    # switches to walking the columns block by block.
+    w, indptr, indices, codes, codebook = make_sparse(20, 17000, 0.05, seed=15)
+    packed = ops.pack_codebook(indptr, indices, codes, codebook, 20, 17000)
+    x = torch.randn(batch, 17000)
+    y = ops.spmm_packed(x, packed, bias=torch.ones(20), relu=True)
+    torch.testing.assert_close(y, torch.relu(x @ w.T + 1), rtol=0, atol=bound(x, w))
+    y_plain = ops.spmm_codebook(x, indptr, indices, codes, codebook, 20, bias=torch.ones(20), relu=True)
+    torch.testing.assert_close(y, y_plain, rtol=0, atol=bound(x, w))
+
+
+def test_block_table_is_checked():
+    import dataclasses
+
+    w, indptr, indices, codes, codebook = make_sparse(20, 600, 0.2, seed=14)
+    packed = ops.pack_codebook(indptr, indices, codes, codebook, 20, 600)
+    bad = packed.blocks.copy()
+    bad[len(bad) // 2] = 10**6
+    with pytest.raises(ValueError, match="block table"):
+        ops.spmm_packed(torch.randn(4, 600), dataclasses.replace(packed, blocks=bad))

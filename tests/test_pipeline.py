@@ -7,13 +7,21 @@ from deepcomp.data import fashion_mnist
 from deepcomp.pipeline import PAPER_KEEP, compress
 
 
+@pytest.fixture
+def one_thread():
+    """Small nets train fastest on one thread here; restore the caller's setting after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def test_subset():
     return fashion_mnist("test").subset(2000, seed=0)
 
 
-def test_short_pipeline_keeps_accuracy(tmp_path, test_subset):
-    torch.set_num_threads(1)
+def test_short_pipeline_keeps_accuracy(tmp_path, test_subset, one_thread):
     out = tmp_path / "lenet300.dcz"
     keep = {"fc1": 0.2, "fc2": 0.3, "fc3": 0.6}
     r = compress("deepcomp:lenet300", out, keep=keep, prune_steps=2, epochs=1,
@@ -46,9 +54,11 @@ def test_short_pipeline_keeps_accuracy(tmp_path, test_subset):
         assert all(torch.equal(back[k], v) for k, v in sd.items())
 
 
-def test_cli_compress_from_state_dict(tmp_path, capsys):
+def test_cli_compress_from_state_dict(tmp_path, capsys, one_thread):
     ck = tmp_path / "dense.pt"
-    torch.save(torch.load("checkpoints/lenet300.pt", weights_only=True), ck)
+    from deepcomp.models import checkpoint_path
+
+    torch.save(torch.load(checkpoint_path("deepcomp:lenet300"), weights_only=True), ck)
     out = tmp_path / "o.dcz"
     rc = main(["compress", str(ck), str(out), "--arch", "deepcomp:lenet300",
                "--data", "fashion-mnist", "--subset", "500", "--prune-steps", "1",
@@ -60,11 +70,23 @@ def test_cli_compress_from_state_dict(tmp_path, capsys):
     assert "wrote" in text
 
 
+def test_std_schedule_raises_threshold(test_subset, one_thread):
+    r = compress("deepcomp:lenet300", None, keep="std:1.0", prune_steps=2, epochs=0.25,
+                 finetune_epochs=0, subset=2000, progress=False, log=lambda s: None,
+                 test_set=test_subset)
+    d1, d2 = r.stage("prune 1/2").density, r.stage("prune 2/2").density
+    # For a roughly Gaussian layer, |w| > 0.5 std keeps ~60 %, then > 1 std of what is
+    # left (zeros included in the std) cuts further.
+    assert 0.4 < d1 < 0.8 and d2 < d1
+    assert r.stage("share + fine-tune").accuracy > r.stage("dense").accuracy - 5.0
+
+
 @pytest.mark.parametrize("argv,msg", [
     (["deepcomp:lenet300", "o.dcz", "--data", "cifar10"], "unknown data set 'cifar10'"),
     (["x.pt", "o.dcz", "--data", "fashion-mnist"], "--arch"),
     (["deepcomp:lenet300", "o.dcz", "--data", "fashion-mnist", "--bits", "fc=12"], "bits"),
     (["deepcomp:lenet300", "o.dcz", "--data", "fashion-mnist", "--keep", "fc9=0.1"], "fc9"),
+    (["deepcomp:lenet300", "o.dcz", "--data", "fashion-mnist", "--keep", "std:x"], "std:S"),
     (["deepcomp:lenet300", "o.dcz", "--data", "fashion-mnist", "--data-dir", "/nonexistent"],
      "/nonexistent/train-images-idx3-ubyte.gz"),
 ])
@@ -91,10 +113,10 @@ def test_paper_targets_keep_at_most_8_percent():
 
 
 @pytest.mark.slow
-def test_lenet300_default_pipeline_meets_bar():
-    torch.set_num_threads(1)
+def test_lenet300_default_pipeline_meets_bar(one_thread):
     r = compress("deepcomp:lenet300", None, prune_steps=4, epochs=3, lr=2e-3,
                  progress=False, log=lambda s: None)
     final = r.stage("share + fine-tune")
     assert final.density <= 0.08
-    assert final.accuracy >= r.stage("dense").accuracy - 1.0
+    # The issue's bar: at most 8 % of the weights, within half a point of the dense net.
+    assert final.accuracy >= r.stage("dense").accuracy - 0.5

@@ -86,3 +86,17 @@ def test_thread_setting_does_not_touch_torch(restore_threads):
     before = torch.get_num_threads()
     ops.set_num_threads(max(1, before + 1))
     assert torch.get_num_threads() == before
+
+
+def test_column_blocked_sparse_one_and_two_threads_identical(isa, restore_threads):
+    # Wide enough (17000 columns x 32 batch columns) for the column-blocked batch kernel.
+    rng = np.random.default_rng(3)
+    rows, cols = 300, 17000
+    mask = rng.random((rows, cols)) < 0.02
+    indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.int32)
+    indices = np.nonzero(mask)[1].astype(np.uint16)
+    codes = rng.integers(0, 32, size=len(indices)).astype(np.uint8)
+    codebook = rng.standard_normal(32).astype(np.float32)
+    w = ops.pack_codebook(indptr, indices, codes, codebook, rows, cols)
+    x = torch.randn(33, cols)
+    assert torch.equal(on_threads(1, lambda: ops.spmm_packed(x, w)), on_threads(2, lambda: ops.spmm_packed(x, w)))

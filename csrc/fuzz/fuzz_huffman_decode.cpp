@@ -45,7 +45,14 @@ bool run_one(const uint8_t* data, size_t size) {
   std::vector<uint16_t> out(count);
   Status st = decode(nbytes ? in.data() : nullptr, nbytes, lengths.data(), alphabet,
                      count ? out.data() : nullptr, count);
+  // The interleaved pair decoder must agree with two single decodes of the same input.
+  std::vector<uint16_t> pa(count), pb(count);
+  Status pst = decode_pair(nbytes ? in.data() : nullptr, nbytes, lengths.data(), alphabet,
+                           count ? pa.data() : nullptr, nbytes ? in.data() : nullptr, nbytes,
+                           lengths.data(), alphabet, count ? pb.data() : nullptr, count);
+  if ((pst == Status::Ok) != (st == Status::Ok)) std::abort();
   if (st != Status::Ok) return false;
+  if (pa != out || pb != out) std::abort();
   std::vector<uint8_t> again(encoded_bound(count));
   size_t obytes = 0;
   uint64_t obits = 0;

@@ -51,5 +51,11 @@ Status encode(const uint16_t* symbols, size_t count, const uint8_t* lengths, siz
 Status decode(const uint8_t* in, size_t in_bytes, const uint8_t* lengths, size_t alphabet,
               uint16_t* out, size_t count);
 
+// Decodes two streams of the same length in one interleaved loop (the relative-index and
+// cluster-code streams of a shared_sparse tensor); same checks as decode() for each.
+Status decode_pair(const uint8_t* in_a, size_t bytes_a, const uint8_t* lengths_a, size_t alphabet_a,
+                   uint16_t* out_a, const uint8_t* in_b, size_t bytes_b, const uint8_t* lengths_b,
+                   size_t alphabet_b, uint16_t* out_b, size_t count);
+
 }  // namespace huffman
 }  // namespace deepcomp

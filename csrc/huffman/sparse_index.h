@@ -1,4 +1,4 @@
-// Relative-index expansion of the shared_sparse encoding (docs/FORMAT.md, 3.3).
+// Relative-index walk of the shared_sparse encoding (docs/FORMAT.md, 3.3).
 #pragma once
 
 #include <cstddef>
@@ -19,12 +19,25 @@ enum class Status : int {
 
 const char* status_message(Status s);
 
-// Walks `entries` (relative index, cluster code) pairs from position -1: each moves the
-// position by rel + 1; code == filler_code marks a filler. Writes the flat positions and
-// codes of the `nnz` real entries. Never writes more than `nnz` outputs.
+// All three walk `entries` (relative index, cluster code) pairs from position -1: each
+// moves the position by rel + 1, and code == filler_code marks a filler. They check the
+// same rules and differ only in what they write.
+
+// Checks only; writes nothing.
+Status check(const uint16_t* rel, const uint16_t* codes, size_t entries, int index_bits,
+             uint32_t filler_code, uint64_t numel, size_t nnz);
+
+// Writes the flat positions and codes of the `nnz` real entries (never more than nnz).
 Status expand(const uint16_t* rel, const uint16_t* codes, size_t entries, int index_bits,
               uint32_t filler_code, uint64_t numel, size_t nnz, int64_t* positions,
               uint8_t* codes_out);
+
+// Writes the dense row-major tensor, out[numel]: book[code] (as a bit pattern, book has
+// filler_code entries) at each real entry and zero everywhere else. `out_is_zero` says
+// the caller's buffer is already zeroed (fresh calloc pages), which skips a full pass.
+Status dense(const uint16_t* rel, const uint16_t* codes, size_t entries, int index_bits,
+             uint32_t filler_code, uint64_t numel, size_t nnz, const uint32_t* book, uint32_t* out,
+             bool out_is_zero);
 
 }  // namespace sparse_index
 }  // namespace deepcomp

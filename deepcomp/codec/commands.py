@@ -67,14 +67,21 @@ def _decode(args: argparse.Namespace) -> int:
     d = os.path.dirname(out)
     if not os.path.isdir(d):
         raise DeepcompError(f"cannot write {args.output}: directory {d} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(out) + ".", suffix=".tmp")
+    if os.path.isdir(out):
+        raise DeepcompError(f"cannot write {args.output}: it is a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(out) + ".", suffix=".tmp")
+    except OSError as e:
+        raise DeepcompError(f"cannot write {args.output}: {e.strerror}") from None
     os.close(fd)
     try:
         torch.save(sd, tmp)
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise DeepcompError(f"cannot write {args.output}: {e.strerror or e}") from None
         raise
     print(f"wrote {args.output}: {len(sd)} tensors")
     return 0

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 
 from deepcomp import _C
 from deepcomp.codec import layout as L
-from deepcomp.codec.streams import StreamInfo, decode_stream, parse_stream
+from deepcomp.codec.streams import StreamInfo, decode_pair, decode_stream, parse_stream
 from deepcomp.codec.tensors import RawTensor, SharedDense, SharedSparse, matrix_view
 from deepcomp.errors import (
     DczChecksumError,
@@ -45,8 +46,8 @@ class TensorRecord:
     # filled once the section is decoded
     raw: np.ndarray | None = None
     codebook: np.ndarray | None = None  # float32[K]
-    codes: np.ndarray | None = None  # uint16: per element (dense) or per real entry (sparse)
-    positions: np.ndarray | None = None  # int64 flat positions of real entries (sparse)
+    codes: np.ndarray | None = None  # uint16: per element (dense) or per entry, fillers included (sparse)
+    rel: np.ndarray | None = None  # uint16 relative indices (sparse)
     streams: dict = field(default_factory=dict)  # label -> StreamInfo
 
     @property
@@ -158,8 +159,7 @@ def validate(buf: bytes | bytearray | memoryview) -> ParsedFile:
 
     for r in records:
         _parse_sections(mv, r)
-    for r in records:
-        _decode_content(mv, r)
+    _each(lambda r: _decode_content(mv, r), records)
 
     graph = meta = None
     if "graph" in extra:
@@ -174,6 +174,21 @@ def validate(buf: bytes | bytearray | memoryview) -> ParsedFile:
             raise DczFormatError("meta section must be a JSON object")
     return ParsedFile(size, hend, records, graph, meta or {},
                       {k: ln for k, (off, ln) in extra.items()})
+
+
+# Streams of this many bytes or more are decoded on several threads (the C++ coder
+# releases the GIL); below it, thread start-up costs more than it saves.
+PARALLEL_MIN_BYTES = 1 << 20
+MAX_THREADS = 4  # benchmarks set 1 to measure the single-threaded decoder
+
+
+def _each(fn, records: list) -> list:
+    """fn over records, in threads when the payload is big; the first error (in order) wins."""
+    workers = min(MAX_THREADS, os.cpu_count() or 1)
+    if workers < 2 or len(records) < 2 or sum(r.length for r in records) < PARALLEL_MIN_BYTES:
+        return [fn(r) for r in records]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, records))
 
 
 def _check_entry(e, i: int) -> TensorRecord:
@@ -296,12 +311,13 @@ def _decode_content(mv: memoryview, r: TensorRecord) -> None:
         r.codes = decode_stream(r.streams["codes"], f"{what} cluster codes")
         return
     b = r.fields["index_bits"]
-    rel = decode_stream(r.streams["index"], f"{what} relative indices")
-    codes = decode_stream(r.streams["codes"], f"{what} cluster codes")
+    rel, codes = decode_pair(r.streams["index"], r.streams["codes"], f"{what} relative indices",
+                             f"{what} cluster codes")
     try:
-        r.positions, r.codes = _C.sparse_expand(rel, codes, b, k, r.numel, r.fields["nnz"])
+        _C.sparse_check(rel, codes, b, k, r.numel, r.fields["nnz"])
     except ValueError as e:
         raise DczFormatError(f"{what}: {e} (shape {list(r.shape)}, {r.fields['nnz']} non-zeros)") from None
+    r.rel, r.codes = rel, codes  # checked; expanded on demand (positions or dense)
 
 
 class DczFile:
@@ -347,13 +363,11 @@ class DczFile:
             elif r.fields["storage"] != r.dtype:
                 t = t.to(tdtype)
             return t.reshape(r.shape)
-        book = r.codebook.view(np.uint32)
         if r.encoding == "shared_dense":
-            out = book[r.codes]
+            out = r.codebook.view(np.uint32)[r.codes].view(np.float32)
         else:
-            out = np.zeros(r.numel, np.uint32)
-            out[r.positions] = book[r.codes]
-        return torch.from_numpy(out.view(np.float32)).reshape(r.shape)
+            out = _C.sparse_dense(r.rel, r.codes, r.fields["index_bits"], r.codebook, r.numel, r.fields["nnz"])
+        return torch.from_numpy(out).reshape(r.shape)
 
     def compressed(self, name: str):
         r = self.record(name)
@@ -361,16 +375,19 @@ class DczFile:
             return RawTensor(name, r.shape, np.ascontiguousarray(self.dense(name).numpy()))
         if r.encoding == "shared_dense":
             return SharedDense(name, r.shape, r.codebook.copy(), r.codes.astype(np.uint8))
+        positions, codes = _C.sparse_expand(r.rel, r.codes, r.fields["index_bits"], r.fields["k"], r.numel,
+                                            r.fields["nnz"])
         rows, cols = matrix_view(r.shape)
-        row = r.positions // cols if cols else r.positions
+        row = positions // cols if cols else positions
         indptr = np.zeros(rows + 1, np.int32)
         np.cumsum(np.bincount(row, minlength=rows), out=indptr[1:])
         idx_dtype = np.uint16 if cols <= 65536 else np.int32
-        indices = (r.positions - row * cols).astype(idx_dtype)
-        return SharedSparse(name, r.shape, r.codebook.copy(), indptr, indices, r.codes.astype(np.uint8))
+        indices = (positions - row * cols).astype(idx_dtype)
+        return SharedSparse(name, r.shape, r.codebook.copy(), indptr, indices, codes)
 
     def state_dict(self) -> dict:
-        return {n: self.dense(n) for n in self.names}
+        tensors = _each(lambda r: self.dense(r.name), self._p.tensors)
+        return dict(zip(self.names, tensors))
 
 
 def read_bytes(path) -> bytes:
@@ -381,6 +398,8 @@ def read_bytes(path) -> bytes:
         raise DeepcompError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DeepcompError(f"{path}: is a directory, not a .dcz file") from None
+    except OSError as e:
+        raise DeepcompError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def open_dcz(path) -> DczFile:

@@ -158,3 +158,14 @@ def decode_stream(info: StreamInfo, what: str) -> np.ndarray:
         return _C.huffman_decode(np.frombuffer(info.payload, np.uint8), info.lengths, info.count)
     except ValueError as e:
         raise DczFormatError(f"{what}: {e}") from None
+
+
+def decode_pair(a: StreamInfo, b: StreamInfo, what_a: str, what_b: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two streams of equal count; Huffman pairs are decoded in one interleaved C++ pass."""
+    if a.mode == MODE_HUFFMAN and b.mode == MODE_HUFFMAN and a.count == b.count:
+        try:
+            return _C.huffman_decode_pair(np.frombuffer(a.payload, np.uint8), a.lengths,
+                                          np.frombuffer(b.payload, np.uint8), b.lengths, a.count)
+        except ValueError as e:
+            raise DczFormatError(f"{what_a} / {what_b}: {e}") from None
+    return decode_stream(a, what_a), decode_stream(b, what_b)

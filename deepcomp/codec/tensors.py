@@ -13,6 +13,8 @@ import numpy as np
 import torch
 
 from deepcomp.codec.layout import DTYPES, INDEX_BITS, MAX_CODEBOOK, TORCH_TO_NAME
+
+MAX_STREAM_COUNT = 0xFFFFFFFF
 from deepcomp.codec.streams import encode_stream, histogram, stream_cost
 
 # ---- compressed forms handed to the runtime ---------------------------------------
@@ -105,17 +107,19 @@ def choose_encoding(name: str, t: torch.Tensor, *, fp16: bool = False) -> Encode
     if t.dtype != torch.float32 or t.dim() == 0 or t.numel() == 0:
         return _raw(base, t, dtype)
     bits = t.view(torch.int32).numpy().view(np.uint32).reshape(-1)
-    uniq, inverse = np.unique(bits, return_inverse=True)
+    uniq = np.unique(bits)
     cands: dict[str, int] = {}
-    raw_bytes = bits.size * 4
     nz_book = uniq[uniq != 0]
     lossless_shareable = uniq.size <= MAX_CODEBOOK or nz_book.size <= MAX_CODEBOOK
     use_fp16 = fp16 and not lossless_shareable
     cands["raw"] = bits.size * (2 if use_fp16 else 4)
-    if uniq.size <= MAX_CODEBOOK:
+    fits = bits.size <= MAX_STREAM_COUNT  # a stream counts its symbols in a u32
+    if fits and uniq.size <= MAX_CODEBOOK:
+        # searchsorted into <= 256 values is cheaper than np.unique's return_inverse
+        inverse = np.searchsorted(uniq, bits)
         cost, _ = stream_cost(histogram(inverse, uniq.size))
         cands["shared_dense"] = 4 * uniq.size + cost
-    if nz_book.size <= MAX_CODEBOOK:
+    if fits and nz_book.size <= MAX_CODEBOOK:
         positions = np.flatnonzero(bits)
         codes = np.searchsorted(nz_book, bits[positions]).astype(np.int64)
         gaps = np.diff(positions, prepend=-1) - 1

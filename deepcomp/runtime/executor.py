@@ -120,7 +120,8 @@ class GraphModule(nn.Module):
         if not refs:
             fixed = tuple(shape)
             return lambda x: x.reshape(fixed)
-        # The shapes of referenced values are recorded as they are computed (env["#shape"]).
+        # Sizes come from the shapes forward() records as values are computed, so the
+        # value itself may already be freed.
         def fn(x, _shapes=None):
             dims = list(shape)
             for i, of, d in refs:

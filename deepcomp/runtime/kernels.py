@@ -58,19 +58,69 @@ def sparse_prepare(form: WeightForm):
                                         check_invariants=False)
         return ("torch", w)
     if f.codebook is not None:
-        return ("packed", _ops.pack_codebook(f.indptr, f.indices, f.codes, f.codebook, f.rows, f.cols))
-    return ("packed", _ops.pack_csr(f.indptr, f.indices, f.values, f.rows, f.cols))
+        w = _ops.pack_codebook(f.indptr, f.indices, f.codes, f.codebook, f.rows, f.cols)
+    else:
+        w = _ops.pack_csr(f.indptr, f.indices, f.values, f.rows, f.cols)
+    return ("packed", w, _direct(w, _direct_spmm))
 
 
 def sparse_linear(x, state, bias, relu):
-    kind, w = state
+    kind, w = state[0], state[1]
     if kind == "torch":
         return _epilogue(torch.sparse.mm(w, x.t()).t(), bias, relu)
+    if state[2] is not None:
+        return state[2](x, bias, relu)
     return _ops.spmm_packed(x, w, bias=bias, relu=relu)
 
 
+# ---- direct calls ----------------------------------------------------------------------
+# deepcomp.ops re-checks every argument on every call, which costs several times the
+# arithmetic of a small layer at batch 1 (LeNet's layers are a few thousand
+# multiply-adds). A runtime layer has already checked its input (float32, contiguous,
+# 2-D, right width) and its weight was checked once by ops.pack_*, so it may call the
+# native function directly; the binding still checks dtypes and shapes itself. The
+# direct call is used only if it reproduces ops' result on a probe input, so a change of
+# the native signature falls back to ops instead of breaking.
+
+def _direct_spmm(w):
+    C, n_out = _ops._C, w.n_out
+    args = (w.indptr, w.indices, w.values, w.codes, w.codebook)
+    blocks = getattr(w, "blocks", None)
+    extra = () if blocks is None else (blocks,)
+
+    def run(x, bias, relu):
+        out = torch.empty((x.shape[0], n_out), dtype=torch.float32)
+        C.spmm(x.numpy(), *args, bias, bool(relu), out.numpy(), *extra)
+        return out
+    return run
+
+
+def _direct_int8(p):
+    C, n_out = _ops._C, p.n_out
+    args = (p.packed, p.row_sums, p.scales)
+
+    def run(x, bias, relu):
+        out = torch.empty((x.shape[0], n_out), dtype=torch.float32)
+        C.gemm_int8(x.numpy(), *args, bias, bool(relu), out.numpy())
+        return out
+    return run
+
+
+def _direct(w, make):
+    try:
+        fn = make(w)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(3, w.n_in, generator=g)
+        bias = np.linspace(-1, 1, w.n_out, dtype=np.float32)
+        ref = _ops.spmm_packed(x, w, bias, True) if make is _direct_spmm else _ops.gemm_int8(x, w, bias, True)
+        got = fn(x, bias, True)
+        return fn if torch.equal(ref, got) else None
+    except Exception:  # any mismatch with ops' calling convention: use ops
+        return None
+
+
 def sparse_conv(x, state, form: WeightForm, bias, stride, padding, relu):
-    kind, w = state
+    kind, w = state[0], state[1]
     if kind == "packed":
         return _ops.conv2d_codebook_packed(x, w, form.shape, bias=bias, stride=tuple(stride),
                                            padding=tuple(padding), relu=relu)
@@ -90,10 +140,10 @@ def state_arrays(state) -> list:
     if isinstance(state, torch.Tensor):
         return [state]
     if isinstance(state, tuple):
-        kind, w = state
-        if kind == "torch":
+        if state[0] == "torch":
+            w = state[1]
             return [w.crow_indices(), w.col_indices(), w.values()]
-        state = w
+        state = state[1] if state[0] == "packed" else state[0]
     out = []
     for name in ("indptr", "indices", "codes", "codebook", "values", "packed", "row_sums", "scales"):
         v = getattr(state, name, None)
@@ -110,13 +160,17 @@ def int8_supported(form: WeightForm) -> bool:
 
 def int8_prepare(form: WeightForm):
     w = form.dense().reshape(form.rows, form.cols).contiguous()
-    return _ops.pack_int8(w)
+    packed = _ops.pack_int8(w)
+    return (packed, _direct(packed, _direct_int8))
 
 
-def int8_linear(x, packed, bias, relu):
+def int8_linear(x, state, bias, relu):
+    packed, direct = state
+    if direct is not None:
+        return direct(x, bias, relu)
     return _ops.gemm_int8(x, packed, bias=bias, relu=relu)
 
 
-def int8_conv(x, packed, form: WeightForm, bias, stride, padding, relu):
-    return _ops.conv2d_int8(x, packed, tuple(form.shape[2:]), bias=bias, stride=tuple(stride),
+def int8_conv(x, state, form: WeightForm, bias, stride, padding, relu):
+    return _ops.conv2d_int8(x, state[0], tuple(form.shape[2:]), bias=bias, stride=tuple(stride),
                             padding=tuple(padding), relu=relu)

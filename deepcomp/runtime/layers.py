@@ -34,11 +34,13 @@ PATHS = ("sparse", "int8", "decode", "dense")
 # than the time spent measuring.
 _ROUNDS_FAST, _ROUNDS_MID, _ROUNDS_SLOW = 7, 3, 1
 _FAST_S, _SLOW_S = 0.002, 0.05
-# A path must beat the best exact one by this factor to be chosen: int8 rounds the
-# weights, and a dense copy costs memory, so near-ties go to the file's own form.
+# Measured times are multiplied by these before the fastest is picked: int8 rounds the
+# weights and a resident dense copy costs memory, so near-ties go to the paths that
+# keep only the file's form.
+_HANDICAP = {"sparse": 1.0, "decode": 1.0, "dense": 1.05, "int8": 1.10}
 # Above this many dense fp32 bytes a layer compares its candidates one at a time.
 _BIG_LAYER_BYTES = 64 << 20
-_HANDICAP = {"sparse": 1.0, "decode": 1.0, "dense": 1.05, "int8": 1.10}
+
 
 class _RuntimeLayer(nn.Module):
     def __init__(self, name: str, form: WeightForm, bias: torch.Tensor | None, relu: bool) -> None:
