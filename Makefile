@@ -15,7 +15,7 @@ $(VENV)/.stamp: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q torch==2.14.1 torchvision==0.29.1 numpy scipy \
-	    pybind11 cmake ninja setuptools wheel pytest zstandard
+	    pybind11 cmake ninja setuptools wheel pytest zstandard atheris
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -38,8 +38,14 @@ test: build data
 test-all: build data
 	$(VPY) -m pytest -q
 
+# The main job: prune + retrain + share + fine-tune the shipped LeNet-300-100 on
+# Fashion-MNIST into a .dcz, show what is in the file, then run the file on the test set
+# with the native kernels and compare against the decoded dense model in PyTorch.
 demo: build data
-	$(VPY) -m deepcomp.demo --out $(OUT)
+	mkdir -p $(OUT)
+	$(VENV)/bin/deepcomp compress deepcomp:lenet300 $(OUT)/lenet300.dcz --data fashion-mnist
+	$(VENV)/bin/deepcomp info $(OUT)/lenet300.dcz
+	$(VENV)/bin/deepcomp run $(OUT)/lenet300.dcz --data fashion-mnist --compare
 
 bench: build data
 	$(VENV)/bin/deepcomp bench
