@@ -3,7 +3,7 @@
     python benchmarks/bench_codec.py [--json PATH] [--dcz FILE ...] [--repeats N] [--no-resnet]
 
 Models, made here so the run is self-contained and reproducible:
-  * LeNet-300-100 and LeNet-5 from the shipped checkpoints (checkpoints/lenet300.pt,
+  * LeNet-300-100 and LeNet-5 from the shipped checkpoints (deepcomp/checkpoints/lenet300.pt,
     lenet5.pt; random weights, flagged as such, when a checkpoint is missing), pruned one
     shot to the paper's per-layer densities (LeNet-300-100: 8% / 9% / 26%; LeNet-5:
     66% / 12% / 8% / 19%, by magnitude) and shared at the paper's bits (LeNet-300-100:
@@ -44,6 +44,7 @@ from deepcomp.codec.info import table as info_table  # noqa: E402
 from deepcomp.codec.reader import DczFile, open_dcz, validate  # noqa: E402
 from deepcomp.codec.streams import decode_stream  # noqa: E402
 from deepcomp.codec.writer import write_state_dict  # noqa: E402
+from deepcomp.models import checkpoint_dir  # noqa: E402
 
 try:
     import zstandard
@@ -63,9 +64,9 @@ def make_lenet(name: str) -> tuple[dict, str]:
     from deepcomp.prune import mask_sparsity
     from deepcomp.share import share_tensor
 
-    path = ROOT / "checkpoints" / f"{name}.pt"
+    path = checkpoint_dir() / f"{name}.pt"
     if path.is_file():
-        sd, source = dict(torch.load(path, map_location="cpu", weights_only=True)), f"checkpoints/{name}.pt"
+        sd, source = dict(torch.load(path, map_location="cpu", weights_only=True)), f"deepcomp/checkpoints/{name}.pt"
     else:
         torch.manual_seed(0)
         sd, source = dict(get_model(f"deepcomp:{name}").state_dict()), "RANDOM WEIGHTS (checkpoint missing)"

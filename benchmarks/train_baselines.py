@@ -1,4 +1,4 @@
-"""Train the dense Fashion-MNIST baselines that ship in checkpoints/.
+"""Train the dense Fashion-MNIST baselines that ship in deepcomp/checkpoints/.
 
     .venv/bin/python benchmarks/train_baselines.py            # both nets
     .venv/bin/python benchmarks/train_baselines.py --only lenet300
@@ -20,7 +20,7 @@ import deepcomp  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE before torch loads 
 import torch
 
 from deepcomp.data import fashion_mnist
-from deepcomp.models import get_model
+from deepcomp.models import checkpoint_dir, get_model
 from deepcomp.train import evaluate, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +52,7 @@ def save_atomic(sd: dict, path: Path) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=sorted(RECIPES), action="append")
-    ap.add_argument("--out", type=Path, default=ROOT / "checkpoints")
+    ap.add_argument("--out", type=Path, default=checkpoint_dir())
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="override the recipe's threads")

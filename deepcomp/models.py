@@ -6,7 +6,7 @@
 ``torchvision:NAME``   any torchvision.models builder, untrained (``weights=None``)
 
 ``load_checkpoint`` returns the deepcomp models with the dense weights trained on
-Fashion-MNIST that ship in ``checkpoints/`` (plain state_dicts, loaded with
+Fashion-MNIST that ship in ``deepcomp/checkpoints/`` (plain state_dicts, loaded with
 ``weights_only=True``).
 """
 from __future__ import annotations
@@ -96,11 +96,8 @@ def checkpoint_dir() -> Path:
     env = os.environ.get("DEEPCOMP_CHECKPOINTS")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parent
-    for cand in (here / "checkpoints", here.parent / "checkpoints"):
-        if cand.is_dir():
-            return cand
-    return here.parent / "checkpoints"
+    # Shipped inside the package (package data), so a plain `pip install .` has them too.
+    return Path(__file__).resolve().parent / "checkpoints"
 
 
 def checkpoint_path(name: str) -> Path:

@@ -18,8 +18,9 @@ from deepcomp.codec import (
     write_state_dict,
 )
 from deepcomp.codec.tensors import sparse_streams
+from deepcomp.models import checkpoint_dir
 
-CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+CHECKPOINTS = checkpoint_dir()
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
