@@ -6,22 +6,7 @@ import torch.nn.functional as F
 
 from deepcomp import _C, ops
 from deepcomp.errors import OpInputError
-
-
-def _forced() -> bool:
-    return _C.active_isa() == "scalar" and _C.cpu_has_avx2()
-
-
-@pytest.fixture(params=["scalar", "avx2"])
-def isa(request):
-    if request.param == "avx2" and not _C.cpu_has_avx2():
-        pytest.skip("CPU without AVX2")
-    before = _forced()
-    _C.set_force_scalar(request.param == "scalar")
-    try:
-        yield request.param
-    finally:
-        _C.set_force_scalar(before)
+from isa_paths import isa, scalar_and_avx2  # noqa: F401  (isa is a fixture)
 
 
 def sparse_conv_weight(shape, density, k=16, seed=0):
@@ -72,15 +57,8 @@ def test_conv2d_int8_close_to_torch_and_exact_across_paths(wshape, xshape, strid
     bias = torch.randn(wshape[0], generator=g)
     packed = ops.pack_int8(w.reshape(wshape[0], -1))
     run = lambda: ops.conv2d_int8(x, packed, wshape[2:], bias=bias, stride=stride, padding=padding)  # noqa: E731
-    before = _forced()
-    try:
-        _C.set_force_scalar(True)
-        ys = run()
-        if _C.cpu_has_avx2():
-            _C.set_force_scalar(False)
-            assert torch.equal(run(), ys)
-    finally:
-        _C.set_force_scalar(before)
+    ys, yv = scalar_and_avx2(run)
+    assert yv is None or torch.equal(yv, ys)
     ref = F.conv2d(x, w, bias, stride=stride, padding=padding)
     assert ys.shape == ref.shape
     err = float((ys - ref).abs().max()) / (float(ref.abs().max()) + 1e-6)

@@ -6,35 +6,7 @@ import torch
 
 from deepcomp import _C, ops
 from deepcomp.errors import OpInputError
-
-
-def _forced() -> bool:
-    return _C.active_isa() == "scalar" and _C.cpu_has_avx2()
-
-
-@pytest.fixture(params=["scalar", "avx2"])
-def isa(request):
-    if request.param == "avx2" and not _C.cpu_has_avx2():
-        pytest.skip("CPU without AVX2")
-    before = _forced()
-    _C.set_force_scalar(request.param == "scalar")
-    try:
-        yield request.param
-    finally:
-        _C.set_force_scalar(before)
-
-
-def both_paths(fn):
-    """(scalar result, AVX2 result) of fn()."""
-    before = _forced()
-    try:
-        _C.set_force_scalar(True)
-        ys = fn()
-        _C.set_force_scalar(False)
-        yv = fn()
-    finally:
-        _C.set_force_scalar(before)
-    return ys, yv
+from isa_paths import isa, scalar_and_avx2  # noqa: F401  (isa is a fixture)
 
 
 def reference(x: torch.Tensor, packed: ops.Int8Weight, bias=None, relu=False) -> np.ndarray:
@@ -72,7 +44,7 @@ def test_avx2_equals_scalar_bit_for_bit(shape, batch):
     bias = torch.randn(out_f, generator=g)
     packed = ops.pack_int8(w)
     for relu in (False, True):
-        ys, yv = both_paths(lambda: ops.gemm_int8(x, packed, bias=bias, relu=relu))
+        ys, yv = scalar_and_avx2(lambda: ops.gemm_int8(x, packed, bias=bias, relu=relu))
         assert torch.equal(ys, yv)
 
 

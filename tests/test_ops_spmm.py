@@ -5,26 +5,11 @@ import torch
 
 from deepcomp import _C, ops
 from deepcomp.errors import OpInputError
+from isa_paths import isa, scalar_and_avx2  # noqa: F401  (isa is a fixture)
 
 # Different summation orders (per-lane partial sums, FMA) move results by a few ulps per
 # term; bound the error by a multiple of the sum of |terms|.
 REL_TOL = 2e-6
-
-
-def _forced() -> bool:
-    return _C.active_isa() == "scalar" and _C.cpu_has_avx2()
-
-
-@pytest.fixture(params=["scalar", "avx2"])
-def isa(request):
-    if request.param == "avx2" and not _C.cpu_has_avx2():
-        pytest.skip("CPU without AVX2")
-    before = _forced()
-    _C.set_force_scalar(request.param == "scalar")
-    try:
-        yield request.param
-    finally:
-        _C.set_force_scalar(before)
 
 
 def make_sparse(rows, cols, density, k=32, seed=0, empty_rows=True):
@@ -91,14 +76,7 @@ def test_scalar_and_avx2_agree(batch):
     w, indptr, indices, codes, codebook = make_sparse(300, 784, 0.1, seed=5)
     x = torch.randn(batch, 784)
     packed = ops.pack_codebook(indptr, indices, codes, codebook, 300, 784)
-    before = _forced()
-    try:
-        _C.set_force_scalar(True)
-        ys = ops.spmm_packed(x, packed, relu=True)
-        _C.set_force_scalar(False)
-        yv = ops.spmm_packed(x, packed, relu=True)
-    finally:
-        _C.set_force_scalar(before)
+    ys, yv = scalar_and_avx2(lambda: ops.spmm_packed(x, packed, relu=True))
     assert not torch.equal(ys, torch.zeros_like(ys))
     torch.testing.assert_close(yv, ys, rtol=0, atol=bound(x, w))
 

@@ -5,22 +5,7 @@ import torch
 
 from deepcomp import _C, ops
 from deepcomp.errors import OpInputError
-
-
-def _forced() -> bool:
-    return _C.active_isa() == "scalar" and _C.cpu_has_avx2()
-
-
-@pytest.fixture(params=["scalar", "avx2"])
-def isa(request):
-    if request.param == "avx2" and not _C.cpu_has_avx2():
-        pytest.skip("CPU without AVX2")
-    before = _forced()
-    _C.set_force_scalar(request.param == "scalar")
-    try:
-        yield request.param
-    finally:
-        _C.set_force_scalar(before)
+from isa_paths import isa, scalar_and_avx2  # noqa: F401  (isa is a fixture)
 
 
 @pytest.fixture
