@@ -20,11 +20,9 @@ against torch.load of the dense state_dict (both files in the page cache).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import lzma
 import math
-import os
 import platform
 import statistics
 import sys
@@ -197,7 +195,7 @@ def print_model(m: dict) -> None:
                ("entropy_bytes", "huffman_payload_bytes", "huffman_stream_bytes", "zlib9", "lzma", "zstd19",
                 "fixed_width_bytes")}
         over = 100 * (tot["huffman_payload_bytes"] / tot["entropy_bytes"] - 1) if tot["entropy_bytes"] else 0.0
-        print(f"streams (all shared tensors, same quantized symbols, 1 byte/symbol for the general compressors):")
+        print("streams (all shared tensors, same quantized symbols, 1 byte/symbol for the general compressors):")
         print(f"  entropy {tot['entropy_bytes']:.0f} B | Huffman payload {tot['huffman_payload_bytes']} B "
               f"(+{over:.2f}% over entropy) | Huffman with headers+tables {tot['huffman_stream_bytes']} B | "
               f"fixed-width {tot['fixed_width_bytes']} B | zlib -9 {tot['zlib9']} B | lzma 9e {tot['lzma']} B | "

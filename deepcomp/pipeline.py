@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from deepcomp.codec import save as codec_save
 from deepcomp.data import get_dataset
 from deepcomp.errors import DeepcompError, ModelError
 from deepcomp.models import LeNet5, LeNet300, get_model, load_checkpoint, load_into, \
@@ -65,7 +65,6 @@ class CompressResult:
     model: nn.Module
     stages: list[Stage] = field(default_factory=list)
     out: Path | None = None
-    out_kind: str | None = None          # 'dcz' | 'state_dict'
     codec_summary: dict | None = None
     prune_report: object | None = None
 
@@ -227,29 +226,6 @@ def share_and_finetune(net: nn.Module, train_set, *, bits: dict, init: str = "li
     return net
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    os.close(fd)
-    # mkstemp creates 0600; give the file the mode a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _codec_save():
-    try:
-        from deepcomp import codec
-    except ImportError:
-        return None
-    return getattr(codec, "save", None)
 
 
 def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-mnist",
@@ -342,21 +318,12 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     if out is not None:
         t0 = time.perf_counter()
         out = Path(out)
-        save = _codec_save()
         meta = {"pipeline": {"stages": [s.__dict__ for s in result.stages],
                              "bits": bits, "init": init, "keep": targets or keep,
                              "seed": seed}}
-        if save is not None:
-            # No bits: the weights are already shared (at most 2**bits values per layer),
-            # so the codec stores them losslessly and the file scores what was measured.
-            result.codec_summary = save(net, out, init=init, meta=meta)
-            result.out_kind = "dcz"
-        else:
-            if out.suffix == ".dcz":
-                out = out.with_suffix(".pt")
-            _atomic_torch_save({k: v.detach().contiguous() for k, v in net.state_dict().items()}, out)
-            result.out_kind = "state_dict"
-            log(f"note: this build has no .dcz codec yet; wrote a plain state_dict to {out}")
+        # No bits: the weights are already shared (at most 2**bits values per layer),
+        # so the codec stores them losslessly and the file scores what was measured.
+        result.codec_summary = codec_save(net, out, init=init, meta=meta)
         result.out = out
         log(f"[write] {out} ({out.stat().st_size} bytes, {time.perf_counter() - t0:.1f} s)")
     return result
@@ -430,6 +397,5 @@ def _run_compress(args) -> int:
     if res.prune_report is not None:
         print()
         print(res.prune_report.table())
-    kind = "a .dcz file" if res.out_kind == "dcz" else "a plain state_dict (no codec in this build)"
-    print(f"\nwrote {res.out} as {kind}")
+    print(f"\nwrote {res.out}")
     return 0

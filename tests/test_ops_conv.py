@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deepcomp import _C, ops
+from deepcomp import ops
 from deepcomp.errors import OpInputError
-from isa_paths import isa, scalar_and_avx2  # noqa: F401  (isa is a fixture)
+from isa_paths import scalar_and_avx2
 
 
 def sparse_conv_weight(shape, density, k=16, seed=0):

@@ -6,7 +6,7 @@ import torch
 
 from deepcomp import _C, ops
 from deepcomp.errors import OpInputError
-from isa_paths import isa, scalar_and_avx2  # noqa: F401  (isa is a fixture)
+from isa_paths import scalar_and_avx2
 
 
 def reference(x: torch.Tensor, packed: ops.Int8Weight, bias=None, relu=False) -> np.ndarray:

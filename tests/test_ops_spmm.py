@@ -5,7 +5,7 @@ import torch
 
 from deepcomp import _C, ops
 from deepcomp.errors import OpInputError
-from isa_paths import isa, scalar_and_avx2  # noqa: F401  (isa is a fixture)
+from isa_paths import scalar_and_avx2
 
 # Different summation orders (per-lane partial sums, FMA) move results by a few ulps per
 # term; bound the error by a multiple of the sum of |terms|.

@@ -43,15 +43,11 @@ def test_short_pipeline_keeps_accuracy(tmp_path, test_subset, one_thread):
                          bits={"fc": 5}, progress=False, log=lambda s: None,
                          test_set=test_subset)
     assert untrained.stage("share + fine-tune").accuracy < final.accuracy - 5.0
-    if r.out_kind == "dcz":
-        from deepcomp.codec import decode
+    from deepcomp.codec import decode
 
-        back = decode(r.out)
-        for k, v in sd.items():
-            assert torch.equal(back[k], v), k
-    else:
-        back = torch.load(r.out, weights_only=True)
-        assert all(torch.equal(back[k], v) for k, v in sd.items())
+    back = decode(r.out)
+    for k, v in sd.items():
+        assert torch.equal(back[k], v), k
 
 
 def test_cli_compress_from_state_dict(tmp_path, capsys, one_thread):

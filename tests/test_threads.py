@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from deepcomp import _C, ops
+from deepcomp import ops
 from deepcomp.errors import OpInputError
-from isa_paths import isa, scalar_and_avx2  # noqa: F401  (isa is a fixture)
 
 
 @pytest.fixture

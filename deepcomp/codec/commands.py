@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 
-from deepcomp.errors import DeepcompError
+from deepcomp.fileio import atomic_write
 
 
 def add_codec_commands(sub) -> None:
@@ -63,26 +62,7 @@ def _decode(args: argparse.Namespace) -> int:
     from deepcomp.codec.reader import decode
 
     sd = decode(args.input)
-    out = os.path.abspath(args.output)
-    d = os.path.dirname(out)
-    if not os.path.isdir(d):
-        raise DeepcompError(f"cannot write {args.output}: directory {d} does not exist")
-    if os.path.isdir(out):
-        raise DeepcompError(f"cannot write {args.output}: it is a directory")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(out) + ".", suffix=".tmp")
-    except OSError as e:
-        raise DeepcompError(f"cannot write {args.output}: {e.strerror}") from None
-    os.close(fd)
-    try:
-        torch.save(sd, tmp)
-        os.replace(tmp, out)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise DeepcompError(f"cannot write {args.output}: {e.strerror or e}") from None
-        raise
+    atomic_write(args.output, lambda f: torch.save(sd, f))
     print(f"wrote {args.output}: {len(sd)} tensors")
     return 0
 

@@ -22,7 +22,7 @@ import torch
 
 from deepcomp import _C
 from deepcomp.codec import layout as L
-from deepcomp.codec.streams import StreamInfo, decode_pair, decode_stream, parse_stream
+from deepcomp.codec.streams import decode_pair, decode_stream, parse_stream
 from deepcomp.codec.tensors import RawTensor, SharedDense, SharedSparse, matrix_view
 from deepcomp.errors import (
     DczChecksumError,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 import zlib
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from deepcomp.codec import layout as L
+from deepcomp.fileio import atomic_write
 from deepcomp.codec.tensors import choose_encoding
 from deepcomp.errors import DeepcompError, ModelError, UnsupportedOpError
 
@@ -53,7 +53,7 @@ def write_state_dict(sd: Mapping, path, *, graph: dict | None = None, meta: dict
     if meta:
         blobs.append(("meta", _json_bytes(meta, "meta", L.MAX_META_BYTES)))
     image, entries = assemble(encoded, blobs)
-    _atomic_write(path, image)
+    atomic_write(path, lambda f: f.write(image))
     dense = sum(t.numel() * t.element_size() for t in sd.values())
     return {
         "path": os.fspath(path),
@@ -102,40 +102,6 @@ def assemble(encoded: list, blobs: list) -> tuple[bytearray, list]:
         if data:
             image[off:off + len(data)] = data
     return image, entries
-
-
-def _atomic_write(path, data: bytes | bytearray) -> None:
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        raise DeepcompError(f"cannot write {path}: directory {d} does not exist")
-    if os.path.isdir(path):
-        raise DeepcompError(f"cannot write {path}: it is a directory")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    except OSError as e:
-        raise DeepcompError(f"cannot write {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError):
-            raise DeepcompError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _distinct_at_most(t: torch.Tensor, n: int) -> bool:
