@@ -5,7 +5,8 @@
 
 For each model: PyTorch eager fp32 on the decoded dense weights, PyTorch dynamic int8
 (torch.ao quantize_dynamic of the Linear layers) and the compressed runtime (policy
-'auto'), timed in turn, rep by rep, at batch 1, 16 and 64; the runtime's first call at
+'auto', and policy 'compact', which keeps only the file's form resident), timed in turn, rep by rep (a rep of a fast model loops for ~20 ms and counts
+the mean call), at batch 1, 16 and 64; the runtime's first call at
 each batch size (where it measures its paths) is timed apart as "calibration". For
 AlexNet and VGG-16 the classifier (the Linear stack on the conv features) is also timed
 alone. Resident weight memory is counted from the tensors the runtime holds after all
@@ -37,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import deepcomp  # noqa: E402
 from deepcomp.codec import decode  # noqa: E402
-from deepcomp.runtime import kernels, load, path_summary, resident_weight_bytes, set_policy  # noqa: E402
+from deepcomp.runtime import kernels, load, path_summary, resident_weight_bytes  # noqa: E402
 
 SPECS = {
     # name: (model name, prune spec, bits, input shape without batch)
@@ -88,22 +89,31 @@ def dense_models(name: str, path: Path):
     return fp32, int8
 
 
+# One rep of a fast model loops over calls for at least this long, so that a median is
+# not of timer-resolution-sized samples (LeNet-300-100 at batch 1 is tens of microseconds).
+REP_S = 0.02
+
+
 def time_impls(impls: dict, x: torch.Tensor, reps: int) -> dict:
     """Median seconds per call for each impl, interleaved rep by rep against drift."""
     out = {k: [] for k in impls}
-    first = {}
+    first, inner = {}, {}
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for k, f in impls.items():
             t0 = time.perf_counter()
             f(x)
             first[k] = time.perf_counter() - t0
+            t0 = time.perf_counter()
             f(x)
+            inner[k] = max(1, min(1000, int(REP_S / max(time.perf_counter() - t0, 1e-7))))
         for _ in range(reps):
             for k, f in impls.items():
+                n = inner[k]
                 t0 = time.perf_counter()
-                f(x)
-                out[k].append(time.perf_counter() - t0)
+                for _ in range(n):
+                    f(x)
+                out[k].append((time.perf_counter() - t0) / n)
     return {k: statistics.median(v) for k, v in out.items()}, first
 
 
@@ -116,8 +126,9 @@ def classifier_input(fp32, name: str, x: torch.Tensor) -> torch.Tensor:
 def bench_model(name: str, path: Path, batches, reps: int, log) -> dict:
     fp32, int8 = dense_models(name, path)
     t0 = time.perf_counter()
-    ours = load(path)
+    ours = load(path, policy="auto")
     load_s = time.perf_counter() - t0
+    compact = load(path, policy="compact")
     res = {"file_bytes": path.stat().st_size, "load_s": load_s, "rows": [], "classifier": []}
     dense_bytes = sum(p.numel() * 4 for p in fp32.parameters())
     res["dense_param_bytes"] = dense_bytes
@@ -131,17 +142,21 @@ def bench_model(name: str, path: Path, batches, reps: int, log) -> dict:
         classifier = (fp32.classifier, int8.classifier, _sp(swapped, "auto").classifier)
     for b in batches:
         x = torch.randn(b, *shape, generator=g)
-        med, first = time_impls({"fp32": fp32, "int8": int8, "deepcomp": ours}, x, reps)
+        med, first = time_impls({"fp32": fp32, "int8": int8, "deepcomp": ours, "compact": compact},
+                                x, reps)
         row = {"batch": b, "fp32_ms": med["fp32"] * 1e3, "int8_ms": med["int8"] * 1e3,
-               "deepcomp_ms": med["deepcomp"] * 1e3, "calibration_s": first["deepcomp"]}
+               "deepcomp_ms": med["deepcomp"] * 1e3, "calibration_s": first["deepcomp"],
+               "compact_ms": med["compact"] * 1e3}
         row["vs_fp32"] = med["fp32"] / med["deepcomp"]
         row["vs_best"] = min(med["fp32"], med["int8"]) / med["deepcomp"]
+        row["compact_vs_best"] = min(med["fp32"], med["int8"]) / med["compact"]
         paths = [p for d in path_summary(ours).values() for k, p in d.items() if k.startswith(f"({b},")]
         row["paths"] = {p: paths.count(p) for p in sorted(set(paths))}
         res["rows"].append(row)
         log(f"  {name} batch {b}: fp32 {row['fp32_ms']:.3f} ms, int8 {row['int8_ms']:.3f} ms, "
             f"deepcomp {row['deepcomp_ms']:.3f} ms ({row['vs_fp32']:.2f}x fp32, "
-            f"{row['vs_best']:.2f}x best) paths {row['paths']}")
+            f"{row['vs_best']:.2f}x best) paths {row['paths']}; compact {row['compact_ms']:.3f} ms "
+            f"({row['compact_vs_best']:.2f}x best)")
         if classifier is not None:
             feats = classifier_input(fp32, name, x)
             cm, _ = time_impls(dict(zip(("fp32", "int8", "deepcomp"), classifier)), feats, reps)
@@ -153,25 +168,24 @@ def bench_model(name: str, path: Path, batches, reps: int, log) -> dict:
                 f"{crow['int8_ms']:.3f} ms, deepcomp {crow['deepcomp_ms']:.3f} ms "
                 f"({crow['vs_fp32']:.2f}x fp32, {crow['vs_best']:.2f}x best)")
     res["resident_auto_bytes"] = resident_weight_bytes(ours)
-    set_policy(ours, "compact")
-    with torch.inference_mode():
-        ours(torch.randn(1, *shape, generator=g))
-    res["resident_compact_bytes"] = resident_weight_bytes(ours)
+    res["resident_compact_bytes"] = resident_weight_bytes(compact)
     return res
 
 
 def markdown(results: dict, meta: dict) -> str:
     lines = [f"Machine: {meta['cpu']}, {meta['threads']} threads, kernels {meta['isa']}; "
              f"torch {meta['torch']}; {meta['reps']} reps, medians.", ""]
-    lines.append("| model | batch | PyTorch fp32 ms | PyTorch dyn. int8 ms | deepcomp ms | vs fp32 | "
-                 "vs faster of the two | first call (calibration) s | paths chosen |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    lines.append("| model | batch | PyTorch fp32 ms | PyTorch dyn. int8 ms | deepcomp (auto) ms | vs fp32 | "
+                 "vs faster of the two | first call (calibration) s | paths chosen (auto) | "
+                 "deepcomp (compact) ms | compact vs faster |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
     for name, r in results.items():
         for row in r["rows"]:
             paths = ", ".join(f"{k} {v}" for k, v in row["paths"].items())
             lines.append(f"| {name} | {row['batch']} | {row['fp32_ms']:.3f} | {row['int8_ms']:.3f} | "
                          f"{row['deepcomp_ms']:.3f} | {row['vs_fp32']:.2f}x | {row['vs_best']:.2f}x | "
-                         f"{row['calibration_s']:.2f} | {paths} |")
+                         f"{row['calibration_s']:.2f} | {paths} | {row['compact_ms']:.3f} | "
+                         f"{row['compact_vs_best']:.2f}x |")
     cls = {n: r for n, r in results.items() if r["classifier"]}
     if cls:
         lines += ["", "Classifier only (the Linear stack on the conv features):", "",

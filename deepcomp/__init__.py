@@ -50,11 +50,16 @@ def decode(path) -> dict:
     return _decode(path)
 
 
-def load(path, model=None):
-    """Load a .dcz file as an nn.Module that runs on the compressed form."""
+def load(path, model=None, policy="compact"):
+    """Load a .dcz file as an nn.Module that runs on the compressed form.
+
+    `model`: an instance of the architecture, for files saved without a graph.
+    `policy`: 'compact' (default; only the file's form stays in memory), 'auto' (may keep
+    int8/dense copies of layers where they measured faster), 'exact', or a fixed path.
+    """
     from deepcomp.runtime import load as _load
 
-    return _load(path, model=model)
+    return _load(path, model=model, policy=policy)
 
 
 def compress(model, out=None, **options):

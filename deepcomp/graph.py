@@ -13,7 +13,6 @@ Anything outside the allow-list raises UnsupportedOpError naming the op.
 """
 from __future__ import annotations
 
-import math
 import operator
 from typing import Any
 
@@ -492,7 +491,7 @@ def _capture_exported(ep) -> tuple[dict, dict]:
         r = env.get(v)
         if isinstance(r, str):
             return r
-        raise _unsupported(f"a non-tensor argument where a tensor is expected", n.name)
+        raise _unsupported("a non-tensor argument where a tensor is expected", n.name)
 
     def tensor(v):
         r = env.get(v)
@@ -537,7 +536,7 @@ def _capture_exported(ep) -> tuple[dict, dict]:
             if w is None:
                 raise _unsupported("conv2d with a computed weight", n.name)
             if f is aten.convolution.default:
-                stride, padding, dilation, transposed, _op, groups = a[3], a[4], a[5], a[6], a[7], a[8]
+                stride, padding, dilation, transposed, groups = a[3], a[4], a[5], a[6], a[8]
                 if transposed:
                     raise _unsupported("transposed convolution", n.name)
             else:
@@ -704,19 +703,6 @@ def _guess_input_shape(graph: dict):
                 return [None, n["attrs"]["in_channels"], None, None]
             return None
     return None
-
-
-def capture_file(path) -> tuple[dict, dict]:
-    """Capture from a torch.export archive (.pt2) on disk."""
-    try:
-        ep = torch.export.load(str(path))
-    except FileNotFoundError:
-        from deepcomp.errors import ModelError
-        raise ModelError(f"no such file: {path}") from None
-    except Exception as e:
-        from deepcomp.errors import ModelError
-        raise ModelError(f"cannot read {path} as a torch.export archive: {e}") from None
-    return capture(ep)
 
 
 # ---- validation ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deepcomp.errors import ModelError
+from deepcomp.errors import ModelError, UnsupportedOpError
 
 # safetensors dtype tag -> (torch dtype, stored numpy dtype, bytes per element)
 _ST_DTYPES = {
@@ -132,18 +133,19 @@ def read_safetensors(path) -> dict:
 
 
 def _load_export(path: str) -> LoadedModel:
-    try:
-        from deepcomp.graph import capture_file
-    except ImportError:
-        capture_file = None
-    if capture_file is not None:
-        graph, sd = capture_file(path)
-        return LoadedModel(dict(sd), graph, "torch.export")
+    from deepcomp.graph import capture
+
     try:
         ep = torch.export.load(path)
     except Exception as e:
         raise ModelError(f"cannot read {path} as a torch.export archive ({type(e).__name__}: {e})") from None
-    return LoadedModel(dict(ep.state_dict), None, "torch.export")
+    try:
+        graph, sd = capture(ep)
+    except UnsupportedOpError as e:
+        # As deepcomp.save does for a module: the weights are still worth storing.
+        warnings.warn(f"{path}: storing weights only, the graph cannot be stored: {e}", stacklevel=2)
+        return LoadedModel(dict(ep.state_dict), None, "torch.export (weights only)")
+    return LoadedModel(dict(sd), graph, "torch.export")
 
 
 def _load_torchscript(path: str) -> LoadedModel:

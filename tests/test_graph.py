@@ -233,3 +233,21 @@ def test_validate_checks_weight_shapes():
     shapes["fc2.weight"] = (100, 301)
     with pytest.raises(DczFormatError, match="fc2.weight"):
         validate(graph, shapes=shapes)
+
+
+def test_capture_from_a_pt2_archive(tmp_path):
+    from deepcomp.errors import ModelError
+    from deepcomp.loaders import load_model_file
+
+    torch.manual_seed(0)
+    model = get_model("deepcomp:lenet5").eval()
+    x = torch.randn(2, 1, 28, 28)
+    path = tmp_path / "lenet5.pt2"
+    torch.export.save(torch.export.export(model, (x,)), str(path))
+    loaded = load_model_file(path)
+    rt = from_state_dict(loaded.obj, json.loads(json.dumps(loaded.graph)), policy="dense")
+    y = torch.randn(5, 1, 28, 28)  # another batch size than the one exported with
+    with torch.no_grad():
+        assert (rt(y) - model(y)).abs().max() <= 1e-4 * model(y).abs().max()
+    with pytest.raises(ModelError, match="no such file"):
+        load_model_file(tmp_path / "missing.pt2")

@@ -228,3 +228,15 @@ def test_big_layers_compare_paths_one_at_a_time(lenet_files, monkeypatch):
         (times,) = layer.timings.values()
         assert set(times) == {"sparse", "decode", "dense"}
         assert set(layer._prepared) == set(layer.chosen().values())
+
+
+def test_conv_choice_carries_over_to_bigger_batches(lenet_files):
+    m = load(lenet_files["deepcomp:lenet5"], policy="exact")
+    conv1 = runtime_layers(m)[0]
+    assert isinstance(conv1, RuntimeConv2d)
+    for n in (9, 40):
+        m(torch.randn(n, 1, 28, 28))
+    # 24 x 24 output positions: 8 samples already give 4,608 rows to time on, so both
+    # batch sizes share one measurement (taken on 8 samples) but each ran.
+    assert [k[0] for k in conv1.chosen()] == [(8, 1, 28, 28)]
+    assert sorted(k[0][0] for k in conv1.used_paths) == [9, 40]

@@ -38,6 +38,11 @@ _FAST_S, _SLOW_S = 0.002, 0.05
 # weights and a resident dense copy costs memory, so near-ties go to the paths that
 # keep only the file's form.
 _HANDICAP = {"sparse": 1.0, "decode": 1.0, "dense": 1.05, "int8": 1.10}
+_HOPELESS = 3.0
+# Convolutions are timed on just enough samples for this many output positions: their
+# cost grows linearly with the batch beyond that, so the choice carries over to bigger
+# batches of the same image size, and VGG at batch 64 is not run four times over.
+_CONV_CALIBRATION_ROWS = 4096
 # Above this many dense fp32 bytes a layer compares its candidates one at a time.
 _BIG_LAYER_BYTES = 64 << 20
 
@@ -56,6 +61,7 @@ class _RuntimeLayer(nn.Module):
         self._prepared: dict[str, object] = {}
         self._choice: dict[tuple, str] = {}
         self._fast: dict[tuple, object] = {}  # (input shape, threads) -> bound path
+        self.used_paths: dict[tuple, str] = {}  # (input shape, threads) -> path it runs
         self.timings: dict[tuple, dict[str, float]] = {}
 
     # -- which paths exist
@@ -140,10 +146,16 @@ class _RuntimeLayer(nn.Module):
 
     # -- choosing
 
+    def _calibration_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input the paths are timed on (and the choice is keyed by)."""
+        return x
+
     def choose(self, x: torch.Tensor) -> str:
+        x = self._calibration_input(x)
         key = (tuple(x.shape), K.get_num_threads(), self.policy)
         path = self._choice.get(key)
         if path is not None:
+            self._fast.setdefault(key[:2], self._bind(path))
             return path
         allowed = self._allowed()
         if len(allowed) == 1:
@@ -171,7 +183,6 @@ class _RuntimeLayer(nn.Module):
         for p in allowed:
             st = self._prepare(p)
             times[p] = _measure({p: lambda: self._run(p, st, x)})[p]
-            del st
             best = min(times, key=lambda q: times[q] * _HANDICAP[q])
             for q in list(self._prepared):
                 if q != best and q not in keep:
@@ -192,15 +203,18 @@ class _RuntimeLayer(nn.Module):
         self.policy = policy
         self._choice.clear()
         self._fast.clear()
+        self.used_paths.clear()
         self.timings.clear()
         self._prepared.clear()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._check(x)
-        fn = self._fast.get((tuple(x.shape), K.get_num_threads()))
+        key = (tuple(x.shape), K.get_num_threads())
+        fn = self._fast.get(key)
         if fn is None:
-            self.choose(x)
-            fn = self._fast[(tuple(x.shape), K.get_num_threads())]
+            path = self.choose(x)
+            self.used_paths[key] = path
+            fn = self._fast[key] = self._bind(path)
         return fn(x)
 
 
@@ -224,10 +238,14 @@ def _measure(runs: dict) -> dict:
         t0 = time.perf_counter()
         f()
         best[p] = time.perf_counter() - t0
-    slowest = max(best.values())
+    # A candidate far behind on its first run is not timed again: it cannot win, and
+    # a slow path on a big input costs seconds per run.
+    lead = min(best.values())
+    active = {p: f for p, f in runs.items() if best[p] <= _HOPELESS * lead}
+    slowest = max(best[p] for p in active)
     rounds = _ROUNDS_FAST if slowest < _FAST_S else _ROUNDS_MID if slowest < _SLOW_S else _ROUNDS_SLOW
     for _ in range(rounds):
-        for p, f in runs.items():
+        for p, f in active.items():
             t0 = time.perf_counter()
             f()
             best[p] = min(best[p], time.perf_counter() - t0)
@@ -290,6 +308,13 @@ class RuntimeConv2d(_RuntimeLayer):
         self.kernel_size = tuple(form.shape[2:])
         self.stride, self.padding = tuple(stride), tuple(padding)
         self.dilation, self.groups = tuple(dilation), int(groups)
+
+    def _calibration_input(self, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = self.kernel_size
+        oh = (x.shape[2] + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        ow = (x.shape[3] + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        k = max(1, -(-_CONV_CALIBRATION_ROWS // max(1, oh * ow)))
+        return x[:k] if x.shape[0] > k else x
 
     def _plain(self) -> bool:
         return self.groups == 1 and self.dilation == (1, 1)
@@ -356,5 +381,5 @@ def resident_weight_bytes(module: nn.Module) -> int:
 
 
 def path_summary(module: nn.Module) -> dict:
-    """{layer name: {input shape key: path}} of the choices made so far."""
-    return {m.layer_name: {str(k[0]): v for k, v in m.chosen().items()} for m in runtime_layers(module)}
+    """{layer name: {str(input shape): path}} for the inputs each layer has run on."""
+    return {m.layer_name: {str(k[0]): v for k, v in m.used_paths.items()} for m in runtime_layers(module)}

@@ -140,18 +140,20 @@ def from_state_dict(state: dict, graph: dict | None = None, model: nn.Module | N
     return set_policy(m, policy)
 
 
-def load(path, model: nn.Module | None = None, policy: str = "auto") -> nn.Module:
+def load(path, model: nn.Module | None = None, policy: str = "compact") -> nn.Module:
     """Load a .dcz file as an nn.Module that runs on the compressed weights.
 
     Without `model`, the module is built from the graph stored in the file (no pickle, no
     user code). With `model` (an instance of the architecture the file was saved from),
     its Linear / Conv2d layers are replaced by runtime layers and the other tensors are
     loaded into it; this is how weights-only files run.
+
+    The default policy, 'compact', keeps only the file's form in memory and picks per
+    layer between the sparse kernels and decode-on-use by measurement; 'auto' may also
+    keep int8 or dense copies where they measured faster (see runtime/layers.py).
     """
-    try:
-        from deepcomp.codec import open_dcz
-    except ImportError as e:  # a build without the codec cannot read files at all
-        raise ModelError(f"this deepcomp build cannot read .dcz files ({e})") from None
+    from deepcomp.codec import open_dcz
+
     p = Path(os.fspath(path))
     if not p.is_file():
         raise ModelError(f"no such file: {p}")

@@ -2,20 +2,19 @@
 
     deepcomp run out.dcz --input x.npy [--output y.npy] [--batch N] [--threads T]
     deepcomp run out.dcz --data fashion-mnist [--data-dir D]
-    ... [--compare] [--json PATH] [--arch NAME] [--policy auto|compact|sparse|int8|dense]
+    ... [--compare] [--json PATH] [--arch NAME] [--policy compact|auto|exact|sparse|int8|decode|dense]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from deepcomp.errors import DataError, DeepcompError, ModelError
+from deepcomp.fileio import atomic_write
 
 # Kept in step with deepcomp.runtime.layers.POLICIES (imported lazily: torch is slow to load).
 POLICIES = ("auto", "exact", "compact", "sparse", "int8", "decode", "dense")
@@ -40,10 +39,11 @@ def add_run_command(sub) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, metavar="T", help="CPU threads to use")
     p.add_argument("--arch", metavar="NAME", help="architecture for a weights-only file, e.g. "
                    "deepcomp:lenet300 or torchvision:alexnet")
-    p.add_argument("--policy", choices=POLICIES, default="auto",
-                   help="kernel path per layer: measured fastest (auto), fastest without "
-                   "int8 rounding (exact), smallest memory (compact) or one fixed path "
-                   "(default: auto)")
+    p.add_argument("--policy", choices=POLICIES, default="compact",
+                   help="kernel path per layer: the faster of sparse kernels and decode-on-use, "
+                   "keeping only the file's form in memory (compact, the default), measured "
+                   "fastest of all paths including resident int8/dense copies (auto), the "
+                   "same without int8 rounding (exact), or one fixed path")
     p.add_argument("--compare", action="store_true",
                    help="also run the decoded dense model in PyTorch eager: largest output "
                    "difference and speed ratio")
@@ -52,24 +52,6 @@ def add_run_command(sub) -> argparse.ArgumentParser:
                    help="with --data: use only the first N test examples")
     p.set_defaults(func=run_command)
     return p
-
-
-def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
-    d = path.parent if str(path.parent) else Path(".")
-    if not d.is_dir():
-        raise DataError(f"cannot write {path}: directory {d} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def read_input(path: str):
@@ -223,10 +205,10 @@ def run_command(args) -> int:
 
     if args.output:
         arr = y.numpy()
-        _atomic_write(Path(args.output), lambda f: np.save(f, arr, allow_pickle=False))
+        atomic_write(args.output, lambda f: np.save(f, arr, allow_pickle=False))
     if args.json:
         data = json.dumps(report, indent=2).encode()
-        _atomic_write(Path(args.json), lambda f: f.write(data))
+        atomic_write(args.json, lambda f: f.write(data))
     _print(report, y if (args.input and not args.output) else None)
     return 0
 
