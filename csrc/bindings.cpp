@@ -31,6 +31,10 @@ PYBIND11_MODULE(_C, m) {
         "The kernel path in use: 'avx2' or 'scalar'.");
   m.def("set_force_scalar", &set_force_scalar, py::arg("force"),
         "Force (or stop forcing) the scalar path; DEEPCOMP_FORCE_SCALAR=1 does the same at start-up.");
+  m.def("avx512_usable", [] { return avx512_usable(false); },
+        "True when the AVX2 path is active and will use its zmm variants (CPU has AVX-512).");
+  m.def("set_allow_avx512", &set_allow_avx512, py::arg("allow"),
+        "Allow (default) or forbid the zmm variants; DEEPCOMP_NO_AVX512=1 forbids them at start-up.");
 
   // ---- Huffman coder (section owned by the codec work) -------------------------------
   m.attr("HUFFMAN_MAX_CODE_LEN") = huffman::kMaxCodeLen;

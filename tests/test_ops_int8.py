@@ -63,6 +63,26 @@ def test_matches_integer_reference(isa, shape, batch):
     np.testing.assert_array_max_ulp(y, ref, maxulp=1)
 
 
+@pytest.mark.parametrize("shape,batch", [((40, 25088), 24), ((37, 1030), 9), ((33, 300), 129)])
+def test_long_and_odd_shapes_equal_scalar_on_every_path(isa, shape, batch):
+    """K long enough to be split in chunks (activations over 512 KiB), K not a multiple of
+    4, and batches that leave partial tiles of rows and channels."""
+    out_f, in_f = shape
+    g = torch.Generator().manual_seed(in_f + batch)
+    w = torch.randn(out_f, in_f, generator=g)
+    x = torch.randn(batch, in_f, generator=g) * 2 - 0.3
+    bias = torch.randn(out_f, generator=g)
+    packed = ops.pack_int8(w)
+    y = ops.gemm_int8(x, packed, bias=bias)
+    forced = _C.active_isa() == "scalar"
+    _C.set_force_scalar(True)
+    try:
+        ys = ops.gemm_int8(x, packed, bias=bias)
+    finally:
+        _C.set_force_scalar(forced)
+    assert torch.equal(y, ys)
+
+
 def test_maddubs_worst_case_is_exact(isa):
     # Activations at the top of the 7-bit range against weights of both extreme signs:
     # every maddubs pair sums to +-2 * 127 * 127 = +-32258, just inside int16. With 8-bit

@@ -100,19 +100,32 @@ void int8_pack(const int8_t* q, int64_t n, int64_t k, int8_t* packed) {
   }
 }
 
-void int8_row_params(const float* x, int64_t k, float* scale, float* inv_scale, int32_t* zp) {
+void int8_row_range_ref(const float* x, int64_t k, float* lo_out, float* hi_out) {
   // The range always includes 0 so that zero (padding, ReLU output) is exact.
   float lo = 0.0f, hi = 0.0f;
   for (int64_t i = 0; i < k; ++i) {
     lo = x[i] < lo ? x[i] : lo;
     hi = x[i] > hi ? x[i] : hi;
   }
+  *lo_out = lo;
+  *hi_out = hi;
+}
+
+namespace {
+void int8_params_from_range(float lo, float hi, float* scale, float* inv_scale, int32_t* zp) {
   float s = (hi - lo) / 127.0f;
   if (!(s > 0.0f) || !std::isfinite(s)) s = 1.0f;
   *scale = s;
   *inv_scale = 1.0f / s;
   int32_t z = static_cast<int32_t>(std::nearbyint(-lo / s));
   *zp = z < 0 ? 0 : (z > 127 ? 127 : z);
+}
+}  // namespace
+
+void int8_row_params(const float* x, int64_t k, float* scale, float* inv_scale, int32_t* zp) {
+  float lo, hi;
+  int8_row_range_ref(x, k, &lo, &hi);
+  int8_params_from_range(lo, hi, scale, inv_scale, zp);
 }
 
 namespace {
@@ -140,14 +153,21 @@ void gemm_int8(Int8Args& a) {
   std::unique_ptr<uint8_t[]> xq(new uint8_t[static_cast<size_t>(a.batch * kp)]);
   std::vector<float> scale(static_cast<size_t>(a.batch)), inv(static_cast<size_t>(a.batch));
   std::vector<int32_t> zp(static_cast<size_t>(a.batch));
-  for (int64_t b = 0; b < a.batch; ++b) int8_row_params(a.x + b * a.k, a.k, &scale[b], &inv[b], &zp[b]);
+  // The range is the same min / max on either path (exact), so are the parameters.
+  const bool avx2 = active_isa() == Isa::Avx2;
+  for (int64_t b = 0; b < a.batch; ++b) {
+    float lo, hi;
+    if (avx2) int8_row_range_avx2(a.x + b * a.k, a.k, &lo, &hi);
+    else int8_row_range_ref(a.x + b * a.k, a.k, &lo, &hi);
+    int8_params_from_range(lo, hi, &scale[b], &inv[b], &zp[b]);
+  }
   a.xq = xq.get();
   a.x_scale = scale.data();
   a.x_zp = zp.data();
   const double work = static_cast<double>(a.batch) * static_cast<double>(a.n) * static_cast<double>(a.k);
   const int nt = threads_for(work);
   const int ntq = threads_for(static_cast<double>(a.batch * a.k));
-  if (active_isa() == Isa::Avx2) {
+  if (avx2) {
     int8_quantize_avx2(a.x, a.batch, a.k, inv.data(), zp.data(), xq.get(), ntq);
     std::unique_ptr<int32_t[]> part(new int32_t[static_cast<size_t>(nt * a.batch * 16)]);
     a.part = part.get();

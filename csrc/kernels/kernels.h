@@ -102,7 +102,8 @@ struct Int8Args {
 void gemm_int8(Int8Args& a);
 
 // AVX-VNNI for the int8 GEMM's AVX2 path: used when the CPU has it unless disabled
-// (DEEPCOMP_NO_VNNI=1, or set_int8_vnni(false) for tests). Results are identical.
+// (DEEPCOMP_NO_VNNI=1, or set_int8_vnni(false) for tests). Results are identical. With it
+// enabled, a CPU with AVX512-VNNI runs batches >= 4 on zmm (DEEPCOMP_NO_AVX512=1: not).
 bool int8_vnni_available();
 void set_int8_vnni(bool enabled);
 bool int8_vnni_enabled();

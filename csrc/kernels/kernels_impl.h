@@ -12,6 +12,10 @@ void spmm_ref(const SparseArgs& a, int nthreads);
 int64_t spmm_avx2_scratch(const SparseArgs& a);
 void spmm_avx2(const SparseArgs& a, float* xblk, int nthreads);
 
+// min(0, min x) and max(0, max x) of a row (NaN ignored); the twins give identical results
+// (min / max are exact and pick the same operand on ties and NaN).
+void int8_row_range_ref(const float* x, int64_t k, float* lo, float* hi);
+void int8_row_range_avx2(const float* x, int64_t k, float* lo, float* hi);
 // xq rows are k4 * 4 bytes long (k4 = ceil(k / 4)), zero padded.
 void int8_quantize_ref(const float* x, int64_t batch, int64_t k, const float* inv_scale,
                        const int32_t* zp, uint8_t* xq, int nthreads);
