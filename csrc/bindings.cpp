@@ -190,6 +190,9 @@ PYBIND11_MODULE(_C, m) {
     kernels::set_num_threads(n);
   }, py::arg("n"), "Threads the kernels may use (their own setting, not OpenMP's global one).");
   m.def("get_num_threads", &kernels::get_num_threads);
+  m.def("set_parallel_min_work", &kernels::set_parallel_min_work, py::arg("work"),
+        "Work below which a call stays on one thread; 0 makes every call use the team (tests).");
+  m.def("parallel_min_work", &kernels::parallel_min_work);
   m.def(
       "check_csr",
       [](carray<int32_t> indptr, py::array indices, int64_t n_in, py::object codes, int64_t k) {

@@ -3,15 +3,18 @@ import numpy as np
 import pytest
 import torch
 
-from deepcomp import ops
+from deepcomp import _C, ops
 from deepcomp.errors import OpInputError
 
 
 @pytest.fixture
 def restore_threads():
-    n = ops.get_num_threads()
+    n, work = ops.get_num_threads(), _C.parallel_min_work()
+    # Every call uses the whole team, so that the small sizes here really run on 2 threads.
+    _C.set_parallel_min_work(0)
     yield
     ops.set_num_threads(n)
+    _C.set_parallel_min_work(work)
 
 
 def on_threads(n, fn):
@@ -32,7 +35,7 @@ def test_set_and_get(restore_threads):
 @pytest.mark.parametrize("batch", [1, 16, 64])
 def test_sparse_one_and_two_threads_identical(isa, restore_threads, batch):
     rng = np.random.default_rng(batch)
-    rows, cols = 1500, 2000  # large enough to pass the parallel threshold
+    rows, cols = 1500, 2000
     mask = rng.random((rows, cols)) < 0.1
     indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.int32)
     indices = np.nonzero(mask)[1].astype(np.uint16)

@@ -15,9 +15,13 @@ namespace kernels {
 // torch (which may share the OpenMP runtime) and deepcomp do not change each other's.
 void set_num_threads(int n);  // n >= 1
 int get_num_threads();
-// Threads to use for `work` multiply-adds: 1 below a threshold, where starting a
-// parallel region costs more than it saves.
+// Threads to use for `work` (in the units threads.cpp describes): 1 below a threshold,
+// where starting a parallel region costs more than it saves.
 int threads_for(double work);
+
+// The work below which a call stays on one thread (tests set 0 to force the team).
+void set_parallel_min_work(double work);
+double parallel_min_work();
 
 // ---- sparse matmul: Y[B, n_out] = X[B, n_in] @ W.T (+ bias) (+ ReLU) ----------------
 // W is CSR (n_out rows, n_in columns). Its values are either fp32 (`values`) or uint8

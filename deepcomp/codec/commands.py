@@ -17,7 +17,7 @@ def add_codec_commands(sub) -> None:
     e.add_argument("output", help="the .dcz file to write")
     e.add_argument("--prune", metavar="SPEC", help="std:S (threshold S * std per layer) or sparsity:P")
     e.add_argument("--bits", metavar="SPEC", help="weight-sharing bits per layer kind, e.g. fc=5,conv=8")
-    e.add_argument("--init", default="linear", help="centroid init for sharing: linear (default), density, forgy")
+    e.add_argument("--init", default="linear", help="centroid init for sharing: linear (default), density, forgy or kmeans++")
     e.add_argument("--arch", metavar="NAME", help="pair a state_dict with an architecture, e.g. deepcomp:lenet5")
     e.add_argument("--unsafe-pickle", action="store_true",
                    help="allow a fully pickled model (torch.save(model)); this runs code from the file")
