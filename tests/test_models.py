@@ -10,15 +10,6 @@ from deepcomp.models import checkpoint_path, get_model, load_checkpoint, load_st
 from deepcomp.train import evaluate
 
 
-@pytest.fixture
-def one_thread():
-    """Small nets train fastest on one thread here; restore the caller's setting after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _count(m):
     return sum(p.numel() for p in m.parameters())
 

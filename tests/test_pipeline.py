@@ -7,15 +7,6 @@ from deepcomp.data import fashion_mnist
 from deepcomp.pipeline import PAPER_KEEP, compress
 
 
-@pytest.fixture
-def one_thread():
-    """Small nets train fastest on one thread here; restore the caller's setting after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def test_subset():
     return fashion_mnist("test").subset(2000, seed=0)
