@@ -259,9 +259,10 @@ PYBIND11_MODULE(_C, m) {
           a.bias = bs.data();
         }
         carray<int32_t> sg;
-        if (!seg.is_none() && a.batch > 1) {  // batch 1 does not use it
-          // Cheap next to the product (rows * blocks entries), and it keeps a stale or
-          // hand-made table from sending the kernel outside a row.
+        // Checked only when the kernel will read it: then it is a few tenths of a % of the
+        // product, and it keeps a stale or hand-made table from sending the kernel outside
+        // a row.
+        if (!seg.is_none() && kernels::spmm_reads_blocks(a.batch, a.n_in)) {
           sg = seg.cast<carray<int32_t>>();
           const int64_t nb = kernels::seg_blocks(a.n_in, kernels::kSegCols);
           if (sg.ndim() != 1 || sg.shape(0) != (nb + 1) * (a.n_out + 1) ||
@@ -282,6 +283,8 @@ PYBIND11_MODULE(_C, m) {
       py::arg("seg").none(true) = py::none(),
       "out = x @ W.T (+ bias) (+ relu), W in CSR with fp32 values or codebook codes. Contents must have passed check_csr.");
   m.attr("SPMM_SEG_COLS") = kernels::kSegCols;
+  m.def("spmm_reads_blocks", &kernels::spmm_reads_blocks, py::arg("batch"), py::arg("n_in"),
+        "True when spmm on the active path reads (and so checks) the column block table for this batch and width.");
   m.def(
       "csr_block_starts",
       [](carray<int32_t> indptr, py::array indices, int64_t n_in) {

@@ -60,6 +60,9 @@ inline int64_t seg_blocks(int64_t n_in, int64_t seg_cols) { return (n_in + seg_c
 // Fills seg ((seg_blocks + 1) * rows entries) for sorted CSR indices.
 void csr_block_starts(const int32_t* indptr, int64_t rows, const uint16_t* idx16, const int32_t* idx32,
                       int64_t n_in, int64_t seg_cols, int32_t* seg);
+// True when spmm(a) will read a.seg for this batch and width on the active path (the
+// binding checks the table only then: the check costs a few % of a small product).
+bool spmm_reads_blocks(int64_t batch, int64_t n_in);
 // True when seg is consistent with indptr (monotonic within each row, within its bounds).
 bool check_block_starts(const int32_t* indptr, int64_t rows, int64_t nblocks, const int32_t* seg);
 

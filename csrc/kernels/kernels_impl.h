@@ -8,6 +8,9 @@ namespace deepcomp {
 namespace kernels {
 
 void spmm_ref(const SparseArgs& a, int nthreads);
+// The AVX2 SpMM walks the columns block by block (reading SparseArgs::seg) once its
+// transposed X block, n_in * min(32, batch rounded up to 8) floats, exceeds this.
+constexpr int64_t kSpmmBlockAboveBytes = 2 << 20;
 // xblk: scratch of spmm_avx2_scratch(a) floats (X transposed in batch blocks).
 int64_t spmm_avx2_scratch(const SparseArgs& a);
 void spmm_avx2(const SparseArgs& a, float* xblk, int nthreads);
