@@ -110,6 +110,22 @@ def memory_bandwidth(threads: int, mib: int = 512) -> float:
     return bw
 
 
+# Switches that change which SIMD code runs, for the record: deepcomp's own, and FBGEMM's and
+# ATen's (FBGEMM_ENABLE_INSTRUCTIONS=AVX2 and ATEN_CPU_CAPABILITY=avx2 make an AVX-512 machine
+# stand in for an AVX2-only one).
+PATH_SWITCHES = ("DEEPCOMP_FORCE_SCALAR", "DEEPCOMP_NO_AVX512", "DEEPCOMP_NO_VNNI", "FBGEMM_ENABLE_INSTRUCTIONS",
+                 "ATEN_CPU_CAPABILITY")
+
+
+def kernel_paths() -> str:
+    from deepcomp import _C
+
+    dc = "scalar" if ops.isa() == "scalar" else "avx2" + ("+avx512" if _C.avx512_usable() else "") + (
+        "+vnni" if _C.int8_vnni_enabled() else "")
+    env = [f"{k}={os.environ[k]}" for k in PATH_SWITCHES if os.environ.get(k)]
+    return ", ".join([f"deepcomp {dc}"] + env)
+
+
 # ---- implementations -----------------------------------------------------------------------
 
 def build_impls(dense, indptr, indices, codes, codebook, bias, selected):
@@ -236,8 +252,10 @@ def main(argv=None) -> int:
     min_time = args.min_time if args.min_time is not None else (0.6 if args.quick else 1.0)
 
     load = os.getloadavg()
+    paths = kernel_paths()
     print(f"# deepcomp kernels, isa={ops.isa()}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average {load[0]:.2f} at start{', ' + args.note if args.note else ''}")
+    print(f"# paths: {paths}")
     for t in sorted(set(threads)):
         print(f"# memory bandwidth ({t} thread{'s' if t > 1 else ''}): {memory_bandwidth(t) / 1e9:.1f} GB/s")
     header = (f"{'shape':>11} {'batch':>5} {'sparse':>6} {'thr':>3} {'implementation':<18} {'median ms':>10} "
@@ -277,7 +295,8 @@ def main(argv=None) -> int:
                     sys.stdout.flush()
             del impls
     if args.json:
-        meta = {"isa": ops.isa(), "torch": torch.__version__, "cpus": os.cpu_count(), "load_average_start": load,
+        meta = {"isa": ops.isa(), "paths": paths, "torch": torch.__version__, "cpus": os.cpu_count(),
+                "load_average_start": load,
                 "load_average_end": os.getloadavg(), "note": args.note,
                 "bandwidth_gbps": {str(k): v / 1e9 for k, v in _BW_CACHE.items()},
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

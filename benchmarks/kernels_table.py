@@ -39,7 +39,8 @@ def main(path: str) -> None:
         print("| " + " | ".join(cells) + " |")
     m = doc["meta"]
     bw = ", ".join(f"{k} thread(s) {v:.1f} GB/s" for k, v in m["bandwidth_gbps"].items())
-    print(f"\nisa {m['isa']}, torch {m['torch']}, {m['time']}, load average {m['load_average_start'][0]:.2f} "
+    paths = f" ({m['paths']})" if m.get("paths") else ""
+    print(f"\nisa {m['isa']}{paths}, torch {m['torch']}, {m['time']}, load average {m['load_average_start'][0]:.2f} "
           f"at start; measured read bandwidth {bw}. {m['note']}")
 
 
