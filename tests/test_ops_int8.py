@@ -179,3 +179,45 @@ def test_vnni_and_maddubs_paths_agree(batch):
         _C.set_int8_vnni(before)
     assert torch.equal(y_madd, y_vnni)
     np.testing.assert_array_max_ulp(y_vnni.numpy(), reference(x, packed, relu=True), maxulp=1)
+
+
+@pytest.mark.parametrize("vnni", [False, True])
+@pytest.mark.parametrize("shape,batch", [((70, 4100), 129), ((16, 8200), 256), ((40, 25088), 24),
+                                         ((37, 1030), 9), ((300, 784), 4), ((50, 2053), 2)])
+def test_ymm_paths_equal_scalar(vnni, shape, batch):
+    """The ymm kernel with maddubs + madd and with AVX-VNNI, on shapes where K is cut into
+    several L2-sized passes (batch <= 256), where the next weights are prefetched (batch >= 4)
+    and where rows and channels leave partial tiles; bit for bit against the scalar twin."""
+    if not _C.cpu_has_avx2() or (vnni and not _C.int8_vnni_available()):
+        pytest.skip("CPU without AVX2 / AVX-VNNI")
+    out_f, in_f = shape
+    g = torch.Generator().manual_seed(in_f * 3 + batch)
+    w = torch.randn(out_f, in_f, generator=g)
+    x = torch.randn(batch, in_f, generator=g) * 1.5 + 0.2
+    x[0, ::7] = 0.0
+    bias = torch.randn(out_f, generator=g)
+    packed = ops.pack_int8(w)
+    before = _C.int8_vnni_enabled()
+    try:
+        _C.set_int8_vnni(vnni)
+        ys, yv = scalar_and_avx2(lambda: ops.gemm_int8(x, packed, bias=bias, relu=True))
+    finally:
+        _C.set_int8_vnni(before)
+    assert torch.equal(ys, yv)
+
+
+@pytest.mark.parametrize("in_f", [31, 32, 33, 95, 100, 129])
+def test_quantization_tails_equal_scalar(in_f):
+    """The activation quantizer's 32-wide loop, its 8-wide tail and its scalar tail agree
+    with the scalar twin, with values at and just inside the ends of each row's range."""
+    if not _C.cpu_has_avx2():
+        pytest.skip("CPU without AVX2")
+    g = torch.Generator().manual_seed(in_f)
+    x = torch.randn(6, in_f, generator=g) * 40
+    x[1] = x[1].abs()          # zero point 0
+    x[2] = -x[2].abs()         # zero point 127
+    x[3, ::2] = x[3].max()     # many values at the top of the range
+    x[4] = torch.nextafter(x[4], torch.full_like(x[4], float("inf")))
+    packed = ops.pack_int8(torch.randn(17, in_f, generator=g))
+    ys, yv = scalar_and_avx2(lambda: ops.gemm_int8(x, packed))
+    assert torch.equal(ys, yv)

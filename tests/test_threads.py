@@ -1,4 +1,6 @@
 """Thread count setting, and identical results on 1 and 2 threads (fixed reduction order)."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -87,3 +89,25 @@ def test_column_blocked_sparse_one_and_two_threads_identical(isa, restore_thread
     w = ops.pack_codebook(indptr, indices, codes, codebook, rows, cols)
     x = torch.randn(33, cols)
     assert torch.equal(on_threads(1, lambda: ops.spmm_packed(x, w)), on_threads(2, lambda: ops.spmm_packed(x, w)))
+
+
+@pytest.mark.parametrize("vnni", [False, True])
+@pytest.mark.parametrize("batch", [5, 129])
+def test_int8_ymm_passes_one_and_two_threads_identical(restore_threads, vnni, batch):
+    """The ymm path with K cut into passes (batch 129 at K = 4100: three, partial sums kept
+    per task between barriers) and with each thread prefetching the task it claimed next."""
+    if not _C.cpu_has_avx2() or (vnni and not _C.int8_vnni_available()):
+        pytest.skip("CPU without AVX2 / AVX-VNNI")
+    g = torch.Generator().manual_seed(batch)
+    w = ops.pack_int8(torch.randn(150, 4100, generator=g))
+    x = torch.randn(batch, 4100, generator=g)
+    before = _C.int8_vnni_enabled()
+    try:
+        _C.set_int8_vnni(vnni)
+        _C.set_allow_avx512(False)
+        y1 = on_threads(1, lambda: ops.gemm_int8(x, w, relu=True))
+        y2 = on_threads(2, lambda: ops.gemm_int8(x, w, relu=True))
+    finally:
+        _C.set_int8_vnni(before)
+        _C.set_allow_avx512(os.environ.get("DEEPCOMP_NO_AVX512", "0") in ("", "0"))
+    assert torch.equal(y1, y2)

@@ -163,28 +163,33 @@ void gemm_int8(Int8Args& a) {
   std::unique_ptr<uint8_t[]> xq(new uint8_t[static_cast<size_t>(a.batch * kp)]);
   std::vector<float> scale(static_cast<size_t>(a.batch)), inv(static_cast<size_t>(a.batch));
   std::vector<int32_t> zp(static_cast<size_t>(a.batch));
-  // The range is the same min / max on either path (exact), so are the parameters.
+  // The range is the same min / max on either path (exact), so are the parameters. Each
+  // row is quantized right after its range is found, while it is still in L1: a batch of
+  // activations is often larger than L2, and a second pass would read it from memory again.
   const bool avx2 = active_isa() == Isa::Avx2;
+  const int ntq = threads_for(static_cast<double>(a.batch * a.k));
+  uint8_t* q = xq.get();
+#pragma omp parallel for num_threads(ntq) if (ntq > 1) schedule(static)
   for (int64_t b = 0; b < a.batch; ++b) {
+    const float* xr = a.x + b * a.k;
     float lo, hi;
-    if (avx2) int8_row_range_avx2(a.x + b * a.k, a.k, &lo, &hi);
-    else int8_row_range_ref(a.x + b * a.k, a.k, &lo, &hi);
+    if (avx2) int8_row_range_avx2(xr, a.k, &lo, &hi);
+    else int8_row_range_ref(xr, a.k, &lo, &hi);
     int8_params_from_range(lo, hi, &scale[b], &inv[b], &zp[b]);
+    if (avx2) int8_quantize_row_avx2(xr, a.k, inv[b], zp[b], q + b * kp);
+    else int8_quantize_row_ref(xr, a.k, inv[b], zp[b], q + b * kp);
   }
   a.xq = xq.get();
   a.x_scale = scale.data();
   a.x_zp = zp.data();
   const double work = static_cast<double>(a.batch) * static_cast<double>(a.n) * static_cast<double>(a.k);
   const int nt = threads_for(work / 32.0);
-  const int ntq = threads_for(static_cast<double>(a.batch * a.k));
   if (avx2) {
-    int8_quantize_avx2(a.x, a.batch, a.k, inv.data(), zp.data(), xq.get(), ntq);
     std::unique_ptr<int32_t[]> part(new int32_t[static_cast<size_t>(nt * a.batch * 16)]);
     a.part = part.get();
     gemm_int8_avx2(a, nt, int8_vnni_enabled());
     a.part = nullptr;
   } else {
-    int8_quantize_ref(a.x, a.batch, a.k, inv.data(), zp.data(), xq.get(), ntq);
     gemm_int8_ref(a, nt);
   }
   a.xq = nullptr;

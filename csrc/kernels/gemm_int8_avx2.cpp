@@ -4,15 +4,19 @@
 // [-127, 127], so a pair sum is at most 2 * 127 * 127 = 32258 and the saturating add in
 // maddubs never saturates: the result is the exact integer dot product, the same as the
 // scalar twin's. Static functions and intrinsics only (see spmm_avx2.cpp).
+// Each thread prefetches the weights of the chunk it computes next into L2, spread over
+// the row tiles of the current one, so that memory is read while the multipliers run.
 // With VNNI enabled and a CPU with AVX512-VNNI, batches of 4 rows or more take a zmm path
 // (8 rows x 32 channels per tile, vpdpbusd on zmm); DEEPCOMP_NO_AVX512=1 disables it.
 #include <immintrin.h>
 
 #include <omp.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <new>
 
 #include "common/cpu.h"
@@ -53,6 +57,30 @@ inline __m256i load_part(const int32_t* p, bool first) {
   return first ? _mm256_setzero_si256() : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 
+// Requests the weights a thread reads next into L2 while it computes the current chunk.
+// A chunk's weights come from memory only on its first row tile (every later tile reuses
+// them from L1); without help that tile waits on memory while the others run at full
+// speed. Spreading the next chunk's lines over all tiles of this one keeps the memory
+// traffic going the whole time. Prefetches never change results.
+// Addresses are integers: the first line may start before the packed array (it is only
+// 32-byte aligned), which a hint may touch but pointer arithmetic may not.
+struct Prefetch {
+  uintptr_t line0 = 0;      // next lines of the two 8-channel blocks
+  uintptr_t line1 = 0;
+  int64_t left = 0;         // lines still to request from each block
+  int64_t every = 1 << 30;  // k-groups between two requests
+};
+
+inline void prefetch_step(Prefetch& pf) {
+  if (pf.left > 0) {
+    _mm_prefetch(reinterpret_cast<const char*>(pf.line0), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(pf.line1), _MM_HINT_T1);
+    pf.line0 += 64;
+    pf.line1 += 64;
+    --pf.left;
+  }
+}
+
 // Output: channels o0 .. o0 + 7 of batch row b from the finished int32 sums.
 inline void finish8(const Int8Args& a, int64_t b, int64_t o0, __m256i acc) {
   const int32_t zp = a.x_zp[b];
@@ -82,37 +110,42 @@ inline void finish8(const Int8Args& a, int64_t b, int64_t o0, __m256i acc) {
 
 // 4 batch rows x 16 channels (blocks nb, nb + 1) over k-groups [g0, g1). Written out with
 // named accumulators so that they stay in registers. Partial sums carry over between K
-// chunks in part[4][16] (first: start from zero; last: finish into y).
+// chunks in part[4][16] (first: start from zero; last: finish into y). Not inlined: in
+// the caller's register allocation the loop read its row offsets back from the stack.
 template <bool Vnni>
-void tile4x16(const Int8Args& a, int64_t m0, int64_t nb, int64_t k4, int64_t g0, int64_t g1, int32_t* part,
-              bool first, bool last) {
+__attribute__((noinline)) void tile4x16(const Int8Args& a, int64_t m0, int64_t nb, int64_t k4, int64_t g0, int64_t g1, int32_t* part,
+              bool first, bool last, Prefetch& pf) {
   const int64_t kp = k4 * 4;
   __m256i c00 = load_part(part + 0, first), c01 = load_part(part + 8, first);
   __m256i c10 = load_part(part + 16, first), c11 = load_part(part + 24, first);
   __m256i c20 = load_part(part + 32, first), c21 = load_part(part + 40, first);
   __m256i c30 = load_part(part + 48, first), c31 = load_part(part + 56, first);
   const __m256i ones = _mm256_set1_epi16(1);
-  const int8_t* w0 = a.packed + nb * k4 * 32;
-  const int8_t* w1 = w0 + k4 * 32;
-  const uint8_t* x0 = a.xq + m0 * kp;
-  const uint8_t* x1 = x0 + kp;
-  const uint8_t* x2 = x1 + kp;
-  const uint8_t* x3 = x2 + kp;
-  for (int64_t g = g0; g < g1; ++g) {
-    const __m256i wa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + g * 32));
-    const __m256i wb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + g * 32));
-    __m256i xv = bcast4(x0 + g * 4);
-    c00 = dot4<Vnni>(c00, xv, wa, ones);
-    c01 = dot4<Vnni>(c01, xv, wb, ones);
-    xv = bcast4(x1 + g * 4);
-    c10 = dot4<Vnni>(c10, xv, wa, ones);
-    c11 = dot4<Vnni>(c11, xv, wb, ones);
-    xv = bcast4(x2 + g * 4);
-    c20 = dot4<Vnni>(c20, xv, wa, ones);
-    c21 = dot4<Vnni>(c21, xv, wb, ones);
-    xv = bcast4(x3 + g * 4);
-    c30 = dot4<Vnni>(c30, xv, wa, ones);
-    c31 = dot4<Vnni>(c31, xv, wb, ones);
+  // Advancing pointers, the other rows and block at fixed offsets: 6 registers in all.
+  const int64_t wstride = k4 * 32, kp3 = 3 * kp;
+  const int8_t* wp = a.packed + nb * wstride + g0 * 32;
+  const uint8_t* xp = a.xq + m0 * kp + g0 * 4;
+  for (int64_t g = g0; g < g1;) {
+    prefetch_step(pf);
+    const int64_t ge = g1 - g > pf.every ? g + pf.every : g1;
+    const int8_t* const wend = wp + (ge - g) * 32;
+    g = ge;
+    for (; wp != wend; wp += 32, xp += 4) {
+      const __m256i wa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp));
+      const __m256i wb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + wstride));
+      __m256i xv = bcast4(xp);
+      c00 = dot4<Vnni>(c00, xv, wa, ones);
+      c01 = dot4<Vnni>(c01, xv, wb, ones);
+      xv = bcast4(xp + kp);
+      c10 = dot4<Vnni>(c10, xv, wa, ones);
+      c11 = dot4<Vnni>(c11, xv, wb, ones);
+      xv = bcast4(xp + 2 * kp);
+      c20 = dot4<Vnni>(c20, xv, wa, ones);
+      c21 = dot4<Vnni>(c21, xv, wb, ones);
+      xv = bcast4(xp + kp3);
+      c30 = dot4<Vnni>(c30, xv, wa, ones);
+      c31 = dot4<Vnni>(c31, xv, wb, ones);
+    }
   }
   if (!last) {
     __m256i* pp = reinterpret_cast<__m256i*>(part);
@@ -133,7 +166,7 @@ void tile4x16(const Int8Args& a, int64_t m0, int64_t nb, int64_t k4, int64_t g0,
 // dependency chains short (the sum of the four is the same exact integer).
 template <bool Vnni>
 void tile1x16(const Int8Args& a, int64_t m0, int64_t nb, int64_t k4, int64_t g0, int64_t g1, int32_t* part,
-              bool first, bool last) {
+              bool first, bool last, Prefetch& pf) {
   const int64_t kp = k4 * 4;
   __m256i c0 = load_part(part + 0, first), c1 = load_part(part + 8, first);
   __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
@@ -142,12 +175,16 @@ void tile1x16(const Int8Args& a, int64_t m0, int64_t nb, int64_t k4, int64_t g0,
   const int8_t* w1 = w0 + k4 * 32;
   const uint8_t* x0 = a.xq + m0 * kp;
   int64_t g = g0;
-  for (; g + 2 <= g1; g += 2) {
-    const __m256i xv = bcast4(x0 + g * 4), xw = bcast4(x0 + g * 4 + 4);
-    c0 = dot4<Vnni>(c0, xv, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + g * 32)), ones);
-    c1 = dot4<Vnni>(c1, xv, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + g * 32)), ones);
-    d0 = dot4<Vnni>(d0, xw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + g * 32 + 32)), ones);
-    d1 = dot4<Vnni>(d1, xw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + g * 32 + 32)), ones);
+  for (; g + 2 <= g1;) {
+    prefetch_step(pf);
+    const int64_t ge = g1 - g > pf.every ? g + pf.every : g1;
+    for (; g + 2 <= ge; g += 2) {
+      const __m256i xv = bcast4(x0 + g * 4), xw = bcast4(x0 + g * 4 + 4);
+      c0 = dot4<Vnni>(c0, xv, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + g * 32)), ones);
+      c1 = dot4<Vnni>(c1, xv, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + g * 32)), ones);
+      d0 = dot4<Vnni>(d0, xw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + g * 32 + 32)), ones);
+      d1 = dot4<Vnni>(d1, xw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + g * 32 + 32)), ones);
+    }
   }
   if (g < g1) {
     const __m256i xv = bcast4(x0 + g * 4);
@@ -169,16 +206,59 @@ void tile1x16(const Int8Args& a, int64_t m0, int64_t nb, int64_t k4, int64_t g0,
 // (2 * kChunk * 32 bytes = 32 KiB) stays in L1 while every batch row passes over it.
 constexpr int64_t kChunk = 512;
 
+// The quantized activations a task reads for one K range stay in L2 while every task
+// passes over them up to this size; past it (batch 128 at K = 25088: 3.2 MB), K is cut
+// into super-chunks that each fit, walked in the outer loop, and every task keeps its
+// partial sums in memory between them. (Both the ymm and the zmm paths.)
+constexpr int64_t kXqL2Bytes = 512 << 10;
+
+// K-groups [gs0, gs1) of the pair of blocks from nb for every batch row. next_nb: the
+// pair this thread computes after this one (-1: none known), whose first chunk is
+// prefetched during the last chunk of this one.
 template <bool Vnni>
-void pair_task(const Int8Args& a, int64_t nb, int64_t k4, int32_t* part) {
+void pair_task(const Int8Args& a, int64_t nb, int64_t k4, int64_t gs0, int64_t gs1, int32_t* part,
+               int64_t next_nb) {
   const int64_t m4 = a.batch / 4 * 4;
-  for (int64_t g0 = 0;; g0 += kChunk) {
-    const int64_t g1 = g0 + kChunk < k4 ? g0 + kChunk : k4;
+  const int64_t tiles = m4 / 4 + (a.batch - m4);
+  for (int64_t g0 = gs0; g0 < gs1; g0 += kChunk) {
+    const int64_t g1 = g0 + kChunk < gs1 ? g0 + kChunk : gs1;
     const bool first = g0 == 0, last = g1 == k4;
+    Prefetch pf;
+    int64_t pnb = -1, h0 = 0;
+    if (g1 < gs1) pnb = nb, h0 = g1;
+    else if (next_nb >= 0) pnb = next_nb, h0 = gs0;
+    // Below 4 rows a chunk is read once per row at streaming speed, which the hardware
+    // prefetcher already covers (measured: prefetching there was slower at batch 2).
+    if (pnb >= 0 && a.batch >= 4) {
+      const int64_t h1 = h0 + kChunk < gs1 ? h0 + kChunk : gs1;
+      const uintptr_t b0 = reinterpret_cast<uintptr_t>(a.packed + (pnb * k4 + h0) * 32);
+      const uintptr_t b1 = b0 + static_cast<uintptr_t>(k4 * 32);
+      pf.line0 = b0 & ~uintptr_t{63};
+      pf.line1 = b1 & ~uintptr_t{63};
+      // Lines that start inside either region (a region's last half line may go unasked).
+      pf.left = ((h1 - h0) * 32 + 63) / 64;
+      const int64_t every = (g1 - g0) * tiles / pf.left / 2 * 2;  // even: tile1x16 steps 2
+      pf.every = every > 2 ? every : 2;
+    }
     int64_t m = 0;
-    for (; m < m4; m += 4) tile4x16<Vnni>(a, m, nb, k4, g0, g1, part + m * 16, first, last);
-    for (; m < a.batch; ++m) tile1x16<Vnni>(a, m, nb, k4, g0, g1, part + m * 16, first, last);
-    if (last) break;
+    for (; m < m4; m += 4) tile4x16<Vnni>(a, m, nb, k4, g0, g1, part + m * 16, first, last, pf);
+    for (; m < a.batch; ++m) tile1x16<Vnni>(a, m, nb, k4, g0, g1, part + m * 16, first, last, pf);
+  }
+}
+
+// The ymm path's tasks (pairs of blocks), each over K range [gs0, gs1) per pass; a thread
+// claims its next task before starting the current one, so that it knows which weights to
+// prefetch. Each output is computed by one thread in a fixed order, whatever the count.
+template <bool Vnni>
+void ymm_pass(const Int8Args& a, int64_t k4, int64_t npairs, int64_t gs0, int64_t gs1, int32_t* part_base,
+              bool per_task, std::atomic<int64_t>& counter) {
+  const int64_t stride = a.batch * 16;
+  int32_t* own = part_base + static_cast<int64_t>(omp_get_thread_num()) * stride;
+  int64_t t = counter.fetch_add(1, std::memory_order_relaxed);
+  while (t < npairs) {
+    const int64_t tn = counter.fetch_add(1, std::memory_order_relaxed);
+    pair_task<Vnni>(a, 2 * t, k4, gs0, gs1, per_task ? part_base + t * stride : own, tn < npairs ? 2 * tn : -1);
+    t = tn;
   }
 }
 
@@ -282,12 +362,6 @@ DC_AVX512 void ztask(const Int8Args& a, int64_t nb0, int64_t k4, int64_t gs0, in
   }
 }
 
-// The quantized activations a task reads for one K range stay in L2 while every task
-// passes over them up to this size; past it (batch 128 at K = 25088: 3.2 MB), K is cut
-// into super-chunks that each fit, walked in the outer loop, and every task keeps its
-// partial sums in memory between them.
-constexpr int64_t kXqL2Bytes = 512 << 10;
-
 DC_AVX512 void gemm_int8_zmm(const Int8Args& a, int nthreads) {
   const int64_t k4 = (a.k + 3) / 4;
   const int64_t npairs = (a.n + 15) / 16;
@@ -360,30 +434,37 @@ void int8_row_range_avx2(const float* x, int64_t k, float* lo_out, float* hi_out
   *hi_out = hi;
 }
 
-void int8_quantize_avx2(const float* x, int64_t batch, int64_t k, const float* inv_scale,
-                        const int32_t* zp, uint8_t* xq, int nthreads) {
+void int8_quantize_row_avx2(const float* x, int64_t k, float inv_scale, int32_t zp, uint8_t* q) {
   const int64_t kp = (k + 3) / 4 * 4;
-#pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static)
-  for (int64_t b = 0; b < batch; ++b) {
-    const float* xr = x + b * k;
-    uint8_t* q = xq + b * kp;
-    const __m256 inv = _mm256_set1_ps(inv_scale[b]);
-    const __m256i z = _mm256_set1_epi32(zp[b]);
-    const __m256i lo = _mm256_setzero_si256(), hi = _mm256_set1_epi32(127);
-    int64_t i = 0;
-    for (; i + 8 <= k; i += 8) {
-      __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xr + i), inv)), z);
-      v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
-      const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), _mm_packus_epi16(w16, w16));
-    }
-    for (; i < k; ++i) {
-      int32_t v = round_to_int(xr[i] * inv_scale[b]) + zp[b];
-      v = v < 0 ? 0 : (v > 127 ? 127 : v);
-      q[i] = static_cast<uint8_t>(v);
-    }
-    for (; i < kp; ++i) q[i] = 0;
+  const __m256 inv = _mm256_set1_ps(inv_scale);
+  const __m256i z = _mm256_set1_epi32(zp);
+  int64_t i = 0;
+  // clamp(v, 0, 127) for every int32 v, 32 at a time: packs_epi32 keeps the sign and caps
+  // at 32767, packus_epi16 maps negatives to 0 and caps at 255, min_epu8 caps at 127.
+  // The packs interleave 128-bit lanes; one permute restores the order.
+  const __m256i top = _mm256_set1_epi8(127);
+  for (; i + 32 <= k; i += 32) {
+    const __m256i v0 = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv)), z);
+    const __m256i v1 = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), inv)), z);
+    const __m256i v2 = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 16), inv)), z);
+    const __m256i v3 = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 24), inv)), z);
+    const __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(v0, v1), _mm256_packs_epi32(v2, v3));
+    const __m256i ordered = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_min_epu8(ordered, top));
   }
+  const __m256i lo = _mm256_setzero_si256(), hi = _mm256_set1_epi32(127);
+  for (; i + 8 <= k; i += 8) {
+    __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv)), z);
+    v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+    const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), _mm_packus_epi16(w16, w16));
+  }
+  for (; i < k; ++i) {
+    int32_t v = round_to_int(x[i] * inv_scale) + zp;
+    v = v < 0 ? 0 : (v > 127 ? 127 : v);
+    q[i] = static_cast<uint8_t>(v);
+  }
+  for (; i < kp; ++i) q[i] = 0;
 }
 
 bool int8_vnni_supported() {
@@ -402,15 +483,28 @@ void gemm_int8_avx2(const Int8Args& a, int nthreads, bool vnni) {
   const int64_t k4 = (a.k + 3) / 4;
   const int64_t npairs = (a.n + 15) / 16;  // int8_pack pads the channels to a multiple of 16
   // A task is a pair of 8-channel blocks over the whole batch: its weights are read from
-  // memory once and reused from L1 by every batch row. Each output is computed by one
-  // thread in a fixed order, whatever the thread count.
+  // memory once and reused from L1 by every batch row. The quantized activations it reads
+  // stay in L2 from one task to the next up to kXqL2Bytes; past that, K is cut into
+  // passes that each fit, with a barrier between passes and partial sums kept per task.
+  // (Past 256 rows even one chunk's activations exceed the budget: no split then.)
+  int64_t super = kXqL2Bytes / (a.batch * 4) / kChunk * kChunk;
+  const bool split = super >= kChunk && super < k4;
+  if (!split) super = k4;
+  const int64_t npass = (k4 + super - 1) / super;
+  std::unique_ptr<std::atomic<int64_t>[]> counters(new std::atomic<int64_t>[static_cast<size_t>(npass)]);
+  for (int64_t p = 0; p < npass; ++p) counters[p].store(0, std::memory_order_relaxed);
+  std::unique_ptr<int32_t[]> task_parts;
+  if (split) task_parts.reset(new int32_t[static_cast<size_t>(npairs * a.batch * 16)]);
+  int32_t* parts = split ? task_parts.get() : a.part;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
   {
-    int32_t* part = a.part + static_cast<int64_t>(omp_get_thread_num()) * a.batch * 16;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < npairs; ++t) {
-      if (vnni) pair_task<true>(a, 2 * t, k4, part);
-      else pair_task<false>(a, 2 * t, k4, part);
+    for (int64_t p = 0; p < npass; ++p) {
+      const int64_t gs0 = p * super, gs1 = gs0 + super < k4 ? gs0 + super : k4;
+      if (vnni) ymm_pass<true>(a, k4, npairs, gs0, gs1, parts, split, counters[p]);
+      else ymm_pass<false>(a, k4, npairs, gs0, gs1, parts, split, counters[p]);
+      if (split) {
+#pragma omp barrier
+      }
     }
   }
 }

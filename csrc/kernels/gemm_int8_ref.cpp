@@ -9,22 +9,15 @@
 namespace deepcomp {
 namespace kernels {
 
-void int8_quantize_ref(const float* x, int64_t batch, int64_t k, const float* inv_scale,
-                       const int32_t* zp, uint8_t* xq, int nthreads) {
+void int8_quantize_row_ref(const float* x, int64_t k, float inv_scale, int32_t zp, uint8_t* q) {
   const int64_t kp = (k + 3) / 4 * 4;
-#pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(static)
-  for (int64_t b = 0; b < batch; ++b) {
-    const float* xr = x + b * k;
-    uint8_t* q = xq + b * kp;
-    const float inv = inv_scale[b];
-    for (int64_t i = 0; i < k; ++i) {
-      // nearbyint rounds half to even, as _mm256_cvtps_epi32 does.
-      int32_t v = static_cast<int32_t>(::nearbyintf(xr[i] * inv)) + zp[b];
-      v = v < 0 ? 0 : (v > 127 ? 127 : v);
-      q[i] = static_cast<uint8_t>(v);
-    }
-    for (int64_t i = k; i < kp; ++i) q[i] = 0;
+  for (int64_t i = 0; i < k; ++i) {
+    // nearbyint rounds half to even, as _mm256_cvtps_epi32 does.
+    int32_t v = static_cast<int32_t>(::nearbyintf(x[i] * inv_scale)) + zp;
+    v = v < 0 ? 0 : (v > 127 ? 127 : v);
+    q[i] = static_cast<uint8_t>(v);
   }
+  for (int64_t i = k; i < kp; ++i) q[i] = 0;
 }
 
 void gemm_int8_ref(const Int8Args& a, int nthreads) {

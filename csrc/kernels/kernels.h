@@ -104,7 +104,8 @@ struct Int8Args {
   uint8_t* xq = nullptr;
   float* x_scale = nullptr;
   int32_t* x_zp = nullptr;
-  int32_t* part = nullptr;  // AVX2 path: [threads][batch][16] int32 partial sums
+  int32_t* part = nullptr;  // AVX2 path: [threads][batch][16] int32 partial sums (unless K is
+                            // cut into passes: the kernel then keeps its own per task)
 };
 void gemm_int8(Int8Args& a);
 

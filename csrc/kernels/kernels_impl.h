@@ -19,11 +19,9 @@ void spmm_avx2(const SparseArgs& a, float* xblk, int nthreads);
 // (min / max are exact and pick the same operand on ties and NaN).
 void int8_row_range_ref(const float* x, int64_t k, float* lo, float* hi);
 void int8_row_range_avx2(const float* x, int64_t k, float* lo, float* hi);
-// xq rows are k4 * 4 bytes long (k4 = ceil(k / 4)), zero padded.
-void int8_quantize_ref(const float* x, int64_t batch, int64_t k, const float* inv_scale,
-                       const int32_t* zp, uint8_t* xq, int nthreads);
-void int8_quantize_avx2(const float* x, int64_t batch, int64_t k, const float* inv_scale,
-                        const int32_t* zp, uint8_t* xq, int nthreads);
+// One row of k activations into q, k4 * 4 bytes (k4 = ceil(k / 4)), zero padded.
+void int8_quantize_row_ref(const float* x, int64_t k, float inv_scale, int32_t zp, uint8_t* q);
+void int8_quantize_row_avx2(const float* x, int64_t k, float inv_scale, int32_t zp, uint8_t* q);
 void gemm_int8_ref(const Int8Args& a, int nthreads);
 // vnni: use AVX-VNNI's vpdpbusd (only when int8_vnni_supported()).
 void gemm_int8_avx2(const Int8Args& a, int nthreads, bool vnni);
