@@ -18,8 +18,9 @@ Sparse matmul, ``Y = X @ W.T (+ bias) (+ ReLU)`` with W in CSR (rows = out featu
   indices and uint8 codes), with indices sorted within rows, plus a small table of where
   each row enters each block of 256 columns: for wide layers at batch > 1 the kernel
   walks the columns block by block so that the slice of X it reads stays in L1.
-* Batch 1 gathers 8 inputs at a time and looks the codes up in the codebook held in
-  registers; batch > 1 transposes X into blocks of up to 32 batch columns inside the op
+* Batch 1 gathers 8 inputs at a time (16 on CPUs with AVX-512, which also walk inputs
+  wider than 48 KiB in column slices of at most 32 KiB) and looks the codes up in the
+  codebook held in registers; batch > 1 transposes X into blocks of up to 32 batch columns inside the op
   and applies each nonzero to a whole block with FMAs.
 
 int8 GEMM for dense layers: ``pack_int8(w) -> Int8Weight`` quantizes weights symmetrically

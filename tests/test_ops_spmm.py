@@ -207,6 +207,66 @@ def test_column_blocked_path_for_wide_inputs(isa, batch):
     torch.testing.assert_close(y, y_plain, rtol=0, atol=bound(x, w))
 
 
+def make_rows(cols, lengths, k=32, seed=0, idx_dtype=np.uint16):
+    """A codebook CSR matrix whose rows hold the given numbers of nonzeros at random
+    columns, with small integer codebook values: with integer inputs every partial sum is
+    exact in fp32, so any summation order gives the same result and a lost or doubled
+    nonzero shows."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((len(lengths), cols), dtype=bool)
+    for r, n in enumerate(lengths):
+        mask[r, rng.choice(cols, size=n, replace=False)] = True
+    codebook = rng.integers(-4, 5, size=k).astype(np.float32)
+    codes_full = rng.integers(0, k, size=mask.shape).astype(np.uint8)
+    indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.int32)
+    indices = np.nonzero(mask)[1].astype(idx_dtype)
+    dense = np.where(mask, codebook[codes_full], 0).astype(np.float32)
+    return torch.from_numpy(dense), indptr, indices, codes_full[mask], codebook
+
+
+def exact_product(x, w, bias, relu):
+    y = (x.double() @ w.double().T + bias.double()).float()
+    return torch.relu(y) if relu else y
+
+
+# 20011 columns (78 KiB of x) are past the 48 KiB where batch 1 on zmm walks the columns
+# in blocks of at most 32 KiB (1999 stay below); row lengths around its 16- and
+# 64-nonzero steps, rows that span every block (the full row), and a row count that is
+# not a multiple of the 16 rows it takes at a time.
+WIDE_COLS = 20011
+WIDE_LENGTHS = [0, 1, 15, 16, 17, 63, 64, 65, 127, 128, 129, 1000, 5000, WIDE_COLS] + [300 + 37 * i for i in range(23)]
+
+
+@pytest.mark.parametrize("k", [5, 16, 32, 200])
+@pytest.mark.parametrize("idx_dtype", [np.uint16, np.int32])
+@pytest.mark.parametrize("cols", [1999, WIDE_COLS])
+def test_batch1_exact_on_awkward_rows(isa, k, idx_dtype, cols):
+    lengths = [min(n, cols) for n in WIDE_LENGTHS]
+    w, indptr, indices, codes, codebook = make_rows(cols, lengths, k=k, seed=k, idx_dtype=idx_dtype)
+    rows = len(lengths)
+    g = torch.Generator().manual_seed(k)
+    x = torch.randint(-3, 4, (1, cols), generator=g).float()
+    bias = torch.randint(-50, 50, (rows,), generator=g).float()
+    ref = exact_product(x, w, bias, relu=True)
+    packed = ops.pack_codebook(indptr, indices, codes, codebook, rows, cols)
+    assert torch.equal(ops.spmm_packed(x, packed, bias=bias, relu=True), ref)
+    assert torch.equal(ops.spmm_csr(x, indptr, indices, codebook[codes], rows, bias=bias, relu=True), ref)
+
+
+def test_batch1_wide_input_unsorted_rows(isa):
+    # Unsorted rows leave a block early; every nonzero must still be counted once.
+    w, indptr, indices, codes, codebook = make_rows(WIDE_COLS, WIDE_LENGTHS, seed=21)
+    rng = np.random.default_rng(1)
+    idx, cds = indices.copy(), codes.copy()
+    for r in range(len(WIDE_LENGTHS)):
+        s, e = indptr[r], indptr[r + 1]
+        perm = rng.permutation(e - s) + s
+        idx[s:e], cds[s:e] = indices[perm], codes[perm]
+    x = torch.randint(-3, 4, (1, WIDE_COLS), generator=torch.Generator().manual_seed(2)).float()
+    y = ops.spmm_codebook(x, indptr, idx, cds, codebook, len(WIDE_LENGTHS))
+    assert torch.equal(y, exact_product(x, w, torch.zeros(len(WIDE_LENGTHS)), relu=False))
+
+
 def test_block_table_is_checked_where_the_kernel_reads_it(isa):
     import dataclasses
 

@@ -52,6 +52,21 @@ def test_sparse_one_and_two_threads_identical(isa, restore_threads, batch):
     assert torch.equal(on_threads(1, lambda: ops.spmm_packed(x, wf)), on_threads(2, lambda: ops.spmm_packed(x, wf)))
 
 
+def test_sparse_batch1_wide_one_and_two_threads_identical(isa, restore_threads):
+    # 20000 columns: batch 1 on zmm walks column blocks over chunks of rows that the
+    # threads share out.
+    rng = np.random.default_rng(7)
+    rows, cols = 203, 20000
+    mask = rng.random((rows, cols)) < 0.05
+    indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.int32)
+    indices = np.nonzero(mask)[1].astype(np.uint16)
+    codes = rng.integers(0, 32, size=len(indices)).astype(np.uint8)
+    codebook = rng.standard_normal(32).astype(np.float32)
+    w = ops.pack_codebook(indptr, indices, codes, codebook, rows, cols)
+    x = torch.randn(1, cols)
+    assert torch.equal(on_threads(1, lambda: ops.spmm_packed(x, w)), on_threads(2, lambda: ops.spmm_packed(x, w)))
+
+
 @pytest.mark.parametrize("batch", [1, 16, 37])
 def test_int8_one_and_two_threads_identical(isa, restore_threads, batch):
     g = torch.Generator().manual_seed(batch)

@@ -134,10 +134,195 @@ float spmv_row(const SparseArgs& a, const Index* idx, int64_t p0, int64_t p1, co
   return s;
 }
 
+// ---- batch 1 on zmm --------------------------------------------------------------------
+// Where AVX-512 (F, BW, VL) is usable, batch 1 gathers 16 inputs per instruction and looks
+// 16 codes up with one vpermps / vpermt2ps (the ymm path needs four permutes and three
+// blends per 8): with the weights in cache the ymm kernel is bound by those ports, not by
+// memory (bench_kernels, 4096x9216 at 90 %, 1 thread: 1.5-1.8 ms on ymm, 1.1-1.4 on zmm).
+// Only these functions carry the target attribute (the file stays -mavx2 -mfma);
+// DEEPCOMP_NO_AVX512=1 keeps batch 1 on ymm.
+#define DC_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl")))
+
+struct ZvCodebook {
+  __m512 c0, c1;
+};
+
+template <int L>
+DC_AVX512 ZvCodebook zv_codebook(const SparseArgs& a) {
+  ZvCodebook r{_mm512_setzero_ps(), _mm512_setzero_ps()};
+  if constexpr (L == kCb8 || L == kCb16 || L == kCb32) {
+    alignas(64) float pad[32] = {0};
+    for (int32_t i = 0; i < a.k && i < 32; ++i) pad[i] = a.codebook[i];
+    r.c0 = _mm512_load_ps(pad);
+    r.c1 = _mm512_load_ps(pad + 16);
+  }
+  return r;
+}
+
+// 16 column indices from p (lanes outside m zero; masked lanes are never read, so a tail
+// may end at the array's end).
+DC_AVX512 inline __m512i zv_idx(const uint16_t* p, __mmask16 m) {
+  return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+}
+DC_AVX512 inline __m512i zv_idx(const int32_t* p, __mmask16 m) { return _mm512_maskz_loadu_epi32(m, p); }
+DC_AVX512 inline __m512i zv_idx(const uint16_t* p) {
+  return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+DC_AVX512 inline __m512i zv_idx(const int32_t* p) { return _mm512_loadu_si512(p); }
+
+// Values of nonzeros [p, p + 16) in the lanes of m (others: anything finite or not; the
+// callers merge with m).
+template <int L>
+DC_AVX512 inline __m512 zv_values(const SparseArgs& a, int64_t p, __mmask16 m, const ZvCodebook& cb) {
+  if constexpr (L == kValues) {
+    return _mm512_maskz_loadu_ps(m, a.values + p);
+  } else {
+    const __m512i code = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, a.codes + p));
+    if constexpr (L == kCb8 || L == kCb16) return _mm512_permutexvar_ps(code, cb.c0);
+    else if constexpr (L == kCb32) return _mm512_permutex2var_ps(cb.c0, code, cb.c1);
+    else return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, code, a.codebook, 4);
+  }
+}
+template <int L>
+DC_AVX512 inline __m512 zv_values(const SparseArgs& a, int64_t p, const ZvCodebook& cb) {
+  if constexpr (L == kValues) {
+    return _mm512_loadu_ps(a.values + p);
+  } else {
+    const __m512i code = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a.codes + p)));
+    if constexpr (L == kCb8 || L == kCb16) return _mm512_permutexvar_ps(code, cb.c0);
+    else if constexpr (L == kCb32) return _mm512_permutex2var_ps(cb.c0, code, cb.c1);
+    else return _mm512_i32gather_ps(code, a.codebook, 4);
+  }
+}
+
+// Prefetches the index and value streams of the 64 nonzeros from q.
+template <typename Index, int L, int Hint>
+inline void zv_prefetch64(const SparseArgs& a, const Index* idx, int64_t q) {
+  for (int64_t o = 0; o < 64 * static_cast<int64_t>(sizeof(Index)); o += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(idx + q) + o, static_cast<_mm_hint>(Hint));
+  if constexpr (L == kValues) {
+    for (int64_t o = 0; o < 256; o += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(a.values + q) + o, static_cast<_mm_hint>(Hint));
+  } else {
+    _mm_prefetch(reinterpret_cast<const char*>(a.codes + q), static_cast<_mm_hint>(Hint));
+  }
+}
+
+// Accumulates nonzeros from p on (up to pe) into acc while their columns are below bound
+// and returns where it stopped. Indices sorted within the row make that the row's part
+// in [.., bound); unsorted ones only stop early, so that every nonzero is still taken
+// exactly once over increasing bounds ending at n_in.
+// Blocked (Bounded): the next rows' weights are meanwhile prefetched to L2, 64 nonzeros of
+// [*pf, pfe) per 64 taken; otherwise the row's own streams kAhead ahead into L1.
+template <typename Index, int L, bool Bounded>
+DC_AVX512 int64_t zv_segment(const SparseArgs& a, const Index* idx, int64_t p, int64_t pe, int64_t bound,
+                              const ZvCodebook& cb, __m512 acc[4], int64_t* pf, int64_t pfe) {
+  const float* x = a.x;
+  for (; p + 64 <= pe && (!Bounded || static_cast<int64_t>(idx[p + 63]) < bound); p += 64) {
+    if constexpr (Bounded) {
+      if (*pf < pfe) {
+        zv_prefetch64<Index, L, _MM_HINT_T1>(a, idx, *pf);
+        *pf += 64;
+      }
+    } else {
+      zv_prefetch64<Index, L, _MM_HINT_T0>(a, idx, p + kAhead);
+    }
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; ++u) {
+      const __m512 g = _mm512_i32gather_ps(zv_idx(idx + p + 16 * u), x, 4);
+      acc[u] = _mm512_fmadd_ps(zv_values<L>(a, p + 16 * u, cb), g, acc[u]);
+    }
+  }
+  // The rest of the row (under 64) or the group of 64 that crosses the bound, in one pass
+  // whose compares do not wait on each other (a loop of 16 at a time measured 3 % slower
+  // at 4096x25088): the nonzeros before the first one at or past the bound.
+  const int64_t n = pe - p;
+  if (n > 0) {
+    const uint64_t live = n >= 64 ? ~0ull : (1ull << n) - 1u;
+    const __m512i vbound = _mm512_set1_epi32(static_cast<int32_t>(bound));
+    __m512i ix[4];
+    uint64_t below = 0;
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; ++u) {
+      const __mmask16 in = static_cast<__mmask16>(live >> (16 * u));
+      ix[u] = zv_idx(idx + p + 16 * u, in);
+      below |= static_cast<uint64_t>(_mm512_mask_cmplt_epi32_mask(in, ix[u], vbound)) << (16 * u);
+    }
+    const int take = ~below ? __builtin_ctzll(~below) : 64;
+    const uint64_t taken = take < 64 ? (1ull << take) - 1u : ~0ull;
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; ++u) {
+      const __mmask16 m = static_cast<__mmask16>(taken >> (16 * u));
+      if (!m) break;
+      const __m512 g = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, ix[u], x, 4);
+      acc[u] = _mm512_mask3_fmadd_ps(zv_values<L>(a, p + 16 * u, m, cb), g, acc[u], m);
+    }
+    p += take;
+  }
+  return p;
+}
+
+// Rows per chunk of the blocked kernel: their weights (16 x ~2,500 nonzeros x 3 bytes at
+// 4096x25088, 90 %) sit in L2 while the chunk is walked once per column block.
+constexpr int64_t kZvRows = 16;
+// x slices of at most 32 KiB stay in L1 next to the weight streams. Blocking pays once x
+// outgrows 48 KiB (measured: break-even at 12288 columns; 4096x9216 whole is 15-20 % faster).
+constexpr int64_t kZvSliceBytes = 32 << 10;
+constexpr int64_t kZvBlockAbove = 48 << 10;
+
+template <typename Index, int L>
+DC_AVX512 void zspmv(const SparseArgs& a, const Index* idx, int nthreads) {
+  const ZvCodebook cb = zv_codebook<L>(a);
+  const int64_t rows = a.n_out, n_in = a.n_in;
+  if (n_in * static_cast<int64_t>(sizeof(float)) <= kZvBlockAbove) {
+#pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(dynamic, 32)
+    for (int64_t r = 0; r < rows; ++r) {
+      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      zv_segment<Index, L, false>(a, idx, a.indptr[r], a.indptr[r + 1], n_in, cb, acc, nullptr, 0);
+      const __m512 s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+      a.y[r] = finish(a, r, _mm512_reduce_add_ps(s));
+    }
+    return;
+  }
+  // Column blocks of equal width (the last ends at n_in); each chunk of rows is walked
+  // once per block, every row resuming where the previous block left it.
+  const int64_t nb = (n_in * static_cast<int64_t>(sizeof(float)) + kZvSliceBytes - 1) / kZvSliceBytes;
+  const int64_t bw = (n_in + nb - 1) / nb;
+  const int64_t nchunks = (rows + kZvRows - 1) / kZvRows;
+  // Tasks of 4 chunks: a chunk's prefetch of the next one is wasted only where a task ends.
+#pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(dynamic, 4)
+  for (int64_t c = 0; c < nchunks; ++c) {
+    const int64_t r0 = c * kZvRows, r1 = r0 + kZvRows < rows ? r0 + kZvRows : rows;
+    const int64_t r2 = r1 + kZvRows < rows ? r1 + kZvRows : rows;
+    int64_t pos[kZvRows];
+    __m512 part[kZvRows];
+    for (int64_t r = r0; r < r1; ++r) {
+      pos[r - r0] = a.indptr[r];
+      part[r - r0] = _mm512_setzero_ps();
+    }
+    int64_t pf = a.indptr[r1];
+    const int64_t pfe = a.indptr[r2];
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t bound = b + 1 < nb ? (b + 1) * bw : n_in;
+      for (int64_t r = r0; r < r1; ++r) {
+        __m512 acc[4] = {part[r - r0], _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        pos[r - r0] = zv_segment<Index, L, true>(a, idx, pos[r - r0], a.indptr[r + 1], bound, cb, acc, &pf, pfe);
+        part[r - r0] = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+      }
+    }
+    for (int64_t r = r0; r < r1; ++r) a.y[r] = finish(a, r, _mm512_reduce_add_ps(part[r - r0]));
+  }
+}
+
 template <typename Index, int L>
 void spmv(const SparseArgs& a, const Index* idx, int nthreads) {
-  // No column slicing here even when x outgrows L1: walking a row in slices breaks the
-  // sequential weight stream the prefetches rely on, and measured 2x slower (4096x25088).
+  // No column slicing on ymm: this path is bound by the gather and permute ports, and x
+  // in L1 instead of L2 made it only 8 % faster in a standalone loop, less than slicing
+  // costs (zspmv's slices pay on zmm, where the same change is 35 %).
+  if (avx512_usable(/*need_vnni=*/false)) {
+    zspmv<Index, L>(a, idx, nthreads);
+    return;
+  }
   const Codebook32 cb = L == kValues ? Codebook32{} : load_codebook(a.codebook, a.k);
   const int64_t rows = a.n_out;
 #pragma omp parallel for num_threads(nthreads) if (nthreads > 1) schedule(dynamic, 32)
@@ -373,8 +558,7 @@ void spmm_blocked(const SparseArgs& a, const Index* idx, const float* xblk, int6
 // of its value, one (or two) X loads and FMAs. The values of a run of nonzeros are first
 // looked up 16 at a time into a small buffer (vpermps over the codebook in one or two
 // zmm), so the inner loop does not load the code and then the codebook entry. Only these
-// static functions carry the target attribute; the file stays -mavx2 -mfma.
-#define DC_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl")))
+// static functions carry the target attribute (DC_AVX512, above); the file stays -mavx2 -mfma.
 
 constexpr int64_t kZVals = 256;  // nonzeros whose values are looked up at a time
 
