@@ -36,10 +36,12 @@ and ``conv2d_int8``.
 
 Threads: ``set_num_threads(n)`` / ``get_num_threads()`` (the kernels' own setting; small
 problems stay on one thread; results do not depend on the count). ``isa()`` says which
-path runs: 'avx2' or 'scalar' (``DEEPCOMP_FORCE_SCALAR=1`` forces scalar). The kernels
-share the process's OpenMP runtime, torch's own libgomp when torch is loaded first, and
-that runtime reads OMP_WAIT_POLICY once, when it is loaded: importing deepcomp before
-torch (or exporting OMP_WAIT_POLICY=PASSIVE) is what keeps idle threads from spinning.
+path runs: 'avx2' or 'scalar' (``DEEPCOMP_FORCE_SCALAR=1`` forces scalar). The AVX2
+sparse kernels run on deepcomp's own worker threads, which sleep when idle and never make
+a call wait for a late-waking thread (csrc/kernels/threads.cpp). The int8 GEMM and the
+scalar twins use OpenMP, torch's own libgomp when torch is loaded first; that runtime reads
+OMP_WAIT_POLICY once, when it is loaded: importing deepcomp before torch (or exporting
+OMP_WAIT_POLICY=PASSIVE) is what keeps its idle threads from spinning.
 
 Non-finite inputs give unspecified (but memory-safe) outputs.
 """

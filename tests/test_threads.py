@@ -126,3 +126,60 @@ def test_int8_ymm_passes_one_and_two_threads_identical(restore_threads, vnni, ba
         _C.set_int8_vnni(before)
         _C.set_allow_avx512(os.environ.get("DEEPCOMP_NO_AVX512", "0") in ("", "0"))
     assert torch.equal(y1, y2)
+
+
+def _sparse_case(seed=3, rows=700, cols=900, batch=16):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((rows, cols)) < 0.1
+    indptr = np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int32)
+    indices = np.nonzero(mask)[1].astype(np.uint16)
+    codes = rng.integers(0, 32, size=len(indices)).astype(np.uint8)
+    w = ops.pack_codebook(indptr, indices, codes, rng.standard_normal(32).astype(np.float32), rows, cols)
+    return w, torch.randn(batch, cols, generator=torch.Generator().manual_seed(seed))
+
+
+def test_concurrent_callers_get_their_own_results(restore_threads):
+    # The kernels release the GIL: calls from several Python threads overlap, and a call
+    # that finds the worker pool busy runs alone on its own thread. Every result must still
+    # be exactly the one-thread result.
+    import threading
+
+    ops.set_num_threads(2)
+    cases = [_sparse_case(seed) for seed in range(4)]
+    expected = [on_threads(1, lambda c=c: ops.spmm_packed(c[1], c[0])) for c in cases]
+    ops.set_num_threads(2)
+    errors = []
+
+    def worker(i):
+        w, x = cases[i]
+        for _ in range(30):
+            if not torch.equal(ops.spmm_packed(x, w), expected[i]):
+                errors.append(i)
+                return
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_worker_threads_after_fork(restore_threads):
+    # A forked child has none of the parent's worker threads; its 2-thread calls must still
+    # complete, with the same results.
+    ops.set_num_threads(2)
+    w, x = _sparse_case()
+    before = ops.spmm_packed(x, w)  # the parent's workers exist now
+    pid = os.fork()
+    if pid == 0:  # child: exit status says whether the result matched
+        ok = False
+        try:
+            _C.set_parallel_min_work(0)
+            ok = all(torch.equal(ops.spmm_packed(x, w), before) for _ in range(5))
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -19,6 +19,11 @@ int get_num_threads();
 // where starting a parallel region costs more than it saves.
 int threads_for(double work);
 
+// fn(ctx, c) for every c in [0, n), on the calling thread and up to nthreads - 1 of the
+// kernels' own worker threads, taking chunks in order (threads.cpp says why not OpenMP).
+// Returns when every chunk is done. fn must not throw.
+void parallel_chunks(int nthreads, int64_t n, void (*fn)(void*, int64_t), void* ctx);
+
 // The work below which a call stays on one thread (tests set 0 to force the team).
 void set_parallel_min_work(double work);
 double parallel_min_work();
