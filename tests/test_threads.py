@@ -24,6 +24,21 @@ def on_threads(n, fn):
     return fn()
 
 
+def random_sparse(rows, cols, density, seed):
+    """A packed 5-bit codebook weight and its CSR arrays (indptr, indices, codes, codebook)."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((rows, cols)) < density
+    indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.int32)
+    indices = np.nonzero(mask)[1].astype(np.uint16)
+    codes = rng.integers(0, 32, size=len(indices)).astype(np.uint8)
+    codebook = rng.standard_normal(32).astype(np.float32)
+    return ops.pack_codebook(indptr, indices, codes, codebook, rows, cols), (indptr, indices, codes, codebook)
+
+
+def same_on_one_and_two_threads(x, w):
+    assert torch.equal(on_threads(1, lambda: ops.spmm_packed(x, w)), on_threads(2, lambda: ops.spmm_packed(x, w)))
+
+
 def test_set_and_get(restore_threads):
     ops.set_num_threads(1)
     assert ops.get_num_threads() == 1
@@ -36,35 +51,19 @@ def test_set_and_get(restore_threads):
 
 @pytest.mark.parametrize("batch", [1, 16, 64])
 def test_sparse_one_and_two_threads_identical(isa, restore_threads, batch):
-    rng = np.random.default_rng(batch)
     rows, cols = 1500, 2000
-    mask = rng.random((rows, cols)) < 0.1
-    indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.int32)
-    indices = np.nonzero(mask)[1].astype(np.uint16)
-    codes = rng.integers(0, 32, size=len(indices)).astype(np.uint8)
-    codebook = rng.standard_normal(32).astype(np.float32)
-    w = ops.pack_codebook(indptr, indices, codes, codebook, rows, cols)
+    w, (indptr, indices, codes, codebook) = random_sparse(rows, cols, 0.1, seed=batch)
     x = torch.randn(batch, cols)
-    y1 = on_threads(1, lambda: ops.spmm_packed(x, w))
-    y2 = on_threads(2, lambda: ops.spmm_packed(x, w))
-    assert torch.equal(y1, y2)
+    same_on_one_and_two_threads(x, w)
     wf = ops.pack_csr(indptr, indices, codebook[codes], rows, cols)
-    assert torch.equal(on_threads(1, lambda: ops.spmm_packed(x, wf)), on_threads(2, lambda: ops.spmm_packed(x, wf)))
+    same_on_one_and_two_threads(x, wf)
 
 
 def test_sparse_batch1_wide_one_and_two_threads_identical(isa, restore_threads):
     # 20000 columns: batch 1 on zmm walks column blocks over chunks of rows that the
     # threads share out.
-    rng = np.random.default_rng(7)
-    rows, cols = 203, 20000
-    mask = rng.random((rows, cols)) < 0.05
-    indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.int32)
-    indices = np.nonzero(mask)[1].astype(np.uint16)
-    codes = rng.integers(0, 32, size=len(indices)).astype(np.uint8)
-    codebook = rng.standard_normal(32).astype(np.float32)
-    w = ops.pack_codebook(indptr, indices, codes, codebook, rows, cols)
-    x = torch.randn(1, cols)
-    assert torch.equal(on_threads(1, lambda: ops.spmm_packed(x, w)), on_threads(2, lambda: ops.spmm_packed(x, w)))
+    w, _ = random_sparse(203, 20000, 0.05, seed=7)
+    same_on_one_and_two_threads(torch.randn(1, 20000), w)
 
 
 @pytest.mark.parametrize("batch", [1, 16, 37])
@@ -94,16 +93,8 @@ def test_thread_setting_does_not_touch_torch(restore_threads):
 
 def test_column_blocked_sparse_one_and_two_threads_identical(isa, restore_threads):
     # Wide enough (17000 columns x 32 batch columns) for the column-blocked batch kernel.
-    rng = np.random.default_rng(3)
-    rows, cols = 300, 17000
-    mask = rng.random((rows, cols)) < 0.02
-    indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.int32)
-    indices = np.nonzero(mask)[1].astype(np.uint16)
-    codes = rng.integers(0, 32, size=len(indices)).astype(np.uint8)
-    codebook = rng.standard_normal(32).astype(np.float32)
-    w = ops.pack_codebook(indptr, indices, codes, codebook, rows, cols)
-    x = torch.randn(33, cols)
-    assert torch.equal(on_threads(1, lambda: ops.spmm_packed(x, w)), on_threads(2, lambda: ops.spmm_packed(x, w)))
+    w, _ = random_sparse(300, 17000, 0.02, seed=3)
+    same_on_one_and_two_threads(torch.randn(33, 17000), w)
 
 
 @pytest.mark.parametrize("vnni", [False, True])
@@ -129,12 +120,7 @@ def test_int8_ymm_passes_one_and_two_threads_identical(restore_threads, vnni, ba
 
 
 def _sparse_case(seed=3, rows=700, cols=900, batch=16):
-    rng = np.random.default_rng(seed)
-    mask = rng.random((rows, cols)) < 0.1
-    indptr = np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int32)
-    indices = np.nonzero(mask)[1].astype(np.uint16)
-    codes = rng.integers(0, 32, size=len(indices)).astype(np.uint8)
-    w = ops.pack_codebook(indptr, indices, codes, rng.standard_normal(32).astype(np.float32), rows, cols)
+    w, _ = random_sparse(rows, cols, 0.1, seed)
     return w, torch.randn(batch, cols, generator=torch.Generator().manual_seed(seed))
 
 
