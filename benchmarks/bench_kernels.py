@@ -10,8 +10,9 @@ Weights: a normal matrix pruned to the given sparsity (largest magnitudes kept),
 surviving values shared on a 5-bit codebook (1-D k-means, linear init). Every baseline
 gets the same (pruned, shared) matrix, so all compute the same product.
 
-Timing: implementations are run round-robin, one call each per turn, so that a burst of
-load from another process hits all of them alike; the figure is the median per-call time.
+Timing: implementations are run round-robin, one call each per turn in an order shuffled
+every turn, so that a burst of load from another process hits all of them alike and none
+always follows the same neighbour; the figure is the median per-call time.
 Ratios are against torch dense fp32 of the same row. On one thread, the "cpu ms" column is
 the calling thread's CPU time per call (median): every implementation then runs on the
 calling thread, so it is the cost without the time spent waiting for a busy CPU, the
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -185,7 +187,12 @@ def time_round_robin(impls: dict, x, min_time: float, min_calls: int, max_calls:
             impls[n](x)
     start = time.perf_counter()
     calls = 0
+    # A new order every turn: in a fixed order each implementation always runs after the
+    # same neighbour, whose cache and thread state it inherits (the one after SciPy came
+    # out 4-8 % slower in a helper's A/B of two identical builds).
+    order = random.Random(0)
     while calls < max_calls and (calls < min_calls or time.perf_counter() - start < min_time):
+        order.shuffle(names)
         for n in names:
             c0 = time.thread_time()
             t0 = time.perf_counter()
