@@ -15,7 +15,13 @@ $(VENV)/.stamp: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q torch==2.14.1 torchvision==0.29.1 numpy scipy \
-	    pybind11 cmake ninja setuptools wheel pytest zstandard atheris
+	    pybind11 cmake ninja setuptools wheel pytest zstandard atheris \
+	    transformers matplotlib tqdm safetensors
+	touch $@
+
+# The peers the benchmarks run in the same run (not needed by the tests).
+$(VENV)/.bench-stamp: $(VENV)/.stamp
+	$(VPY) -m pip install -q onnxruntime onnx onnxscript
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -47,7 +53,7 @@ demo: build data
 	$(VENV)/bin/deepcomp info $(OUT)/lenet300.dcz
 	$(VENV)/bin/deepcomp run $(OUT)/lenet300.dcz --data fashion-mnist --compare
 
-bench: build data
+bench: build data $(VENV)/.bench-stamp
 	$(VENV)/bin/deepcomp bench
 
 clean:
