@@ -36,11 +36,19 @@ __all__ = [
 ]
 
 
-def save(model_or_state_dict, path, **options):
-    """Compress a model (nn.Module) or a state_dict into a .dcz file at `path`."""
+def save(model_or_state_dict, path, *, example_inputs=None, **options):
+    """Compress a model (nn.Module) or a state_dict into a .dcz file at `path`.
+
+    For a module, the file also stores its graph so that `deepcomp.load(path)` runs it
+    alone. `example_inputs` is what the module is called with: a tensor, a tuple of
+    tensors, or a dict of keyword tensors (a Hugging Face model's input_ids and
+    attention_mask); the batch dim, and the sequence dim of integer token inputs, stay
+    free. Without it an image or feature batch is guessed from the first layer.
+    `graph=False` stores weights only; `graph=True` makes a failed capture an error.
+    """
     from deepcomp.codec import save as _save
 
-    return _save(model_or_state_dict, path, **options)
+    return _save(model_or_state_dict, path, example_inputs=example_inputs, **options)
 
 
 def decode(path) -> dict:

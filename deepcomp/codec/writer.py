@@ -160,7 +160,7 @@ def prepare_state_dict(sd: Mapping, *, prune: str | None = None, bits=None, init
 
 
 def save(obj, path, *, prune: str | None = None, bits=None, init: str = "linear",
-         graph=None, meta: dict | None = None, fp16: bool = False) -> dict:
+         graph=None, meta: dict | None = None, fp16: bool = False, example_inputs=None) -> dict:
     """Compress a model (nn.Module) or a state_dict into a .dcz file (see docs/FORMAT.md)."""
     graph_dict = None
     if isinstance(obj, torch.nn.Module):
@@ -172,7 +172,7 @@ def save(obj, path, *, prune: str | None = None, bits=None, init: str = "linear"
                     raise ModelError("graph capture (deepcomp.graph) is not available in this build")
             else:
                 try:
-                    graph_dict, sd = capture(obj)
+                    graph_dict, sd = capture(obj, example_inputs)
                 except UnsupportedOpError as e:
                     if graph is True:
                         raise

@@ -1,172 +1,220 @@
-"""Run a stored graph (deepcomp.graph's JSON node list) as an nn.Module.
+"""Run a checked version-2 graph (deepcomp.graph) as an nn.Module.
 
-The executor only dispatches on the op names of the allow-list to functions defined
-here; nothing from the file is evaluated. Layers (linear / conv2d) are runtime modules
-supplied by the loader. A ReLU that is the only consumer of a layer is fused into it.
+Nothing from the file is evaluated: each node's callable comes from the op table
+(deepcomp.graph.ops.OPS), and linear / conv2d nodes are the compressed runtime layers
+the loader built. The node list is turned once into a *plan*: a flat list of steps
+(callable, operand slots, result slot, slots to free), with symbolic sizes bound to
+numbers, no names and no dispatch on op strings. A plan is made per binding of the
+symbols (batch size, sequence length) and cached. A ReLU that is the only consumer of
+a layer is fused into it. Version-1 graphs run through runtime/legacy_exec.py.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections import OrderedDict
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from deepcomp.errors import ModelError
-from deepcomp.graph import validate
+from deepcomp.graph import dims as D
+from deepcomp.graph.ops import DTYPES, FLOATS, INTS, OPS
+from deepcomp.graph.validate import Checked
+
+_PLAN_CACHE = 8
+_DIM_TYPES = ("dims", "dims-1", "dim+", "dim+-")
 
 
-def _max_pool(a):
-    return lambda x: F.max_pool2d(x, a["kernel_size"], a["stride"], a["padding"], a["dilation"],
-                                  ceil_mode=a["ceil_mode"])
-
-
-def _avg_pool(a):
-    return lambda x: F.avg_pool2d(x, a["kernel_size"], a["stride"], a["padding"], a["ceil_mode"],
-                                  a["count_include_pad"], a["divisor_override"])
-
-
-def _adaptive(fn, a):
-    size = tuple(a["output_size"])
-    return lambda x: fn(x, size)
-
-
-def _flatten(a):
-    return lambda x: torch.flatten(x, a["start_dim"], a["end_dim"])
-
-
-def _softmax(a):
-    return lambda x: torch.softmax(x, a["dim"])
-
-
-def _cat(a):
-    return lambda *xs: torch.cat(xs, a["dim"])
-
-
-_SIMPLE: dict[str, Callable] = {
-    "relu": lambda a: torch.relu,
-    "max_pool2d": _max_pool,
-    "avg_pool2d": _avg_pool,
-    "adaptive_avg_pool2d": lambda a: _adaptive(F.adaptive_avg_pool2d, a),
-    "adaptive_max_pool2d": lambda a: _adaptive(F.adaptive_max_pool2d, a),
-    "flatten": _flatten,
-    "add": lambda a: torch.add,
-    "cat": _cat,
-    "softmax": _softmax,
-}
+def _bind_attrs(op: str, a: dict, bind: dict) -> dict:
+    spec = OPS[op].attrs
+    out = dict(a)
+    for k, typ in spec.items():
+        t = typ.rstrip("?")
+        v = a.get(k)
+        if t not in _DIM_TYPES or v is None:
+            continue
+        if isinstance(v, list):
+            out[k] = [d if d == -1 else D.resolve(d, bind) for d in v]
+        else:
+            out[k] = D.resolve(v, bind)
+    return out
 
 
 class GraphModule(nn.Module):
-    """An nn.Module that runs the node list of a stored graph."""
+    """An nn.Module that runs a checked graph: model(*inputs) or model(**named_inputs)."""
 
-    def __init__(self, graph: dict, layers: dict[str, nn.Module]) -> None:
+    def __init__(self, checked: Checked, layers: dict, tensors: dict) -> None:
         super().__init__()
-        validate(graph)
-        self.graph = graph
-        self.input_name = graph["inputs"][0]
-        self.input_shape = graph.get("input_shape")
-        self.output_names = list(graph["outputs"])
-        # ModuleDict keys cannot contain '.'; node names never do (graph.py replaces them).
-        self.layers = nn.ModuleDict(layers)
-        nodes = graph["nodes"]
-        consumers: dict[str, int] = {}
-        for n in nodes:
-            for v in n["inputs"]:
-                consumers[v] = consumers.get(v, 0) + 1
-            for e in n["attrs"].get("shape", []) if n["op"] == "reshape" else []:
-                if isinstance(e, dict):
-                    consumers[e["size_of"]] = consumers.get(e["size_of"], 0) + 1
-        for o in self.output_names:
-            consumers[o] = consumers.get(o, 0) + 1
-        alias: dict[str, str] = {}
-        steps = []
-        for n in nodes:
-            name, op, a = n["name"], n["op"], n["attrs"]
-            ins = [alias.get(v, v) for v in n["inputs"]]
-            if op == "relu" and ins[0] in self.layers and consumers.get(n["inputs"][0]) == 1 \
-                    and hasattr(self.layers[ins[0]], "relu"):
-                self.layers[ins[0]].relu = True
-                alias[name] = ins[0]
+        self.checked = checked
+        self.input_names = [n for n, _, _ in checked.inputs]
+        self.input_specs = checked.inputs
+        self.symbols = checked.symbols
+        order = list(layers)
+        self.layers = nn.ModuleList([layers[k] for k in order])
+        self._layer = dict(zip(order, self.layers))
+        self._tensors = tensors  # file tensors the graph reads, dense, in their dtype
+        self._plans: OrderedDict = OrderedDict()
+        self._fuse_relu()
+
+    def _fuse_relu(self) -> None:
+        uses: dict[str, int] = {}
+        for n in self.checked.nodes:
+            for v in n.ins:
+                if isinstance(v, str):
+                    uses[v] = uses.get(v, 0) + 1
+        for o in self.checked.outputs:
+            uses[o] = uses.get(o, 0) + 1
+        self._alias: dict[str, str] = {}
+        self._skip: set[str] = set()
+        for n in self.checked.nodes:
+            if n.op != "relu":
                 continue
-            if op in ("linear", "conv2d"):
-                if name not in self.layers:
-                    raise ModelError(f"graph node '{name}' has no runtime layer")
-                fn = self.layers[name]
-            elif op == "reshape":
-                fn = self._reshape_fn(a["shape"], alias)
+            src = n.ins[0]
+            layer = self._layer.get(src)
+            if layer is not None and uses.get(src) == 1 and hasattr(layer, "relu") and not layer.relu:
+                layer.relu = True
+                self._alias[n.name] = src
+                self._skip.add(n.name)
+
+    # -- plans
+
+    def _plan(self, bind: dict):
+        key = tuple(sorted(bind.items()))
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans.move_to_end(key)
+            return plan
+        plan = self._build(bind)
+        self._plans[key] = plan
+        if len(self._plans) > _PLAN_CACHE:
+            self._plans.popitem(last=False)
+        return plan
+
+    def _build(self, bind: dict):
+        ck = self.checked
+        slot: dict[str, int] = {}
+        template: list = []
+        for name in self.input_names:
+            slot[name] = len(template)
+            template.append(None)
+        steps = []
+        for n in ck.nodes:
+            if n.name in self._skip:
+                slot[n.name] = slot[self._alias[n.name]]
+                continue
+            if n.op == "tensor":
+                slot[n.name] = len(template)
+                template.append(self._tensors[n.a["key"]])
+                continue
+            if n.op in ("linear", "conv2d"):
+                fn = self._layer[n.name].forward  # skips nn.Module.__call__'s hook machinery
             else:
-                fn = _SIMPLE[op](a)
-            # Runtime layers are called through forward(): nn.Module.__call__'s hook
-            # machinery costs microseconds, a real share of a small layer's time.
-            steps.append((name, fn.forward if isinstance(fn, nn.Module) else fn, ins))
-        self.outputs = [alias.get(o, o) for o in self.output_names]
-        # Free each intermediate after its last use: keeps peak memory near the largest
-        # pair of activations rather than the sum of them all.
-        last_use: dict[str, int] = {}
-        for i, (name, fn, ins) in enumerate(steps):
-            for v in ins:
-                last_use[v] = i
-        keep = set(self.outputs)
-        self._steps = [
-            (name, fn, ins, [v for v in set(ins) if last_use.get(v) == i and v not in keep],
-             hasattr(fn, "_size_refs"))
-            for i, (name, fn, ins) in enumerate(steps)
-        ]
+                spec = OPS[n.op]
+                a = _bind_attrs(n.op, n.a, bind)
+                if spec.scalars:
+                    consts = tuple((i, v) for i, v in enumerate(n.ins) if not isinstance(v, str))
+                    fn = spec.make(a, consts)
+                else:
+                    fn = spec.make(a)
+            ins = tuple(slot[v] for v in n.ins if isinstance(v, str))
+            slot[n.name] = len(template)
+            template.append(None)
+            steps.append([fn, ins, slot[n.name], (), n.name, n.op])
+        outs = tuple(slot[o] for o in ck.outputs)
+        # Free each value after its last use: peak memory stays near the largest few
+        # activations rather than their sum. Constants stay in the template.
+        last: dict[int, int] = {}
+        for i, st in enumerate(steps):
+            for s in st[1]:
+                last[s] = i
+        keep = set(outs)
+        for i, st in enumerate(steps):
+            st[3] = tuple(s for s in set(st[1]) if last.get(s) == i and s not in keep
+                          and template[s] is None)
+        return template, [tuple(s) for s in steps], outs
 
-    @staticmethod
-    def _reshape_fn(shape: list, alias: dict):
-        refs = [(i, alias.get(e["size_of"], e["size_of"]), e["dim"])
-                for i, e in enumerate(shape) if isinstance(e, dict)]
-        if not refs:
-            fixed = tuple(shape)
-            return lambda x: x.reshape(fixed)
-        # Sizes come from the shapes forward() records as values are computed, so the
-        # value itself may already be freed.
-        def fn(x, _shapes=None):
-            dims = list(shape)
-            for i, of, d in refs:
-                dims[i] = _shapes[of][d]
-            return x.reshape(dims)
-        fn._size_refs = [r[1] for r in refs]
-        return fn
+    # -- inputs
 
-    def check_input(self, x) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise ModelError(f"input must be a tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise ModelError(f"input must be floating point (float32), got {x.dtype}")
-        if x.dtype != torch.float32:
-            x = x.to(torch.float32)
-        want = self.input_shape
-        if want is not None:
-            got = list(x.shape)
-            if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
-                spec = "x".join("N" if w is None else str(w) for w in want)
-                raise ModelError(f"input has shape {'x'.join(map(str, got))}; "
-                                 f"the model takes {spec}")
-        if x.dim() == 0 or x.shape[0] == 0:
-            raise ModelError("input must have a batch dimension of at least one sample")
-        return x.contiguous()
+    def _collect(self, args, kwargs) -> list:
+        names = self.input_names
+        if len(args) > len(names):
+            raise ModelError(f"the model takes {len(names)} input(s) ({', '.join(names)}), got {len(args)}")
+        got = dict(zip(names, args))
+        for k, v in kwargs.items():
+            if k not in names:
+                raise ModelError(f"unknown input '{k}'; the model takes {', '.join(names)}")
+            if k in got:
+                raise ModelError(f"input '{k}' given twice")
+            got[k] = v
+        missing = [n for n in names if n not in got]
+        if missing:
+            raise ModelError(f"missing input(s) {', '.join(missing)}; the model takes {', '.join(names)}")
+        return [got[n] for n in names]
 
-    def forward(self, x):
-        x = self.check_input(x)
+    def check_inputs(self, xs: list):
+        bind: dict[str, int] = {}
+        out = []
+        for x, (name, shape, dt) in zip(xs, self.input_specs):
+            if not isinstance(x, torch.Tensor):
+                raise ModelError(f"input '{name}' must be a tensor, got {type(x).__name__}")
+            want = DTYPES[dt]
+            if x.dtype != want:
+                ok = ((dt in FLOATS and x.is_floating_point())
+                      or (dt in INTS and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool)
+                      or (dt == "bool" and x.dtype == torch.bool))
+                if not ok:
+                    raise ModelError(f"input '{name}' must be {dt}, got {str(x.dtype).replace('torch.', '')}")
+                x = x.to(want)
+            if x.dim() != len(shape):
+                raise ModelError(f"input '{name}' has shape {list(x.shape)}; the model takes "
+                                 f"{D.show(shape)}")
+            for i, (d, g) in enumerate(zip(shape, x.shape)):
+                g = int(g)
+                if d is None:
+                    if g < 1:
+                        raise ModelError(f"input '{name}' dim {i} is empty")
+                elif isinstance(d, int):
+                    if g != d:
+                        raise ModelError(f"input '{name}' has shape {list(x.shape)}; the model takes "
+                                         f"{D.show(shape)}")
+                else:
+                    s = d[1][0]
+                    lo, hi = self.symbols.get(s, (1, None))
+                    if g < lo or (hi is not None and g > hi):
+                        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+                        raise ModelError(f"input '{name}' dim {i} ('{s}') is {g}; the model takes {rng}")
+                    if bind.setdefault(s, g) != g:
+                        raise ModelError(f"input '{name}' dim {i} ('{s}') is {g}, but another input "
+                                         f"has '{s}' = {bind[s]}")
+            out.append(x.contiguous())
+        return out, bind
+
+    # -- running
+
+    def forward(self, *args, **kwargs):
+        xs, bind = self.check_inputs(self._collect(args, kwargs))
+        template, steps, outs = self._plan(bind)
+        vals = list(template)
+        vals[:len(xs)] = xs
+        i = -1
         try:
-            return self._forward(x)
+            for i, (fn, ins, out, dead, _name, _op) in enumerate(steps):
+                vals[out] = fn(*[vals[s] for s in ins])
+                for s in dead:
+                    vals[s] = None
         except ModelError as e:
-            raise ModelError(f"{e} (model input shape {list(x.shape)})") from None
+            raise ModelError(f"{e} (inputs {self._shapes(xs)})") from None
+        except (RuntimeError, IndexError, ValueError, TypeError) as e:
+            # The validator has checked everything shapes decide; what is left depends on
+            # input values (an index outside a table, for instance).
+            _, _, _, _, name, op = steps[i]
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ModelError(f"graph node '{name}' ({op}) failed on inputs {self._shapes(xs)}: {msg}") from None
+        st = self.checked.out
+        if st is None:
+            return vals[outs[0]]
+        if st == "tuple":
+            return tuple(vals[s] for s in outs)
+        return {k: vals[s] for k, s in zip(st, outs)}
 
-    def _forward(self, x):
-        env = {self.input_name: x}
-        shapes = {self.input_name: x.shape}
-        for name, fn, ins, dead, needs_shapes in self._steps:
-            args = [env[v] for v in ins]
-            if needs_shapes:
-                out = fn(*args, _shapes=shapes)
-            else:
-                out = fn(*args)
-            env[name] = out
-            shapes[name] = out.shape
-            for v in dead:
-                del env[v]
-        outs = [env[o] for o in self.outputs]
-        return outs[0] if len(outs) == 1 else tuple(outs)
+    def _shapes(self, xs) -> str:
+        return ", ".join(f"{n} {list(x.shape)}" for n, x in zip(self.input_names, xs))

@@ -10,6 +10,7 @@ import torch.nn as nn
 from deepcomp.errors import DczFormatError, ModelError
 from deepcomp.graph import validate
 from deepcomp.runtime.executor import GraphModule
+from deepcomp.runtime.legacy_exec import GraphModule as LegacyGraphModule
 from deepcomp.runtime.layers import RuntimeConv2d, RuntimeLinear, set_policy
 from deepcomp.runtime.weights import WeightForm
 
@@ -50,19 +51,45 @@ def _bias(src, name: str | None):
     return src.dense(name).reshape(-1).to(torch.float32).contiguous()
 
 
-def _build_from_graph(src, graph: dict) -> GraphModule:
-    names = set(src.names)
-    refs = {}
-    for n in graph.get("nodes", []) if isinstance(graph, dict) else []:
-        if isinstance(n, dict) and n.get("op") in ("linear", "conv2d") and isinstance(n.get("attrs"), dict):
-            for k in ("weight", "bias"):
-                v = n["attrs"].get(k)
-                if isinstance(v, str):
-                    if v not in names:
-                        raise DczFormatError(f"graph section: node '{n.get('name')}' refers to "
-                                             f"tensor '{v}', which is not in the file")
-                    refs[v] = _shape_of(src, v)
-    validate(graph, shapes=refs)
+def _file_table(src) -> dict:
+    """name -> (shape, dtype) of every tensor in the file, without decoding any."""
+    if isinstance(src, _StateSource):
+        from deepcomp.graph.ops import DTYPE_NAME
+
+        return {k: (tuple(v.shape), DTYPE_NAME.get(v.dtype, str(v.dtype))) for k, v in src._state.items()}
+    out = {}
+    for name in src.names:
+        r = src.record(name)
+        out[name] = (tuple(int(d) for d in r.shape), r.dtype)
+    return out
+
+
+def _tensor(src, name: str) -> torch.Tensor:
+    if isinstance(src, _StateSource):
+        return src._state[name].detach().contiguous()
+    return src.dense(name)
+
+
+def _build_from_graph(src, graph: dict):
+    checked = validate(graph, _file_table(src))
+    if checked is None:
+        return _build_v1(src, graph)
+    layers, tensors = {}, {}
+    for n in checked.nodes:
+        a = n.a
+        if n.op == "linear":
+            layers[n.name] = RuntimeLinear(n.name, _form(src, a["w"]), _bias(src, a.get("b")))
+        elif n.op == "conv2d":
+            layers[n.name] = RuntimeConv2d(n.name, _form(src, a["w"]), _bias(src, a.get("b")),
+                                           stride=a["stride"], padding=a["padding"],
+                                           dilation=a["dilation"], groups=a["groups"])
+        elif n.op == "tensor" and a["key"] not in tensors:
+            t = _tensor(src, a["key"])
+            tensors[a["key"]] = t.to(torch.float32) if t.dtype in (torch.float16, torch.bfloat16) else t
+    return GraphModule(checked, layers, tensors).eval()
+
+
+def _build_v1(src, graph: dict) -> LegacyGraphModule:
     layers = {}
     for n in graph["nodes"]:
         a = n["attrs"]
@@ -72,7 +99,7 @@ def _build_from_graph(src, graph: dict) -> GraphModule:
             layers[n["name"]] = RuntimeConv2d(n["name"], _form(src, a["weight"]), _bias(src, a["bias"]),
                                               stride=a["stride"], padding=a["padding"],
                                               dilation=a["dilation"], groups=a["groups"])
-    return GraphModule(graph, layers).eval()
+    return LegacyGraphModule(graph, layers).eval()
 
 
 def _swap_into(src, model: nn.Module) -> nn.Module:

@@ -1,4 +1,7 @@
-"""Capture a model's forward pass as a safe JSON graph over an allow-list of ops.
+"""Version-1 graphs: the torch.fx capture (the fallback where torch.export fails) and its checks.
+
+Version 1 is the module-level graph of deepcomp 0.1; files holding it still load.
+The text below describes it as it was.
 
 The graph is what lets `deepcomp run out.dcz` work without the user's Python code: it is
 plain data (a list of nodes naming ops from a fixed set, their inputs and attributes, and
@@ -23,7 +26,7 @@ import torch.nn.functional as F
 from deepcomp.errors import DczFormatError, UnsupportedOpError
 
 GRAPH_FORMAT = "deepcomp-graph"
-GRAPH_VERSION = 1
+GRAPH_VERSION = 1  # this module writes and checks version 1 only
 
 # op name -> attributes each node of that op must carry (validated on load).
 OP_ATTRS: dict[str, tuple[str, ...]] = {
@@ -660,11 +663,12 @@ def _example_inputs(model: nn.Module):
     """Plausible inputs for a model whose input shape nobody told us (batch of 2)."""
     first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
     if isinstance(first, nn.Linear):
-        yield torch.zeros(2, first.in_features)
+        # Images first: an MLP over flattened images is fed image batches by `deepcomp run --data`.
         for hw in (28, 32):
             c, r = divmod(first.in_features, hw * hw)
             if r == 0 and c:
                 yield torch.zeros(2, c, hw, hw)
+        yield torch.zeros(2, first.in_features)
     elif isinstance(first, nn.Conv2d):
         for hw in (28, 32, 224, 64, 96, 227, 299):
             yield torch.zeros(2, first.in_channels, hw, hw)
@@ -740,9 +744,8 @@ def validate(graph: dict, state: dict | None = None, shapes: dict | None = None)
     ver = graph.get("version")
     if not _is_int(ver) or ver < 1:
         raise _bad("version must be a positive integer")
-    if ver > GRAPH_VERSION:
-        raise DczFormatError(f"graph section version {ver} is newer than this deepcomp "
-                             f"understands ({GRAPH_VERSION}); upgrade deepcomp")
+    if ver != GRAPH_VERSION:
+        raise _bad(f"version {ver} is not a version-1 graph")
     inputs = graph.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], str):
         raise _bad("inputs must be a list of one name")
