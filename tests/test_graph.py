@@ -13,6 +13,7 @@ import deepcomp
 from deepcomp.codec import decode, open_dcz
 from deepcomp.errors import DczFormatError, UnsupportedOpError
 from deepcomp.graph import GRAPH_VERSION, capture, validate
+from deepcomp.graph import legacy
 from deepcomp.models import get_model
 from deepcomp.runtime import from_state_dict
 
@@ -51,16 +52,26 @@ def test_lenet300_roundtrip():
     graph, sd = _roundtrip(get_model("deepcomp:lenet300"), torch.randn(5, 1, 28, 28))
     assert [n["op"] for n in graph["nodes"]] == ["flatten", "linear", "relu", "linear", "relu", "linear"]
     assert set(sd) == {f"fc{i}.{k}" for i in (1, 2, 3) for k in ("weight", "bias")}
+    assert graph["version"] == legacy.GRAPH_VERSION  # without example inputs fx's v1 graph stays
+
+
+def test_lenet300_with_example_inputs_is_version_2():
+    torch.manual_seed(0)
+    model = get_model("deepcomp:lenet300")
+    graph, sd = _roundtrip(model, torch.randn(5, 1, 28, 28), example_inputs=torch.randn(2, 1, 28, 28))
     assert graph["version"] == GRAPH_VERSION
+    assert graph["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 1, 28, 28]}]
+    assert [n["op"] for n in graph["nodes"]].count("linear") == 3
 
 
 def test_lenet5_roundtrip():
     # LeNet5.forward branches on x.dim(): fx cannot trace that, torch.export specialises it.
     torch.manual_seed(0)
-    graph, sd = _roundtrip(get_model("deepcomp:lenet5"), torch.randn(3, 1, 28, 28))
+    graph, sd = _roundtrip(get_model("deepcomp:lenet5"), torch.randn(3, 1, 28, 28),
+                           example_inputs=torch.randn(2, 1, 28, 28))
     ops = [n["op"] for n in graph["nodes"]]
     assert ops.count("conv2d") == 2 and ops.count("linear") == 2 and ops.count("max_pool2d") == 2
-    assert graph["input_shape"] == [None, 1, 28, 28]
+    assert graph["inputs"][0]["shape"] == ["batch", 1, 28, 28]
     assert "conv1.weight" in sd and "fc2.bias" in sd
 
 
@@ -73,6 +84,15 @@ def test_resnet18_roundtrip_with_batchnorm_folded():
     assert not any("bn" in k or "running" in k for k in sd)  # every BatchNorm was folded
     assert all(n["attrs"]["bias"] for n in graph["nodes"] if n["op"] == "conv2d")
     assert ops.count("conv2d") == 20
+
+
+def test_resnet18_v2_folds_batchnorm_and_frees_the_image_size():
+    torch.manual_seed(0)
+    model = _randomise_bn(torchvision.models.resnet18(num_classes=10))
+    graph, sd = _roundtrip(model, torch.randn(2, 3, 40, 40), example_inputs=torch.randn(2, 3, 32, 32))
+    assert graph["inputs"][0]["shape"] == ["batch", 3, None, None]
+    assert not any("running" in k for k in sd)
+    assert [n["op"] for n in graph["nodes"]].count("conv2d") == 20
 
 
 def test_capture_does_not_change_the_model():
@@ -118,7 +138,7 @@ def test_many_ops_roundtrip():
     for op in ("cat", "avg_pool2d", "max_pool2d", "reshape", "softmax"):
         assert op in ops
     reshape = next(n for n in graph["nodes"] if n["op"] == "reshape")
-    assert isinstance(reshape["attrs"]["shape"][0], dict)  # the batch size stays free
+    assert isinstance(reshape["attrs"]["shape"][0], dict)  # the batch size stays free (v1)
     # A different batch size runs too.
     rt = from_state_dict(sd, graph, policy="dense")
     assert rt(torch.randn(7, 3, 16, 16)).shape == (7, 5)
@@ -140,7 +160,7 @@ class _Gelu(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(4, 4)
-        self.act = nn.GELU()
+        self.act = nn.GELU(approximate="tanh")
 
     def forward(self, x):
         return self.act(self.fc(x))
@@ -152,16 +172,7 @@ class _Sigmoid(nn.Module):
         self.fc = nn.Linear(4, 4)
 
     def forward(self, x):
-        return torch.sigmoid(self.fc(x))
-
-
-class _Mean(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 4)
-
-    def forward(self, x):
-        return self.fc(x).mean(dim=1)
+        return torch.sigmoid(self.fc(x)) * 0.5 - x.mean(dim=1, keepdim=True)
 
 
 class _LoneBN(nn.Module):
@@ -174,21 +185,78 @@ class _LoneBN(nn.Module):
         return self.fc(self.bn(x))
 
 
-@pytest.mark.parametrize("model, name", [
-    (_Gelu(), "GELU"), (_Sigmoid(), "sigmoid"), (_Mean(), "mean"), (_LoneBN(), "batch_norm"),
+class _Masked(nn.Module):
+    """Attention-mask arithmetic: integer mask -> bool -> where, with a stored buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.register_buffer("pos", torch.arange(16).unsqueeze(0))
+
+    def forward(self, ids, mask):
+        h = self.emb(ids) + self.emb(self.pos[:, :ids.shape[1]] % 10)
+        keep = (mask == 1).unsqueeze(-1)
+        return torch.where(keep, h, torch.zeros_like(h)).sum(dim=1), h
+
+
+@pytest.mark.parametrize("model, ops", [
+    (_Gelu(), {"gelu"}), (_Sigmoid(), {"sigmoid", "mean", "mul", "sub"}), (_LoneBN(), {"batch_norm"}),
 ])
-def test_unsupported_ops_are_named(model, name):
-    with pytest.raises(UnsupportedOpError, match=name):
-        capture(model)
+def test_new_ops_roundtrip(model, ops):
+    torch.manual_seed(0)
+    _randomise_bn(model)
+    graph, _ = _roundtrip(model, torch.randn(5, 4), example_inputs=torch.randn(3, 4))
+    assert ops <= {n["op"] for n in graph["nodes"]}
+
+
+def test_token_inputs_get_batch_and_seq_symbols():
+    torch.manual_seed(0)
+    model = _Masked().eval()
+    ex = {"ids": torch.randint(0, 10, (2, 6)), "mask": torch.ones(2, 6, dtype=torch.long)}
+    graph, sd = capture(model, ex)
+    graph = json.loads(json.dumps(graph))
+    assert [i["shape"] for i in graph["inputs"]] == [["batch", "seq"], ["batch", "seq"]]
+    assert graph["symbols"]["seq"] == [1, 16] and graph["out"] == "tuple"
+    assert "pos" in sd and sd["pos"].dtype == torch.int64  # a buffer is a file tensor
+    rt = from_state_dict(sd, graph, policy="dense")
+    for b, t in ((1, 3), (4, 9)):
+        ids, mask = torch.randint(0, 10, (b, t)), (torch.rand(b, t) > 0.5).long()
+        with torch.no_grad():
+            ref, out = model(ids, mask), rt(mask=mask, ids=ids)  # by name, any order
+        for r, o in zip(ref, out):
+            assert torch.allclose(r, o, atol=1e-6)
+    from deepcomp.errors import ModelError
+    with pytest.raises(ModelError, match="seq"):
+        rt(torch.zeros(1, 17, dtype=torch.long), torch.zeros(1, 17, dtype=torch.long))
+    with pytest.raises(ModelError, match="another input"):
+        rt(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(ModelError, match="int64"):
+        rt(torch.zeros(1, 3), torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(ModelError, match="embedding"):
+        rt(torch.full((1, 3), 99), torch.zeros(1, 3, dtype=torch.long))  # index out of the table
+
+
+class _Cumsum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x).cumsum(1)
+
+
+def test_unsupported_ops_are_named():
+    with pytest.raises(UnsupportedOpError, match="cumsum"):
+        capture(_Cumsum(), torch.randn(2, 4))
 
 
 def test_unsupported_model_is_saved_weights_only(tmp_path):
-    p = tmp_path / "gelu.dcz"
-    with pytest.warns(UserWarning, match="GELU"):
-        deepcomp.save(_Gelu(), p)
+    p = tmp_path / "cumsum.dcz"
+    with pytest.warns(UserWarning, match="cumsum"):
+        deepcomp.save(_Cumsum(), p, example_inputs=torch.randn(2, 4))
     assert open_dcz(p).graph is None
-    with pytest.raises(UnsupportedOpError, match="GELU"):
-        deepcomp.save(_Gelu(), tmp_path / "again.dcz", graph=True)
+    with pytest.raises(UnsupportedOpError, match="cumsum"):
+        deepcomp.save(_Cumsum(), tmp_path / "again.dcz", graph=True, example_inputs=torch.randn(2, 4))
 
 
 def test_graph_is_stored_in_the_file(tmp_path):
@@ -204,7 +272,7 @@ def test_graph_is_stored_in_the_file(tmp_path):
 
 
 def _good_graph():
-    graph, _ = capture(get_model("deepcomp:lenet300"))
+    graph, _ = legacy.capture(get_model("deepcomp:lenet300"))
     return json.loads(json.dumps(graph))
 
 
@@ -214,11 +282,12 @@ def _good_graph():
     (lambda g: g["nodes"][1]["attrs"].__setitem__("in_features", "784"), "in_features"),
     (lambda g: g["nodes"][1]["attrs"].pop("bias"), "missing"),
     (lambda g: g.__setitem__("version", GRAPH_VERSION + 1), "newer"),
+    (lambda g: g["nodes"][0]["attrs"].__setitem__("start_dim", 9), "start_dim"),
     (lambda g: g.__setitem__("outputs", ["nowhere"]), "outputs"),
     (lambda g: g["nodes"][2].__setitem__("name", g["nodes"][1]["name"]), "used twice"),
     (lambda g: g["nodes"][0]["attrs"].__setitem__("start_dim", True), "start_dim"),
 ])
-def test_validate_rejects_malformed_graphs(mutate, message):
+def test_validate_rejects_malformed_v1_graphs(mutate, message):
     g = _good_graph()
     validate(g)
     mutate(g)
@@ -227,7 +296,7 @@ def test_validate_rejects_malformed_graphs(mutate, message):
 
 
 def test_validate_checks_weight_shapes():
-    graph, sd = capture(get_model("deepcomp:lenet300"))
+    graph, sd = legacy.capture(get_model("deepcomp:lenet300"))
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     validate(graph, shapes=shapes)
     shapes["fc2.weight"] = (100, 301)

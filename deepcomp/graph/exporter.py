@@ -45,7 +45,7 @@ _ALIAS = {"__and__": "bitwise_and", "__or__": "bitwise_or", "__iand__": "bitwise
           "__ior__": "bitwise_or", "true_divide": "div", "multiply": "mul", "subtract": "sub",
           "greater": "gt", "less": "lt", "greater_equal": "ge", "less_equal": "le", "not_equal": "ne",
           "masked_fill": "masked_fill", "concat": "cat", "concatenate": "cat", "swapaxes": "transpose"}
-_BINARY = {"add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le", "gt",
+_BINARY = {"remainder", "floor_divide", "add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le", "gt",
            "ge", "bitwise_and", "bitwise_or", "logical_and", "logical_or"}
 
 

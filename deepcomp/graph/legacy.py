@@ -843,6 +843,10 @@ def _check_attrs(name: str, op: str, a: dict, known: set, shapes: dict | None) -
     elif op == "flatten":
         if not _is_int(a["start_dim"]) or not _is_int(a["end_dim"]):
             raise _bad(f"{where}: start_dim/end_dim must be integers")
+        sd_, ed_ = a["start_dim"], a["end_dim"]
+        if not (-8 <= sd_ < 8 and -8 <= ed_ < 8) or (sd_ >= 0 and ed_ >= 0 and sd_ > ed_) \
+                or (sd_ < 0 and ed_ < 0 and sd_ > ed_):
+            raise _bad(f"{where}: start_dim/end_dim must be within -8..7 with start_dim <= end_dim")
     elif op == "reshape":
         s = a["shape"]
         if not isinstance(s, list) or not s or len(s) > 8:

@@ -571,7 +571,7 @@ def _adaptive_rule(ins, a):
         raise Bad(f"input must be (N x) C x H x W, has shape {D.show(s)}")
     out = [s[-2 + i] if v is None else v for i, v in enumerate(a["size"])]
     for i, v in enumerate(a["size"]):
-        if v is None or isinstance(s[-2 + i], int):
+        if v is None or s[-2 + i] is None or isinstance(s[-2 + i], int):
             continue
         raise Bad("adaptive pooling of a symbolic spatial dim")
     return tuple(s[:-2]) + tuple(out), dt
@@ -842,6 +842,8 @@ OPS: dict[str, Op] = {
     "sub": Op(TWO, {}, _binary_rule("arith_nobool"), _bin(torch.sub), True),
     "mul": Op(TWO, {}, _binary_rule("arith"), _bin(torch.mul), True),
     "div": Op(TWO, {}, _binary_rule("div"), _bin(torch.div), True),
+    "remainder": Op(TWO, {}, _binary_rule("arith_nobool"), _bin(torch.remainder), True),
+    "floor_divide": Op(TWO, {}, _binary_rule("arith_nobool"), _bin(torch.floor_divide), True),
     "pow": Op(TWO, {}, _binary_rule("arith_nobool"), _bin(torch.pow), True),
     "maximum": Op(TWO, {}, _binary_rule("arith"), _bin(torch.maximum), True),
     "minimum": Op(TWO, {}, _binary_rule("arith"), _bin(torch.minimum), True),

@@ -154,6 +154,10 @@ class GraphModule(nn.Module):
             return self._forward(x)
         except ModelError as e:
             raise ModelError(f"{e} (model input shape {list(x.shape)})") from None
+        except (RuntimeError, IndexError, ValueError, TypeError, KeyError) as e:
+            # Version-1 graphs declare no full input shape, so some checks wait for the input.
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ModelError(f"the graph cannot run on an input of shape {list(x.shape)}: {msg}") from None
 
     def _forward(self, x):
         env = {self.input_name: x}
