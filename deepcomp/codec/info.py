@@ -56,7 +56,33 @@ def table(f: DczFile) -> dict:
     total = sum(r["bytes"] for r in rows) + sum(o["bytes"] for o in overhead)
     assert total == p.size
     return {"file_bytes": p.size, "dense_fp32_bytes": dense, "ratio": dense / p.size,
-            "tensors": rows, "overhead": overhead}
+            "tensors": rows, "overhead": overhead, "graph": graph_summary(f)}
+
+
+def graph_summary(f: DczFile) -> dict | None:
+    """The stored graph's inputs, outputs and op counts, after the validator has passed it."""
+    if f.graph is None:
+        return None
+    from deepcomp.graph import summary, validate
+
+    validate(f.graph, {r.name: (tuple(r.shape), r.dtype) for r in f.parsed.tensors})
+    return summary(f.graph)
+
+
+def _render_graph(g: dict) -> list:
+    def shape(s):
+        return "x".join("?" if d is None else str(d) for d in s) if s is not None else "any"
+    lines = [f"graph (version {g['version']}): {g['nodes']} nodes, {len(g['ops'])} distinct ops"]
+    for i in g["inputs"]:
+        lines.append(f"  input  {i['name']}: {i['dtype']} {shape(i['shape'])}")
+    for k, v in (g.get("symbols") or {}).items():
+        lines.append(f"  symbol {k}: {v[0]}..{'' if v[1] is None else v[1]}")
+    out = g.get("out")
+    keys = out if isinstance(out, list) else [None] * len(g["outputs"])
+    kind = "dict" if isinstance(out, list) else "tuple" if out == "tuple" else "tensor"
+    lines.append(f"  output ({kind}): " + ", ".join(k if k else o for k, o in zip(keys, g["outputs"])))
+    lines.append("  ops: " + ", ".join(f"{k} {v}" for k, v in g["ops"].items()))
+    return lines
 
 
 def _fmt(v, spec: str, none: str = "-") -> str:
@@ -85,4 +111,6 @@ def render(t: dict) -> str:
                  f"{t['file_bytes']:>10} {t['ratio']:>6.1f}x")
     lines.append(f"dense fp32: {t['dense_fp32_bytes']} bytes; file: {t['file_bytes']} bytes; "
                  f"compression {t['ratio']:.1f}x. Avg code b/sym for sparse tensors is cluster/index.")
+    if t.get("graph"):
+        lines += _render_graph(t["graph"])
     return "\n".join(lines)

@@ -174,7 +174,7 @@ def _inputs(g, symbols) -> list:
         if not isinstance(e, dict) or set(e) != {"name", "dtype", "shape"}:
             raise _bad(f"input {i} must be an object with name, dtype and shape")
         name = _name(e["name"], f"input {i} name")
-        if e["dtype"] not in DTYPES:
+        if not isinstance(e["dtype"], str) or e["dtype"] not in DTYPES:
             raise _bad(f"input '{name}' dtype must be one of {', '.join(DTYPES)}")
         s = e["shape"]
         if not isinstance(s, list) or len(s) > MAX_RANK:
@@ -220,6 +220,11 @@ def check(graph, files: dict | None = None) -> Checked:
         raise _bad(f"unknown keys {sorted(extra)[:5]}")
     symbols = _symbols(graph)
     inputs = _inputs(graph, symbols)
+    # Only symbols an input binds have a size when the graph runs.
+    bound = {d[1][0] for _, shape, _ in inputs for d in shape if isinstance(d, tuple)}
+    unbound = sorted(set(symbols) - bound)
+    if unbound:
+        raise _bad(f"symbol '{unbound[0]}' is declared but no input's shape uses it")
     values: dict = {}
     for name, shape, dt in inputs:
         if name in values:
