@@ -29,7 +29,9 @@ def add_run_command(sub) -> argparse.ArgumentParser:
         description="Run inference directly on the compressed weights of a .dcz file.")
     p.add_argument("file", help="the .dcz file")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", metavar="X.npy", help="input array (.npy, float32, batch first)")
+    src.add_argument("--input", metavar="[NAME=]X.npy", action="append",
+                     help="input array (.npy, batch first); for a model with several inputs give "
+                     "each by name, e.g. --input input_ids=a.npy --input attention_mask=b.npy")
     src.add_argument("--data", metavar="NAME", help="evaluate on a data set's test split: fashion-mnist")
     p.add_argument("--data-dir", metavar="D", help="where the data set's files are "
                    "(default $DEEPCOMP_DATA or /usr/share/datasets/fashion-mnist)")
@@ -52,6 +54,33 @@ def add_run_command(sub) -> argparse.ArgumentParser:
                    help="with --data: use only the first N test examples")
     p.set_defaults(func=run_command)
     return p
+
+
+def read_named(spec: str):
+    """'name=path.npy' -> (name, tensor in the array's own dtype: token ids stay integers)."""
+    import numpy as np
+    import torch
+
+    name, _, path = spec.partition("=")
+    if not name or not path:
+        raise DataError(f"--input {spec!r}: write NAME=FILE.npy")
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"no such input file: {p}")
+    with open(p, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise DataError(f"cannot read {p}: not a .npy file (save it with numpy.save)")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except Exception as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{p} is not a plain numeric array: {why}") from None
+    if arr.dtype.kind not in "fiub" or arr.ndim < 1 or arr.shape[0] == 0:
+        raise DataError(f"{p}: input '{name}' must be a numeric array with a batch dim, "
+                        f"got {arr.dtype} {list(arr.shape)}")
+    if arr.dtype.kind == "u" and arr.dtype != np.uint8:
+        arr = arr.astype(np.int64)
+    return name, torch.from_numpy(np.ascontiguousarray(arr))
 
 
 def read_input(path: str):
@@ -170,8 +199,10 @@ def run_command(args) -> int:
         raise DeepcompError("--output goes with --input (with --data the figures are printed)")
 
     labels = None
+    if args.input and (len(args.input) > 1 or "=" in args.input[0]):
+        return _run_named(args)
     if args.input:
-        x = read_input(args.input)
+        x = read_input(args.input[0])
     else:
         from deepcomp.data import get_dataset
         ds = get_dataset(args.data, "test", args.data_dir)
@@ -210,6 +241,48 @@ def run_command(args) -> int:
         data = json.dumps(report, indent=2).encode()
         atomic_write(args.json, lambda f: f.write(data))
     _print(report, y if (args.input and not args.output) else None)
+    return 0
+
+
+def _run_named(args) -> int:
+    """Inputs given by name (a token model's input_ids and attention_mask): one forward pass."""
+    import numpy as np
+    import torch
+
+    from deepcomp.runtime.loader import load
+
+    named = dict(read_named(s) for s in args.input)
+    if len(named) != len(args.input):
+        raise DataError("an input name is given twice")
+    if args.compare or args.batch:
+        raise DeepcompError("--compare and --batch go with a single --input X.npy")
+    t0 = time.perf_counter()
+    model = load(Path(args.file), policy=args.policy)
+    load_s = time.perf_counter() - t0
+    with torch.inference_mode():
+        model(**named)  # untimed: layers choose their kernels here
+        t0 = time.perf_counter()
+        y = model(**named)
+        dt = time.perf_counter() - t0
+    outs = y if isinstance(y, dict) else {"output": y} if isinstance(y, torch.Tensor) else \
+        {f"output_{i}": v for i, v in enumerate(y)}
+    if args.output:
+        arrs = {k: v.numpy() for k, v in outs.items()}
+        if len(arrs) == 1:
+            atomic_write(args.output, lambda f: np.save(f, next(iter(arrs.values())), allow_pickle=False))
+        else:
+            atomic_write(args.output, lambda f: np.savez(f, **arrs))
+    else:
+        with np.printoptions(**_PRINT_OPTS):
+            for k, v in outs.items():
+                print(f"{k}: shape {list(v.shape)}\n{v.numpy()}")
+    report = {"file": str(args.file), "inputs": {k: list(v.shape) for k, v in named.items()},
+              "load_s": load_s, "latency_ms": dt * 1e3}
+    if args.json:
+        data = json.dumps(report, indent=2).encode()
+        atomic_write(args.json, lambda f: f.write(data))
+    print(f"inputs {', '.join(f'{k} {list(v.shape)}' for k, v in named.items())}: "
+          f"latency {dt * 1e3:.3f} ms (load {load_s:.2f} s)")
     return 0
 
 

@@ -1,0 +1,123 @@
+"""The deployable zoo runs from the .dcz alone: capture, save, load in a fresh process, compare.
+
+Weights are rounded to 64 levels per tensor first and BatchNorm keeps its default
+statistics, so every stored tensor is exact (a codebook of at most 256 values holds it
+losslessly, and folding a default BatchNorm scales a weight by one constant): the
+compressed model must then match PyTorch on the same weights to 1e-4 of the output scale.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torchvision
+
+import deepcomp
+
+_CHILD = textwrap.dedent("""
+    import sys, torch, deepcomp
+    path, ins, outs = sys.argv[1:4]
+    m = deepcomp.load(path)
+    res = []
+    with torch.no_grad():
+        for args, kwargs in torch.load(ins, weights_only=True):
+            y = m(*args, **kwargs)
+            res.append(y if isinstance(y, (dict, tuple)) else (y,))
+    torch.save(res, outs)
+""")
+
+
+def _round_weights(model: torch.nn.Module, levels: int = 64) -> torch.nn.Module:
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                s = p.abs().max() / (levels // 2)
+                p.copy_(torch.round(p / s) * s)
+    return model.eval()
+
+
+def _flat(y):
+    if isinstance(y, torch.Tensor):
+        return [y]
+    if isinstance(y, dict):
+        return [v for v in y.values() if isinstance(v, torch.Tensor)]
+    return [v for v in y if isinstance(v, torch.Tensor)]
+
+
+def _check(model, example, calls, tmp_path):
+    path = tmp_path / "m.dcz"
+    deepcomp.save(model, path, example_inputs=example, graph=True)
+    ins, outs = tmp_path / "ins.pt", tmp_path / "outs.pt"
+    torch.save(calls, ins)
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    r = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(ins), str(outs)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = torch.load(outs, weights_only=True)
+    for (args, kwargs), y in zip(calls, got):
+        with torch.no_grad():
+            ref = model(*args, **kwargs)
+        if isinstance(ref, dict):
+            assert list(y) == [k for k, v in ref.items() if v is not None]
+        for r_, o in zip(_flat(ref), _flat(y)):
+            assert r_.shape == o.shape
+            err = (r_ - o).abs().max().item()
+            assert err <= 1e-4 * r_.abs().max().item(), (err, r_.abs().max().item())
+    return path
+
+
+def _vision(name, hw, tmp_path):
+    torch.manual_seed(0)
+    model = _round_weights(getattr(torchvision.models, name)(num_classes=10))
+    calls = [((torch.randn(b, 3, hw, hw),), {}) for b in (1, 3)]
+    path = _check(model, torch.randn(2, 3, hw, hw), calls, tmp_path)
+    return deepcomp.codec.open_dcz(path).graph
+
+
+def test_mobilenet_v3_small_depthwise(tmp_path):
+    g = _vision("mobilenet_v3_small", 64, tmp_path)
+    convs = [n for n in g["nodes"] if n["op"] == "conv2d"]
+    assert any(n["a"]["groups"] > 1 for n in convs)  # depthwise convs run compressed
+    assert {"hardswish", "hardsigmoid"} <= {n["op"] for n in g["nodes"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, hw", [("resnet18", 64), ("resnet50", 64), ("mobilenet_v2", 64),
+                                      ("efficientnet_b0", 64), ("regnet_y_400mf", 64),
+                                      ("convnext_tiny", 64), ("vit_b_16", 224)])
+def test_torchvision_models(name, hw, tmp_path):
+    _vision(name, hw, tmp_path)
+
+
+def _bert():
+    from transformers import BertConfig, BertModel
+
+    cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    return _round_weights(BertModel(cfg))
+
+
+def _tokens(b, t):
+    ids = torch.randint(0, 120, (b, t))
+    mask = torch.ones(b, t, dtype=torch.long)
+    mask[0, t // 2:] = 0  # padding in the first sequence
+    return ids, mask
+
+
+def test_small_bert_encoder(tmp_path):
+    pytest.importorskip("transformers")
+    model = _bert()
+    ids, mask = _tokens(2, 8)
+    calls = []
+    for b, t in ((1, 5), (3, 12)):
+        i, m = _tokens(b, t)
+        calls.append(((), {"input_ids": i, "attention_mask": m}))
+    calls.append(((i, m), {}))  # positionally, in forward()'s order
+    path = _check(model, {"input_ids": ids, "attention_mask": mask}, calls, tmp_path)
+    g = deepcomp.codec.open_dcz(path).graph
+    assert [i["name"] for i in g["inputs"]] == ["input_ids", "attention_mask"]
+    assert g["out"] == ["last_hidden_state", "pooler_output"]
+    assert {"embedding", "layer_norm", "sdpa", "gelu"} <= {n["op"] for n in g["nodes"]}
