@@ -43,7 +43,9 @@ VISION = {"resnet18": 64, "resnet50": 64, "mobilenet_v2": 64, "mobilenet_v3_smal
 def _round(model, levels=64):
     with torch.no_grad():
         for p in model.parameters():
-            if p.dim() >= 2 and p.abs().max() > 0:  # ViT's head starts at zero
+            if p.dim() >= 2:
+                if p.abs().max() == 0:  # ViT's head starts at zero: the output would be too
+                    p.normal_(0.0, 0.02)
                 s = p.abs().max() / (levels // 2)
                 p.copy_(torch.round(p / s) * s)
     return model.eval()

@@ -32,7 +32,9 @@ _CHILD = textwrap.dedent("""
 def _round_weights(model: torch.nn.Module, levels: int = 64) -> torch.nn.Module:
     with torch.no_grad():
         for p in model.parameters():
-            if p.dim() >= 2 and p.abs().max() > 0:  # ViT's head starts at zero
+            if p.dim() >= 2:
+                if p.abs().max() == 0:  # ViT's head starts at zero: the output would be too
+                    p.normal_(0.0, 0.02)
                 s = p.abs().max() / (levels // 2)
                 p.copy_(torch.round(p / s) * s)
     return model.eval()
