@@ -320,3 +320,29 @@ def test_capture_from_a_pt2_archive(tmp_path):
         assert (rt(y) - model(y)).abs().max() <= 1e-4 * model(y).abs().max()
     with pytest.raises(ModelError, match="no such file"):
         load_model_file(tmp_path / "missing.pt2")
+
+
+def test_cli_runs_named_inputs_and_info_shows_the_graph(tmp_path, capsys):
+    import numpy as np
+
+    from deepcomp.cli import main
+
+    torch.manual_seed(0)
+    model = _Masked().eval()
+    p = tmp_path / "masked.dcz"
+    deepcomp.save(model, p, example_inputs=(torch.randint(0, 10, (2, 6)), torch.ones(2, 6, dtype=torch.long)))
+    ids, mask = np.random.randint(0, 10, (3, 5)).astype(np.int64), np.ones((3, 5), np.int64)
+    np.save(tmp_path / "ids.npy", ids)
+    np.save(tmp_path / "mask.npy", mask)
+    out = tmp_path / "y.npz"
+    assert main(["run", str(p), "--input", f"mask={tmp_path / 'mask.npy'}", "--input",
+                 f"ids={tmp_path / 'ids.npy'}", "--output", str(out)]) == 0
+    with open(out, "rb") as f:
+        y = np.load(f)
+        ref = model(torch.from_numpy(ids), torch.from_numpy(mask))
+        assert np.allclose(y["output_0"], ref[0].detach().numpy(), atol=1e-5)
+    assert main(["run", str(p), "--input", f"nope={tmp_path / 'ids.npy'}"]) == 2
+    assert "unknown input 'nope'" in capsys.readouterr().err
+    assert main(["info", str(p)]) == 0
+    text = capsys.readouterr().out
+    assert "input  ids: int64 batchxseq" in text and "output (tuple)" in text and "embedding 2" in text
