@@ -23,7 +23,10 @@ from deepcomp.errors import UnsupportedOpError
 
 FAST_BUDGET_S = float(os.environ.get("DEEPCOMP_GRAPH_FUZZ_SECONDS", "1.5"))
 FAST_MODELS = ["lenet300", "lenet5", "resnet18_narrow"]
-SLOW_MODELS = ["lenet300", "lenet5", "resnet18", "mobilenet_v2", "efficientnet_b0"]
+# Where the graph captures them (skipped otherwise): a transformer and a depthwise net.
+FAST_OPTIONAL = ["bert_small", "mobilenet_v3_small"]
+SLOW_MODELS = ["lenet300", "lenet5", "resnet18", "mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small",
+               "bert_small"]
 
 
 def _subject(name):
@@ -43,7 +46,7 @@ def _check(stats: gm.Stats, name: str) -> None:
                                 + gm.format_findings(list(stats.findings.values()), "this checkout"))
 
 
-@pytest.mark.parametrize("name", FAST_MODELS)
+@pytest.mark.parametrize("name", FAST_MODELS + FAST_OPTIONAL)
 def test_graph_fuzz_fast(name):
     sub = _subject(name)
     stats = gm.campaign(sub, FAST_BUDGET_S, seed=1234, donors=_donors())
