@@ -414,6 +414,35 @@ class Mutator:
         return f"nodes[{j}].{key} = copy of nodes[{i}].{key} ({_short(nodes[i][key])})"
 
 
+# ---- format-independent edits (graph v1: attrs / inputs; v2: a / in) ------------------
+
+def _node(g, op, k=0):
+    return [n for n in g["nodes"] if n["op"] == op][k]
+
+
+# Field names of graph format v1 (attrs / inputs / kernel_size) and v2 (a / in / k): the
+# cases below hold for either, so they survive the format change.
+def _attrs(n):
+    return n["attrs"] if "attrs" in n else n.setdefault("a", {})
+
+
+def _set_first(d, keys, v):
+    d[next((k for k in keys if k in d), keys[0])] = v
+
+
+def _ins(n, v):
+    n["inputs" if "inputs" in n else "in"] = v
+
+
+def _bad_view(g, v1, v2):
+    """flatten dims (v1) or a reshape that does not multiply out (v2)."""
+    ops = [n["op"] for n in g["nodes"]]
+    if "flatten" in ops:
+        _attrs(_node(g, "flatten")).update(v1)
+    else:
+        _attrs(_node(g, "reshape"))["shape"] = v2
+
+
 # ---- running a mutant ------------------------------------------------------------------
 
 @dataclass

@@ -29,6 +29,7 @@ from deepcomp.codec.writer import write_state_dict
 from deepcomp.errors import brief, weights_only_reason
 from deepcomp.graph import capture
 from deepcomp.models import get_model
+from graph_mutator import _attrs, _bad_view, _ins, _node, _set_first
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,12 +96,11 @@ def files(tmp_path_factory):
         dcz[name] = p
 
     bad_graph("graph_nodes_bool", lambda g: g.__setitem__("nodes", True))
-    bad_graph("graph_flatten_dim_7", lambda g: [n for n in g["nodes"] if n["op"] == "flatten"][0]["attrs"]
-              .__setitem__("start_dim", 7))
-    bad_graph("graph_missing_tensor", lambda g: [n for n in g["nodes"] if n["op"] == "linear"][0]["attrs"]
-              .__setitem__("weight", "nope.weight"))
-    bad_graph("graph_name_is_list", lambda g: g["nodes"][1].__setitem__("inputs", [["conv2d"]]))
-    bad_graph("graph_cycle", lambda g: g["nodes"][0].__setitem__("inputs", [g["nodes"][-1]["name"]]))
+    bad_graph("graph_flatten_dim_7", lambda g: _bad_view(g, {"start_dim": 7}, [1, 801]))
+    bad_graph("graph_missing_tensor", lambda g: _set_first(_attrs(_node(g, "linear")), ["weight", "w"],
+                                                           "nope.weight"))
+    bad_graph("graph_name_is_list", lambda g: _ins(g["nodes"][1], [["conv2d"]]))
+    bad_graph("graph_cycle", lambda g: _ins(g["nodes"][0], [g["nodes"][-1]["name"]]))
     weights_only = d / "weights_only.dcz"
     write_state_dict(sd, weights_only)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import graph_mutator as gm
+from graph_mutator import _attrs, _bad_view, _ins, _node, _set_first
 from deepcomp.errors import UnsupportedOpError
 
 FAST_BUDGET_S = float(os.environ.get("DEEPCOMP_GRAPH_FUZZ_SECONDS", "1.5"))
@@ -72,33 +73,6 @@ def _edit(graph, fn):
     g = copy.deepcopy(graph)
     fn(g)
     return g
-
-
-def _node(g, op, k=0):
-    return [n for n in g["nodes"] if n["op"] == op][k]
-
-
-# Field names of graph format v1 (attrs / inputs / kernel_size) and v2 (a / in / k): the
-# cases below hold for either, so they survive the format change.
-def _attrs(n):
-    return n["attrs"] if "attrs" in n else n.setdefault("a", {})
-
-
-def _set_first(d, keys, v):
-    d[next((k for k in keys if k in d), keys[0])] = v
-
-
-def _ins(n, v):
-    n["inputs" if "inputs" in n else "in"] = v
-
-
-def _bad_view(g, v1, v2):
-    """flatten dims (v1) or a reshape that does not multiply out (v2)."""
-    ops = [n["op"] for n in g["nodes"]]
-    if "flatten" in ops:
-        _attrs(_node(g, "flatten")).update(v1)
-    else:
-        _attrs(_node(g, "reshape"))["shape"] = v2
 
 
 # The untyped failures issue 12 lists, plus a few of the same families, as fixed mutants.
