@@ -34,6 +34,7 @@ files are cached in --work (default out/bench); --reencode rebuilds them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -182,6 +183,7 @@ def ort_models(name: str, fp32, work: Path, x, want_int8: bool, log) -> dict:
     """ONNX files of the decoded fp32 model: {'fp32': path, 'int8': path or None, 'why': str}."""
     import numpy as np
 
+    work = Path(work).resolve()
     names = list(x) if isinstance(x, dict) else ["x"]
     args = tuple(x[k] for k in names) if isinstance(x, dict) else (x,)
     dyn = {k: ({0: "batch", 1: "seq"} if isinstance(x, dict) else {0: "batch"}) for k in names}
@@ -225,7 +227,8 @@ def ort_models(name: str, fp32, work: Path, x, want_int8: bool, log) -> dict:
         pre = work / f"{name}.pre.onnx"
         q = work / f"{name}.int8.onnx"
         t0 = time.perf_counter()
-        with warnings.catch_warnings():
+        # The shape inference writes temporary files (90 MB for MiniLM) into the cwd.
+        with warnings.catch_warnings(), contextlib.chdir(work):
             warnings.simplefilter("ignore")
             try:
                 quant_pre_process(str(fp), str(pre))
