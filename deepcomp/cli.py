@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deepcomp.errors import DeepcompError
+from deepcomp.errors import DeepcompError, brief
 
 
 def _not_ready(name: str):
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except DeepcompError as e:
-        print(f"deepcomp {args.command}: error: {e}", file=sys.stderr)
+        # One line whatever the message holds; our own messages are never cut (4000).
+        print(f"deepcomp {args.command}: error: {brief(e, 4000)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"deepcomp {args.command}: interrupted", file=sys.stderr)

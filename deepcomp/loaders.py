@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deepcomp.errors import ModelError, UnsupportedOpError
+from deepcomp.errors import ModelError, UnsupportedOpError, brief, weights_only_reason
 
 # safetensors dtype tag -> (torch dtype, stored numpy dtype, bytes per element)
 _ST_DTYPES = {
@@ -138,7 +138,7 @@ def _load_export(path: str) -> LoadedModel:
     try:
         ep = torch.export.load(path)
     except Exception as e:
-        raise ModelError(f"cannot read {path} as a torch.export archive ({type(e).__name__}: {e})") from None
+        raise ModelError(f"cannot read {path} as a torch.export archive ({type(e).__name__}: {brief(e)})") from None
     try:
         graph, sd = capture(ep)
     except UnsupportedOpError as e:
@@ -152,7 +152,7 @@ def _load_torchscript(path: str) -> LoadedModel:
     try:
         m = torch.jit.load(path, map_location="cpu")
     except Exception as e:
-        raise ModelError(f"cannot read {path} as a TorchScript archive ({type(e).__name__}: {e})") from None
+        raise ModelError(f"cannot read {path} as a TorchScript archive ({type(e).__name__}: {brief(e)})") from None
     return LoadedModel({k: v for k, v in m.state_dict().items()}, None, "torchscript")
 
 
@@ -161,7 +161,7 @@ def _load_pickle(path: str, unsafe_pickle: bool) -> LoadedModel:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:
-            raise ModelError(f"cannot read {path} with torch.load ({type(e).__name__}: {e})") from None
+            raise ModelError(f"cannot read {path} with torch.load ({type(e).__name__}: {brief(e)})") from None
         if isinstance(obj, torch.nn.Module):
             return LoadedModel(obj.eval(), None, "pickled module")
         return LoadedModel(_as_state_dict(obj, path), None, "pickled state_dict")
@@ -175,14 +175,16 @@ def _load_pickle(path: str, unsafe_pickle: bool) -> LoadedModel:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         msg = str(e)
-        if "Weights only load failed" in msg and "Unsupported global" in msg:
+        reason = weights_only_reason(msg)
+        if reason is not None:
+            why = f" (torch.load refused: {reason.rstrip('.')})"
             raise ModelError(
                 f"{path} holds pickled Python objects (for example a whole nn.Module saved with "
-                f"torch.save(model)); loading it would run code from the file. Save "
+                f"torch.save(model)); loading it would run code from the file{why}. Save "
                 f"model.state_dict() instead, or pass --unsafe-pickle if you trust the file") from None
         raise ModelError(f"{path} is not a model file deepcomp can read: expected a state_dict .pt, "
                          f"a torch.export .pt2, a TorchScript archive or a .safetensors file "
-                         f"({type(e).__name__}: {msg.splitlines()[0][:120] if msg else ''})") from None
+                         f"({type(e).__name__}: {brief(msg, 160)})") from None
     return LoadedModel(_as_state_dict(obj, path), None, "state_dict")
 
 

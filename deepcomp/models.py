@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepcomp.errors import ModelError
+from deepcomp.errors import ModelError, brief, weights_only_reason
 
 
 class LeNet300(nn.Module):
@@ -118,8 +118,14 @@ def load_state_dict_file(path) -> dict:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncated zip, refused globals ...
+        reason = weights_only_reason(e)
+        if reason is not None:
+            raise ModelError(f"{path} holds pickled Python objects, not only tensors; a weights-only load "
+                             f"refuses them because loading them would run code from the file "
+                             f"({reason.rstrip('.')}); "
+                             "save model.state_dict() instead") from None
         raise ModelError(
-            f"cannot read {path} as a weights-only state_dict ({type(e).__name__}: {e})"
+            f"cannot read {path} as a weights-only state_dict ({type(e).__name__}: {brief(e)})"
         ) from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]

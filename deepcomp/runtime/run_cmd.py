@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from deepcomp.errors import DataError, DeepcompError, ModelError
+from deepcomp.errors import DataError, DeepcompError, ModelError, brief
 from deepcomp.fileio import atomic_write
 
 # Kept in step with deepcomp.runtime.layers.POLICIES (imported lazily: torch is slow to load).
@@ -103,7 +103,7 @@ def read_input(path: str):
         raise DataError(f"{p} is not a plain numeric array (object arrays and pickles are "
                         f"refused): {why}") from None
     except Exception as e:
-        raise DataError(f"cannot read {p} as a .npy array: {e}") from None
+        raise DataError(f"cannot read {p} as a .npy array: {brief(e)}") from None
     if arr.dtype.kind != "f":
         raise DataError(f"{p} has dtype {arr.dtype}; the model takes floating point input "
                         "(float32, normalised as in training)")
