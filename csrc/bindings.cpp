@@ -396,4 +396,6 @@ PYBIND11_MODULE(_C, m) {
       py::arg("x").noconvert(), py::arg("codes").noconvert(), py::arg("codebook").noconvert(),
       py::arg("bias").none(true), py::arg("relu"), py::arg("out").noconvert(),
       "out = x @ codebook[codes].T (+ bias) (+ relu), codes uint8 [out, in]; a code past the codebook reads an entry or 0, never other memory.");
+  m.def("set_lut_vbmi", &kernels::set_lut_vbmi, py::arg("allow"),
+        "Let lut_gemm's zmm path decode codebooks over 64 entries with AVX512-VBMI (default) or not (tests).");
 }

@@ -188,3 +188,22 @@ def test_int8_from_the_codebook_checks_its_input():
         ops.pack_int8_codebook(np.zeros((2, 2), np.uint8))
     with pytest.raises(OpInputError):
         ops.pack_int8_codebook(ops.pack_lut(np.zeros((1, 2), np.uint8), np.array([np.inf], np.float32)))
+
+
+@pytest.mark.parametrize("ncb", [33, 64, 65, 128, 129, 256])
+def test_zmm_decoders_agree_bit_for_bit(ncb):
+    """On zmm, codebooks over 64 entries decode with VBMI byte planes where the CPU has them,
+    else with a vpermt2ps chain: the same floats either way (entries are moved, not
+    computed), so the products are identical."""
+    if not _C.avx512_usable():
+        pytest.skip("CPU without AVX-512 (or AVX-512 switched off)")
+    w = make(37, 515, ncb, seed=ncb)
+    x = torch.randn(6, 515, generator=torch.Generator().manual_seed(ncb))
+    y = ops.lut_gemm(x, w)
+    _C.set_lut_vbmi(False)
+    try:
+        y_chain = ops.lut_gemm(x, w)
+    finally:
+        _C.set_lut_vbmi(True)
+    assert torch.equal(y, y_chain)
+    check_close(y, x, w, None, False)

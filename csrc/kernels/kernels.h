@@ -154,6 +154,9 @@ struct LutArgs {
   float* y = nullptr;                 // [batch, n]
 };
 void lut_gemm(const LutArgs& a);
+// The zmm path decodes codebooks of over 64 entries with AVX512-VBMI where the CPU has it;
+// false keeps it on the vpermt2ps chain (for tests, to compare both decoders).
+void set_lut_vbmi(bool allow);
 
 }  // namespace kernels
 }  // namespace deepcomp

@@ -31,6 +31,7 @@ bool int8_vnni_supported();
 // avx512_usable(false).
 void lut_gemm_ref(const LutArgs& a, int nthreads);
 void lut_gemm_avx2(const LutArgs& a, int nthreads);
+bool lut_vbmi_allowed();  // set_lut_vbmi's setting
 
 }  // namespace kernels
 }  // namespace deepcomp
