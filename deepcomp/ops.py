@@ -71,7 +71,7 @@ __all__ = [
     "spmm_codebook_packed",
     "Int8Weight", "pack_int8", "gemm_int8",
     "conv2d_codebook", "conv2d_codebook_packed", "conv2d_int8",
-    "LutWeight", "pack_lut", "lut_gemm", "pack_int8_codebook",
+    "LutWeight", "pack_lut", "lut_gemm", "lut_decode", "pack_int8_codebook",
 ]
 
 INT8_MAX_K = 133143  # K * 127 * 127 must stay below 2**31 for exact int32 sums
@@ -468,6 +468,17 @@ def lut_gemm(x: torch.Tensor, w: LutWeight, bias=None, relu: bool = False) -> to
     out = torch.empty((x.shape[0], w.n_out), dtype=torch.float32)
     if x.shape[0] and w.n_out:
         _C.lut_gemm(x.numpy(), w.codes, w.codebook, b, bool(relu), out.numpy())
+    return out
+
+
+def lut_decode(w: LutWeight) -> torch.Tensor:
+    """W = codebook[codes] as a new fp32 [n_out, n_in] tensor, decoded by the native kernels
+    (bit-exact: entries are copied, not computed)."""
+    if not isinstance(w, LutWeight):
+        raise OpInputError(f"expected a LutWeight from pack_lut, got {type(w).__name__}")
+    out = torch.empty((w.n_out, w.n_in), dtype=torch.float32)
+    if out.numel():
+        _C.lut_decode(w.codes, w.codebook, out.numpy())
     return out
 
 

@@ -207,3 +207,10 @@ def test_zmm_decoders_agree_bit_for_bit(ncb):
         _C.set_lut_vbmi(True)
     assert torch.equal(y, y_chain)
     check_close(y, x, w, None, False)
+
+
+@pytest.mark.parametrize("ncb", [2, 9, 17, 33, 65, 256])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 33), (33, 1000), (5, 4100)])
+def test_decode_is_bit_exact(isa, ncb, shape):
+    w = make(*shape, ncb, seed=ncb + shape[1])
+    assert torch.equal(ops.lut_decode(w), w.dense())

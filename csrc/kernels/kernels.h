@@ -157,6 +157,10 @@ void lut_gemm(const LutArgs& a);
 // The zmm path decodes codebooks of over 64 entries with AVX512-VBMI where the CPU has it;
 // false keeps it on the vpermt2ps chain (for tests, to compare both decoders).
 void set_lut_vbmi(bool allow);
+// W itself: a.y[n * k + i] = codebook[codes[n * k + i]] (a.x, a.batch, a.bias and a.relu
+// unused), with the same decoders, for layers that decode to fp32 and hand W to a GEMM
+// (large batches, where decoding once per call is cheap next to the product).
+void lut_decode(const LutArgs& a);
 
 }  // namespace kernels
 }  // namespace deepcomp

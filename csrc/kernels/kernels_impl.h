@@ -32,6 +32,8 @@ bool int8_vnni_supported();
 void lut_gemm_ref(const LutArgs& a, int nthreads);
 void lut_gemm_avx2(const LutArgs& a, int nthreads);
 bool lut_vbmi_allowed();  // set_lut_vbmi's setting
+void lut_decode_ref(const LutArgs& a, int nthreads);
+void lut_decode_avx2(const LutArgs& a, int nthreads);
 
 }  // namespace kernels
 }  // namespace deepcomp

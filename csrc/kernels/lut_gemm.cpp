@@ -30,5 +30,17 @@ void lut_gemm(const LutArgs& a) {
   lut_gemm_ref(a, nt);
 }
 
+void lut_decode(const LutArgs& a) {
+  if (a.n <= 0 || a.k <= 0) return;
+  const int nt = threads_for(static_cast<double>(a.n) * static_cast<double>(a.k));
+#if defined(DEEPCOMP_HAVE_AVX2_TU)
+  if (active_isa() == Isa::Avx2) {
+    lut_decode_avx2(a, nt);
+    return;
+  }
+#endif
+  lut_decode_ref(a, nt);
+}
+
 }  // namespace kernels
 }  // namespace deepcomp

@@ -395,7 +395,68 @@ void zgemm(const LutArgs& a, const float* table, int nthreads) {
   for_chunks(nthreads, (a.n + p.rows - 1) / p.rows, [&](int64_t t) { ztask<T>(a, table, p, t); });
 }
 
+// lut_decode: rows decoded into the tile as for the GEMM, then copied out unpadded.
+constexpr int64_t kDecodeTileBytes = 64 << 10;
+
+inline int64_t decode_rows(int64_t kp) {
+  int64_t rows = kDecodeTileBytes / (kp * static_cast<int64_t>(sizeof(float))) / kRowGroup * kRowGroup;
+  return rows < kRowGroup ? kRowGroup : rows;
+}
+
+inline void copy_rows(const LutArgs& a, const float* buf, int64_t kp, int64_t r0, int64_t nr) {
+  for (int64_t r = 0; r < nr; ++r)
+    std::memcpy(a.y + (r0 + r) * a.k, buf + r * kp, static_cast<size_t>(a.k) * sizeof(float));
+}
+
+template <int T>
+DC_AVX512 void zdecode_task(const LutArgs& a, const float* table, int64_t kp, int64_t rows, int64_t t) {
+  const int64_t r0 = t * rows;
+  const int64_t nr = a.n - r0 < rows ? a.n - r0 : rows;
+  float* buf = tile_buffer(static_cast<size_t>(nr * kp));
+  if constexpr (T < 0) zbdecode<-T>(a, table, r0, nr, nr, kp, buf);
+  else zdecode<T>(a, table, r0, nr, nr, kp, buf);
+  copy_rows(a, buf, kp, r0, nr);
+}
+
+template <int T>
+void zdecode_all(const LutArgs& a, const float* table, int nthreads) {
+  const int64_t kp = (a.k + 15) / 16 * 16, rows = decode_rows(kp);
+  for_chunks(nthreads, (a.n + rows - 1) / rows, [&](int64_t t) { zdecode_task<T>(a, table, kp, rows, t); });
+}
+
+template <int K>
+void ydecode_all(const LutArgs& a, const float* table, int nthreads) {
+  const int64_t kp = (a.k + 7) / 8 * 8, rows = decode_rows(kp);
+  for_chunks(nthreads, (a.n + rows - 1) / rows, [&](int64_t t) {
+    const int64_t r0 = t * rows;
+    const int64_t nr = a.n - r0 < rows ? a.n - r0 : rows;
+    float* buf = tile_buffer(static_cast<size_t>(nr * kp));
+    ydecode<K>(a, table, r0, nr, nr, kp, buf);
+    copy_rows(a, buf, kp, r0, nr);
+  });
+}
+
 }  // namespace
+
+void lut_decode_avx2(const LutArgs& a, int nthreads) {
+  alignas(64) float table[256];
+  for (int i = 0; i < 256; ++i) table[i] = i < a.ncb ? a.codebook[i] : 0.0f;
+  if (avx512_usable(/*need_vnni=*/false)) {
+    if (a.ncb <= 16) zdecode_all<1>(a, table, nthreads);
+    else if (a.ncb <= 32) zdecode_all<2>(a, table, nthreads);
+    else if (a.ncb <= 64) zdecode_all<4>(a, table, nthreads);
+    else if (vbmi_usable()) {
+      if (a.ncb <= 128) zdecode_all<-2>(a, table, nthreads);
+      else zdecode_all<-4>(a, table, nthreads);
+    } else if (a.ncb <= 128) zdecode_all<8>(a, table, nthreads);
+    else zdecode_all<16>(a, table, nthreads);
+    return;
+  }
+  if (a.ncb <= 8) ydecode_all<8>(a, table, nthreads);
+  else if (a.ncb <= 16) ydecode_all<16>(a, table, nthreads);
+  else if (a.ncb <= 32) ydecode_all<32>(a, table, nthreads);
+  else ydecode_all<0>(a, table, nthreads);
+}
 
 void lut_gemm_avx2(const LutArgs& a, int nthreads) {
   // The codebook padded to 256 entries: every uint8 code reads inside it (0 past ncb).

@@ -35,7 +35,23 @@ void ref_chunk(void* ctx, int64_t c) {
   }
 }
 
+void ref_decode_chunk(void* ctx, int64_t c) {
+  const RefJob& j = *static_cast<const RefJob*>(ctx);
+  const LutArgs& a = *j.a;
+  const int64_t r0 = c * j.rows_per_chunk;
+  const int64_t r1 = r0 + j.rows_per_chunk < a.n ? r0 + j.rows_per_chunk : a.n;
+  for (int64_t i = r0 * a.k; i < r1 * a.k; ++i) a.y[i] = j.table[a.codes[i]];
+}
+
 }  // namespace
+
+void lut_decode_ref(const LutArgs& a, int nthreads) {
+  RefJob j;
+  j.a = &a;
+  for (int i = 0; i < 256; ++i) j.table[i] = i < a.ncb ? a.codebook[i] : 0.0f;
+  j.rows_per_chunk = 64;
+  parallel_chunks(nthreads, (a.n + j.rows_per_chunk - 1) / j.rows_per_chunk, ref_decode_chunk, &j);
+}
 
 void lut_gemm_ref(const LutArgs& a, int nthreads) {
   RefJob j;

@@ -124,7 +124,7 @@ class _RuntimeLayer(nn.Module):
             if path == "dense":
                 st = self.form.dense()
             elif path == "decode":
-                st = self.form.dense  # called per run: nothing extra stays resident
+                st = K.decoder(self.form)  # called per run: nothing extra stays resident
             elif path == "sparse":
                 st = K.sparse_prepare(self.form)
             elif path == "lut":
