@@ -69,3 +69,9 @@ def test_int8_path_from_the_codebook(shared_file):
         out, ref = m(x), _reference(shared_file)(x)
     assert {p for d in path_summary(m).values() for p in d.values()} == {"int8"}
     assert (out - ref).abs().max().item() <= 0.03 * ref.abs().max().item()
+
+
+def test_cli_offers_every_policy():
+    from deepcomp.runtime import layers, run_cmd
+
+    assert run_cmd.POLICIES == layers.POLICIES
