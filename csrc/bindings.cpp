@@ -365,4 +365,56 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("x").noconvert(), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
       py::arg("out").noconvert(), "Patches of an NCHW tensor, one row per output pixel.");
+  m.def(
+      "lut_gemm",
+      [](carray<float> x, carray<uint8_t> codes, carray<float> codebook, py::object bias, bool relu,
+         carray<float> out) {
+        if (x.ndim() != 2 || codes.ndim() != 2 || out.ndim() != 2 || codebook.ndim() != 1)
+          throw py::value_error("x, codes and out must be 2-D, codebook 1-D");
+        kernels::LutArgs a;
+        a.batch = x.shape(0);
+        a.k = x.shape(1);
+        a.n = codes.shape(0);
+        if (codes.shape(1) != a.k) throw py::value_error("codes must be [out_features, in_features]");
+        if (codebook.shape(0) < 1 || codebook.shape(0) > 256) throw py::value_error("codebook must have 1..256 entries");
+        if (out.shape(0) != a.batch || out.shape(1) != a.n) throw py::value_error("out must be [batch, out_features]");
+        carray<float> bs;
+        if (!bias.is_none()) {
+          bs = bias.cast<carray<float>>();
+          if (bs.ndim() != 1 || bs.shape(0) != a.n) throw py::value_error("bias must have one entry per output");
+          a.bias = bs.data();
+        }
+        a.x = x.data();
+        a.codes = codes.data();
+        a.codebook = codebook.data();
+        a.ncb = static_cast<int32_t>(codebook.shape(0));
+        a.relu = relu;
+        a.y = out.mutable_data();
+        py::gil_scoped_release nogil;
+        kernels::lut_gemm(a);
+      },
+      py::arg("x").noconvert(), py::arg("codes").noconvert(), py::arg("codebook").noconvert(),
+      py::arg("bias").none(true), py::arg("relu"), py::arg("out").noconvert(),
+      "out = x @ codebook[codes].T (+ bias) (+ relu), codes uint8 [out, in]; a code past the codebook reads an entry or 0, never other memory.");
+  m.def("set_lut_vbmi", &kernels::set_lut_vbmi, py::arg("allow"),
+        "Let lut_gemm's zmm path decode codebooks over 64 entries with AVX512-VBMI (default) or not (tests).");
+  m.def(
+      "lut_decode",
+      [](carray<uint8_t> codes, carray<float> codebook, carray<float> out) {
+        if (codes.ndim() != 2 || out.ndim() != 2 || codebook.ndim() != 1)
+          throw py::value_error("codes and out must be 2-D, codebook 1-D");
+        if (codebook.shape(0) < 1 || codebook.shape(0) > 256) throw py::value_error("codebook must have 1..256 entries");
+        if (out.shape(0) != codes.shape(0) || out.shape(1) != codes.shape(1)) throw py::value_error("out must be shaped like codes");
+        kernels::LutArgs a;
+        a.n = codes.shape(0);
+        a.k = codes.shape(1);
+        a.codes = codes.data();
+        a.codebook = codebook.data();
+        a.ncb = static_cast<int32_t>(codebook.shape(0));
+        a.y = out.mutable_data();
+        py::gil_scoped_release nogil;
+        kernels::lut_decode(a);
+      },
+      py::arg("codes").noconvert(), py::arg("codebook").noconvert(), py::arg("out").noconvert(),
+      "out = codebook[codes] (fp32, [out, in]); a code past the codebook reads an entry or 0.");
 }

@@ -43,6 +43,16 @@ scalar twins use OpenMP, torch's own libgomp when torch is loaded first; that ru
 OMP_WAIT_POLICY once, when it is loaded: importing deepcomp before torch (or exporting
 OMP_WAIT_POLICY=PASSIVE) is what keeps its idle threads from spinning.
 
+Dense codebook weights (the .dcz dense shared form: uint8 codes [out, in] into an fp32
+codebook of up to 256 entries): ``pack_lut(codes, codebook) -> LutWeight`` checks them
+once and ``lut_gemm(x, w, bias, relu)`` computes ``x @ codebook[codes].T`` without ever
+holding W in fp32: each call decodes tiles of codes into L1/L2 and reuses every tile for
+all rows of x (1 byte read per weight per call). Exact fp32 arithmetic; the summation
+order differs between the scalar and the SIMD paths, so they agree to rounding (each
+output within (K + 2) * 2**-24 * sum_k |x_k w_k| of the exact value), and on one path a
+result does not depend on the batch or the thread count. ``pack_int8_codebook`` maps the
+same weight to int8 per output channel for ``gemm_int8`` (see its docstring for the error).
+
 Non-finite inputs give unspecified (but memory-safe) outputs.
 """
 from __future__ import annotations
@@ -61,6 +71,7 @@ __all__ = [
     "spmm_codebook_packed",
     "Int8Weight", "pack_int8", "gemm_int8",
     "conv2d_codebook", "conv2d_codebook_packed", "conv2d_int8",
+    "LutWeight", "pack_lut", "lut_gemm", "lut_decode", "pack_int8_codebook",
 ]
 
 INT8_MAX_K = 133143  # K * 127 * 127 must stay below 2**31 for exact int32 sums
@@ -387,3 +398,116 @@ def conv2d_int8(x, packed: Int8Weight, kernel_size, bias=None, stride=1, padding
     c = packed.n_in // (kh * kw)
     cols, n, oh, ow = _im2col(x, c, kh, kw, stride, padding)
     return _to_nchw(gemm_int8(cols, packed, bias, relu), n, oh, ow)
+
+
+# ---- dense codebook weights ------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class LutWeight:
+    """A dense codebook weight checked once for lut_gemm: W[o, i] = codebook[codes[o, i]]."""
+
+    codes: np.ndarray     # uint8 [n_out, n_in], C-contiguous (a view of the caller's array when it was one)
+    codebook: np.ndarray  # float32 [1..256]
+    n_out: int
+    n_in: int
+
+    def nbytes(self) -> int:
+        """Bytes lut_gemm reads per call (codes and codebook)."""
+        return int(self.codes.nbytes + self.codebook.nbytes)
+
+    def dense(self) -> torch.Tensor:
+        """The fp32 [n_out, n_in] matrix (for tests and debugging)."""
+        return torch.from_numpy(self.codebook[self.codes])
+
+
+def pack_lut(codes, codebook, n_out: int | None = None, n_in: int | None = None) -> LutWeight:
+    """Check dense codebook codes once for lut_gemm.
+
+    `codes`: uint8 [n_out, n_in], or flat with `n_out` and `n_in` given; `codebook`:
+    float32, 1 to 256 entries; every code must index into it. Contiguous uint8 input is
+    used without a copy.
+    """
+    if isinstance(codes, torch.Tensor):
+        if codes.device.type != "cpu":
+            raise OpInputError(f"codes must be on the CPU, got device {codes.device}")
+        codes = codes.detach().contiguous().numpy()
+    c = np.asarray(codes)
+    if c.dtype != np.uint8:
+        if not np.issubdtype(c.dtype, np.integer):
+            raise OpInputError(f"codes must be uint8 (or integers in 0..255), got {c.dtype}")
+        if c.size and (c.min() < 0 or c.max() > 255):
+            raise OpInputError("codes have values outside 0..255")
+        c = c.astype(np.uint8)
+    if n_out is not None or n_in is not None:
+        if not all(isinstance(v, (int, np.integer)) and v >= 0 for v in (n_out, n_in)):
+            raise OpInputError(f"n_out and n_in must both be non-negative integers, got {n_out!r}, {n_in!r}")
+        if c.size != int(n_out) * int(n_in):
+            raise OpInputError(f"{c.size} codes do not make a [{n_out}, {n_in}] weight")
+        c = c.reshape(int(n_out), int(n_in))
+    if c.ndim != 2:
+        raise OpInputError(f"codes must be 2-D [out, in] (or give n_out and n_in), got shape {c.shape}")
+    if c.shape[1] < 1:
+        raise OpInputError("the weight must have at least one input feature")
+    c = np.ascontiguousarray(c)
+    cb = _array(codebook, "codebook", (np.dtype(np.float32),))
+    if not 1 <= cb.shape[0] <= 256:
+        raise OpInputError(f"codebook must have 1 to 256 entries, got {cb.shape[0]}")
+    if c.size and int(c.max()) >= cb.shape[0]:
+        raise OpInputError(f"code {int(c.max())} is out of range for a codebook of {cb.shape[0]} entries")
+    return LutWeight(c, cb, int(c.shape[0]), int(c.shape[1]))
+
+
+def lut_gemm(x: torch.Tensor, w: LutWeight, bias=None, relu: bool = False) -> torch.Tensor:
+    """Y[B, n_out] = x[B, n_in] @ W.T (+ bias) (+ ReLU) for W = codebook[codes] (a LutWeight)."""
+    if not isinstance(w, LutWeight):
+        raise OpInputError(f"expected a LutWeight from pack_lut, got {type(w).__name__}")
+    x = _input(x)
+    if x.shape[1] != w.n_in:
+        raise OpInputError(f"x has {x.shape[1]} features, the weight expects {w.n_in}")
+    b = _bias(bias, w.n_out)
+    out = torch.empty((x.shape[0], w.n_out), dtype=torch.float32)
+    if x.shape[0] and w.n_out:
+        _C.lut_gemm(x.numpy(), w.codes, w.codebook, b, bool(relu), out.numpy())
+    return out
+
+
+def lut_decode(w: LutWeight) -> torch.Tensor:
+    """W = codebook[codes] as a new fp32 [n_out, n_in] tensor, decoded by the native kernels
+    (bit-exact: entries are copied, not computed)."""
+    if not isinstance(w, LutWeight):
+        raise OpInputError(f"expected a LutWeight from pack_lut, got {type(w).__name__}")
+    out = torch.empty((w.n_out, w.n_in), dtype=torch.float32)
+    if out.numel():
+        _C.lut_decode(w.codes, w.codebook, out.numpy())
+    return out
+
+
+def pack_int8_codebook(w: LutWeight) -> Int8Weight:
+    """The int8 form of a dense codebook weight for gemm_int8, without an fp32 copy of W.
+
+    Per output channel n: s_n = max |codebook[c]| over the row's codes / 127 and
+    q = round(codebook[c] / s_n), a 256-entry int8 table per row looked up by the codes.
+    The same numbers as pack_int8(w.dense()). Weight error: |w - q s_n| <= s_n / 2, i.e.
+    at most 1/254 (0.39 %) of the channel's max |w|; gemm_int8 adds its 7-bit activation
+    rounding on top (output error about 1 % of the output scale, tests/test_ops_lut.py).
+    """
+    if not isinstance(w, LutWeight):
+        raise OpInputError(f"expected a LutWeight from pack_lut, got {type(w).__name__}")
+    if w.n_in > INT8_MAX_K:
+        raise OpInputError(f"in_features {w.n_in} exceeds {INT8_MAX_K}, the exact int32 accumulation limit")
+    if not np.isfinite(w.codebook).all():
+        raise OpInputError("int8 weights must be finite")
+    absval = np.abs(w.codebook)
+    n = w.n_out
+    q = np.empty((n, w.n_in), dtype=np.int8)
+    scales = np.empty(n, dtype=np.float32)
+    step = max(1, (1 << 20) // w.n_in)  # rows at a time: temporaries of about 4 MiB, not an fp32 W
+    for r0 in range(0, n, step):
+        c = w.codes[r0:r0 + step]
+        amax = absval[c].max(axis=1).astype(np.float32)
+        s = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+        table = np.clip(np.rint(w.codebook[None, :] / s[:, None]), -127, 127).astype(np.int8)
+        q[r0:r0 + step] = np.take_along_axis(table, c.astype(np.intp), axis=1)
+        scales[r0:r0 + step] = s
+    packed = _C.int8_pack(q)
+    return Int8Weight(packed, q.astype(np.int32).sum(axis=1).astype(np.int32), scales, n, w.n_in)

@@ -131,5 +131,36 @@ void int8_row_params(const float* x, int64_t k, float* scale, float* inv_scale, 
 void im2col(const float* x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
             int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t oh, int64_t ow, float* cols);
 
+// ---- codebook GEMM over dense codes: Y[B, N] = X[B, K] @ W.T (+ bias) (+ ReLU) ------
+// W[n, k] = codebook[codes[n * K + k]]: uint8 codes, row-major [N, K] (the .dcz dense
+// shared form, read as is), and an fp32 codebook of `ncb` entries (1..256). No fp32 copy
+// of W is kept: each call decodes tiles of codes into L1/L2 and reuses every decoded
+// tile for all rows of X. A code >= ncb reads some entry of the codebook or 0, never
+// memory outside it (deepcomp/ops.py rejects such codes beforehand).
+// Every output is one dot product accumulated in the same order whatever the batch or
+// the thread count (vector lanes over k, then one horizontal sum), so results do not
+// depend on either; the scalar twin sums k in order and differs from the SIMD paths
+// only by rounding (each within K ulp-sized steps of the exact sum, see tests).
+struct LutArgs {
+  const float* x = nullptr;  // [batch, k]
+  int64_t batch = 0;
+  int64_t k = 0;
+  int64_t n = 0;
+  const uint8_t* codes = nullptr;     // [n, k]
+  const float* codebook = nullptr;    // [ncb]
+  int32_t ncb = 0;
+  const float* bias = nullptr;        // [n] or null
+  bool relu = false;
+  float* y = nullptr;                 // [batch, n]
+};
+void lut_gemm(const LutArgs& a);
+// The zmm path decodes codebooks of over 64 entries with AVX512-VBMI where the CPU has it;
+// false keeps it on the vpermt2ps chain (for tests, to compare both decoders).
+void set_lut_vbmi(bool allow);
+// W itself: a.y[n * k + i] = codebook[codes[n * k + i]] (a.x, a.batch, a.bias and a.relu
+// unused), with the same decoders, for layers that decode to fp32 and hand W to a GEMM
+// (large batches, where decoding once per call is cheap next to the product).
+void lut_decode(const LutArgs& a);
+
 }  // namespace kernels
 }  // namespace deepcomp

@@ -27,5 +27,13 @@ void gemm_int8_ref(const Int8Args& a, int nthreads);
 void gemm_int8_avx2(const Int8Args& a, int nthreads, bool vnni);
 bool int8_vnni_supported();
 
+// Codebook GEMM twins (lut_gemm.cpp dispatches): the AVX2 one runs its zmm variant when
+// avx512_usable(false).
+void lut_gemm_ref(const LutArgs& a, int nthreads);
+void lut_gemm_avx2(const LutArgs& a, int nthreads);
+bool lut_vbmi_allowed();  // set_lut_vbmi's setting
+void lut_decode_ref(const LutArgs& a, int nthreads);
+void lut_decode_avx2(const LutArgs& a, int nthreads);
+
 }  // namespace kernels
 }  // namespace deepcomp

@@ -143,7 +143,7 @@ def state_arrays(state) -> list:
         if state[0] == "torch":
             w = state[1]
             return [w.crow_indices(), w.col_indices(), w.values()]
-        state = state[1] if state[0] == "packed" else state[0]
+        state = state[1] if state[0] in ("packed", "lut") else state[0]
     out = []
     for name in ("indptr", "indices", "codes", "codebook", "values", "packed", "row_sums", "scales"):
         v = getattr(state, name, None)
@@ -159,6 +159,9 @@ def int8_supported(form: WeightForm) -> bool:
 
 
 def int8_prepare(form: WeightForm):
+    if form.kind == "codes":  # per-channel int8 straight from the codebook, no fp32 W
+        packed = _ops.pack_int8_codebook(_ops.pack_lut(form.codes.reshape(form.rows, form.cols), form.codebook))
+        return (packed, _direct(packed, _direct_int8))
     w = form.dense().reshape(form.rows, form.cols).contiguous()
     packed = _ops.pack_int8(w)
     return (packed, _direct(packed, _direct_int8))
@@ -174,3 +177,52 @@ def int8_linear(x, state, bias, relu):
 def int8_conv(x, state, form: WeightForm, bias, stride, padding, relu):
     return _ops.conv2d_int8(x, state[0], tuple(form.shape[2:]), bias=bias, stride=tuple(stride),
                             padding=tuple(padding), relu=relu)
+
+
+# ---- lut (dense codebook codes) -----------------------------------------------------------
+
+def lut_supported(form: WeightForm) -> bool:
+    """Dense codes into a codebook (the file's dense shared form), with the native ops."""
+    return _ops is not None and form.kind == "codes" and form.cols >= 1
+
+
+def _direct_lut(w):
+    C, n_out, codes, codebook = _ops._C, w.n_out, w.codes, w.codebook
+
+    def run(x, bias, relu):
+        out = torch.empty((x.shape[0], n_out), dtype=torch.float32)
+        C.lut_gemm(x.numpy(), codes, codebook, bias, bool(relu), out.numpy())
+        return out
+    return run
+
+
+def lut_prepare(form: WeightForm):
+    """The file's codes and codebook as a LutWeight: views, no copy (nothing new resident)."""
+    w = _ops.pack_lut(form.codes.reshape(form.rows, form.cols), form.codebook)
+    direct = None
+    try:  # the direct call is used only if it reproduces ops' result (see _direct)
+        fn = _direct_lut(w)
+        x = torch.randn(3, w.n_in, generator=torch.Generator().manual_seed(0))
+        bias = np.linspace(-1, 1, w.n_out, dtype=np.float32)
+        if torch.equal(fn(x, bias, True), _ops.lut_gemm(x, w, bias, True)):
+            direct = fn
+    except Exception:
+        direct = None
+    return ("lut", w, direct)
+
+
+def lut_linear(x, state, bias, relu):
+    _, w, direct = state
+    if direct is not None:
+        return direct(x, bias, relu)
+    return _ops.lut_gemm(x, w, bias=bias, relu=relu)
+
+
+def decoder(form: WeightForm):
+    """A zero-argument callable giving the weight in fp32 (the `decode` path's state):
+    native for dense codes (several times faster than NumPy's take), else the form's own."""
+    if _ops is None or form.kind != "codes" or form.cols < 1:
+        return form.dense
+    w = _ops.pack_lut(form.codes.reshape(form.rows, form.cols), form.codebook)
+    shape = tuple(form.shape)
+    return lambda: _ops.lut_decode(w).reshape(shape)

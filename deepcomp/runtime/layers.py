@@ -4,14 +4,17 @@ Each layer can take up to four paths: `sparse` (CSR + codebook kernels), `int8`
 (per-channel int8 GEMM), `dense` (PyTorch on a decoded fp32 weight kept resident) and
 `decode` (the same, decoding the weight afresh on every call and dropping it after:
 for convolutions, whose arithmetic dwarfs the decode, dense speed at compressed
-memory). Which is fastest depends on the layer's shape and density, the batch size and the machine, so the layer
+memory). A linear layer whose weight is dense codes into a codebook also has `lut`
+(deepcomp.ops.lut_gemm: the codes decoded tile by tile inside the kernel, exact fp32,
+nothing but the file's form resident). Which is fastest depends on the layer's shape and density, the batch size and the machine, so the layer
 measures instead of guessing: the first time it sees an input shape (for a thread
 count) it times each candidate on that very input and remembers the winner. Forms that
 no remembered choice uses are then freed again, so memory follows the choices.
 
 Policies (set_policy): 'auto' (fastest measured of all; int8 changes outputs by
 about 1% of their scale), 'exact' (fastest of the fp32 paths: sparse, decode and dense), 'compact' (only paths that keep nothing but the file's form resident:
-sparse and decode), or a fixed 'sparse' / 'int8' / 'decode' / 'dense'.
+sparse and decode), or a fixed 'sparse' / 'int8' / 'decode' / 'dense'. (`lut` counts as
+an fp32 path and a compact one, and can be fixed too.)
 """
 from __future__ import annotations
 
@@ -25,8 +28,8 @@ from deepcomp.errors import ModelError
 from deepcomp.runtime import kernels as K
 from deepcomp.runtime.weights import SPARSE_DENSITY, WeightForm
 
-POLICIES = ("auto", "exact", "compact", "sparse", "int8", "decode", "dense")
-PATHS = ("sparse", "int8", "decode", "dense")
+POLICIES = ("auto", "exact", "compact", "sparse", "int8", "decode", "dense", "lut")
+PATHS = ("sparse", "int8", "decode", "dense", "lut")
 
 # Measuring: every candidate runs once to warm up, then the candidates take turns for a
 # few rounds (turns, so that a burst of load from elsewhere hits all of them alike) and
@@ -37,7 +40,7 @@ _FAST_S, _SLOW_S = 0.002, 0.05
 # Measured times are multiplied by these before the fastest is picked: int8 rounds the
 # weights and a resident dense copy costs memory, so near-ties go to the paths that
 # keep only the file's form.
-_HANDICAP = {"sparse": 1.0, "decode": 1.0, "dense": 1.05, "int8": 1.10}
+_HANDICAP = {"sparse": 1.0, "decode": 1.0, "dense": 1.05, "int8": 1.10, "lut": 1.0}
 _HOPELESS = 3.0
 # Convolutions are timed on just enough samples for this many output positions: their
 # cost grows linearly with the batch beyond that, so the choice carries over to bigger
@@ -76,6 +79,8 @@ class _RuntimeLayer(nn.Module):
         if self.form.kind != "raw":
             out.append("decode")
         out.append("dense")
+        if K.lut_supported(self.form) and self._lut_shape_ok():
+            out.append("lut")
         return out
 
     def _raw_density(self) -> float:
@@ -89,6 +94,9 @@ class _RuntimeLayer(nn.Module):
     def _int8_shape_ok(self) -> bool:
         return True
 
+    def _lut_shape_ok(self) -> bool:
+        return True
+
     def _allowed(self) -> list[str]:
         cands = self.candidates()
         p = self.policy
@@ -99,7 +107,7 @@ class _RuntimeLayer(nn.Module):
         if p == "compact":
             # Only paths that keep nothing but the file form resident (a raw tensor's
             # dense view is the file form itself).
-            return [c for c in cands if c in ("sparse", "decode") or
+            return [c for c in cands if c in ("sparse", "decode", "lut") or
                     (c == "dense" and self.form.kind == "raw")]
         if p in cands:
             return [p]
@@ -116,9 +124,11 @@ class _RuntimeLayer(nn.Module):
             if path == "dense":
                 st = self.form.dense()
             elif path == "decode":
-                st = self.form.dense  # called per run: nothing extra stays resident
+                st = K.decoder(self.form)  # called per run: nothing extra stays resident
             elif path == "sparse":
                 st = K.sparse_prepare(self.form)
+            elif path == "lut":
+                st = K.lut_prepare(self.form)
             else:
                 st = K.int8_prepare(self.form)
             self._prepared[path] = st
@@ -288,6 +298,8 @@ class RuntimeLinear(_RuntimeLayer):
             return torch.relu_(y) if self.relu else y
         if path == "sparse":
             return K.sparse_linear(x, st, self._bias_np if st[0] == "packed" else self.bias, self.relu)
+        if path == "lut":
+            return K.lut_linear(x, st, self._bias_np, self.relu)
         return K.int8_linear(x, st, self._bias_np, self.relu)
 
     def extra_repr(self) -> str:
@@ -324,6 +336,9 @@ class RuntimeConv2d(_RuntimeLayer):
 
     def _int8_shape_ok(self) -> bool:
         return self._plain()
+
+    def _lut_shape_ok(self) -> bool:
+        return False  # no conv over dense codes yet: convolutions keep their other paths
 
     def _check(self, x):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():

@@ -17,7 +17,7 @@ from deepcomp.errors import DataError, DeepcompError, ModelError, brief
 from deepcomp.fileio import atomic_write
 
 # Kept in step with deepcomp.runtime.layers.POLICIES (imported lazily: torch is slow to load).
-POLICIES = ("auto", "exact", "compact", "sparse", "int8", "decode", "dense")
+POLICIES = ("auto", "exact", "compact", "sparse", "int8", "decode", "dense", "lut")
 
 # Small, float-friendly printing for outputs sent to the terminal.
 _PRINT_OPTS = dict(precision=5, suppress=True, threshold=2000, linewidth=120)
