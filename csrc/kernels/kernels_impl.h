@@ -27,5 +27,13 @@ void gemm_int8_ref(const Int8Args& a, int nthreads);
 void gemm_int8_avx2(const Int8Args& a, int nthreads, bool vnni);
 bool int8_vnni_supported();
 
+// int8 direct convolution (conv_int8_*.cpp). x_scale / x_zp: per image (dispatch.cpp
+// computes them, identically for every path).
+void conv_int8_ref(const ConvInt8Args& a, const float* x_scale, const float* x_inv, const int32_t* x_zp,
+                   int nthreads);
+// zmm: use the AVX512-VNNI kernel (only when avx512_usable(true)); else AVX2 maddubs.
+void conv_int8_avx2(const ConvInt8Args& a, const float* x_scale, const float* x_inv, const int32_t* x_zp,
+                    int nthreads, bool zmm);
+
 }  // namespace kernels
 }  // namespace deepcomp
