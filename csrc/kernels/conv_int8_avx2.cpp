@@ -40,6 +40,9 @@ struct Geometry {
   int64_t c4, taps, nph, hp, wp, hs, ws, vp, ps;
   int64_t img_bytes;  // one image's planes
   std::vector<int64_t> tap_off;  // bytes from a group's first plane to the cell of p = 0
+  // Phases some tap reads (a 1x1 stride-2 conv reads one of four), and phase rows: the
+  // others are left at the zero point, unread.
+  std::vector<char> used, row_used;
 };
 
 Geometry geometry(const ConvInt8Args& a) {
@@ -58,10 +61,14 @@ Geometry geometry(const ConvInt8Args& a) {
   g.ps = (need + 15) / 16 * 16;
   g.img_bytes = g.c4 * g.nph * g.ps * 4;
   g.tap_off.resize(static_cast<size_t>(g.taps));
+  g.used.assign(static_cast<size_t>(g.nph), 0);
+  g.row_used.assign(static_cast<size_t>(a.sh), 0);
   for (int64_t ky = 0; ky < a.kh; ++ky)
     for (int64_t kx = 0; kx < a.kw; ++kx) {
       const int64_t phase = (ky % a.sh) * a.sw + kx % a.sw;
       g.tap_off[static_cast<size_t>(ky * a.kw + kx)] = (phase * g.ps + (ky / a.sh) * g.ws + kx / a.sw) * 4;
+      g.used[static_cast<size_t>(phase)] = 1;
+      g.row_used[static_cast<size_t>(ky % a.sh)] = 1;
     }
   return g;
 }
@@ -110,6 +117,7 @@ void build_group(void* p, int64_t chunk) {
   };
   for (int64_t iy = 0; iy < a.h; ++iy) {
     const int64_t y = iy + a.ph;
+    if (!g.row_used[static_cast<size_t>(y % a.sh)]) continue;
     uint8_t* row_base = planes + ((y % a.sh) * a.sw * g.ps + (y / a.sh) * g.ws) * 4;
     const int64_t off = iy * a.w;
     int64_t ix = 0;
@@ -129,6 +137,15 @@ void build_group(void* p, int64_t chunk) {
       const int64_t x = ix + a.pw;
       if (a.sw == 1) {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(row_base + x * 4), cell);
+      } else if (a.sw == 2) {
+        // Even lanes to one phase, odd lanes to the other: 4 consecutive cells each.
+        const __m256i split = _mm256_permutevar8x32_epi32(cell, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+        const int64_t px0 = x % 2;  // phase of lane 0
+        if (g.used[static_cast<size_t>((y % a.sh) * 2 + px0)])
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(row_base + (px0 * g.ps + x / 2) * 4), _mm256_castsi256_si128(split));
+        if (g.used[static_cast<size_t>((y % a.sh) * 2 + 1 - px0)])
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(row_base + ((1 - px0) * g.ps + (x + 1) / 2) * 4),
+                           _mm256_extracti128_si256(split, 1));
       } else {
         alignas(32) uint32_t t[8];
         _mm256_store_si256(reinterpret_cast<__m256i*>(t), cell);
