@@ -189,6 +189,24 @@ def layers_markdown(rows) -> str:
     return "\n".join(out)
 
 
+def folded_resnet18(state: dict):
+    """torchvision ResNet-18 with the file's weights: deepcomp.save folds each BatchNorm into
+    the conv before it (weights and a bias), so the BatchNorms become identities."""
+    import torch.nn as nn
+    from deepcomp.models import get_model
+
+    m = get_model("torchvision:resnet18").eval()
+    for name, mod in list(m.named_modules()):
+        if isinstance(mod, nn.Conv2d) and f"{name}.bias" in state:
+            mod.bias = nn.Parameter(torch.zeros(mod.out_channels))
+    for name, mod in list(m.named_modules()):
+        for child, sub in list(mod.named_children()):
+            if isinstance(sub, nn.BatchNorm2d):
+                setattr(mod, child, nn.Identity())
+    m.load_state_dict(state)
+    return m.eval()
+
+
 def bench_resnet(batches, reps: int, work: Path, log) -> list:
     import deepcomp
     from deepcomp.codec import decode
@@ -203,8 +221,7 @@ def bench_resnet(batches, reps: int, work: Path, log) -> list:
             warnings.simplefilter("ignore")
             deepcomp.save(get_model("torchvision:resnet18").eval(), path, prune="sparsity:0.7",
                           bits={"conv": 5, "fc": 5})
-    fp32 = get_model("torchvision:resnet18").eval()
-    fp32.load_state_dict(decode(path))
+    fp32 = folded_resnet18(decode(path))
     dense_bytes = sum(p.numel() * 4 for p in fp32.parameters())
     buf = io.BytesIO()
     with warnings.catch_warnings():
