@@ -256,7 +256,7 @@ def bench_resnet(batches, reps: int, work: Path, log) -> list:
         for k, m in models.items():
             for d in path_summary(m).values():
                 for shape, pth in d.items():
-                    if shape.startswith(f"({n},") or shape.startswith(f"({min(n, 1)},"):
+                    if shape.startswith(f"({n},"):
                         paths[k][pth] = paths[k].get(pth, 0) + 1
         row = {"batch": n, "ms": {k: v * 1e3 for k, v in t.items()}, "min_ms": {k: v * 1e3 for k, v in tmin.items()},
                "calib_s": calib, "err": errs, "top1": top1,
