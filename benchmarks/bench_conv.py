@@ -17,7 +17,8 @@ prune="sparsity:0.7", bits={"conv": 5, "fc": 5}): PyTorch eager and ONNX Runtime
 (torch.onnx.export of the decoded model) against deepcomp.load at policy 'auto' and
 'compact', and 'auto' with the zmm paths off (the AVX2-only CPU's view), at batch 1 and
 16; the runtime's first call per batch (its path measurement) is excluded. Also the
-largest output difference from PyTorch fp32, relative to the output's largest magnitude.
+largest output difference from PyTorch fp32, relative to the output's largest magnitude
+(not top-1 agreement: a random-weight ResNet's logits are near ties).
 """
 from __future__ import annotations
 
@@ -256,7 +257,6 @@ def bench_resnet(batches, reps: int, work: Path, log) -> list:
             t, tmin = time_round_robin(impls, x, reps, rng, keep=tuple(impls))
             ref = fp32(x)
             errs = {k: float((impls[k](x) - ref).abs().max() / ref.abs().max()) for k in models}
-            top1 = {k: float((impls[k](x).argmax(1) == ref.argmax(1)).float().mean()) for k in models}
         paths = {k: {} for k in models}
         for k, m in models.items():
             for d in path_summary(m).values():
@@ -264,7 +264,7 @@ def bench_resnet(batches, reps: int, work: Path, log) -> list:
                     if shape.startswith(f"({n},"):
                         paths[k][pth] = paths[k].get(pth, 0) + 1
         row = {"batch": n, "ms": {k: v * 1e3 for k, v in t.items()}, "cpu_ms": {k: v * 1e3 for k, v in tmin.items()},
-               "calib_s": calib, "err": errs, "top1": top1,
+               "calib_s": calib, "err": errs,
                "paths": paths}
         rows.append(row)
         log(f"resnet18 b{n}: " + "  ".join(f"{k} {v * 1e3:.2f}" for k, v in t.items()) + f"  err {errs}  paths {paths}")
@@ -278,8 +278,8 @@ def bench_resnet(batches, reps: int, work: Path, log) -> list:
 def resnet_markdown(rows) -> str:
     out = ["| batch | PyTorch eager | ONNX Runtime | deepcomp auto | auto, AVX2 only | compact | auto vs ORT | "
            "auto AVX2 vs ORT | compact vs ORT | auto vs PyTorch | auto / AVX2 / compact vs ORT, CPU time | auto max err | "
-           "auto top-1 agrees | auto paths |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "auto paths |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         if "batch" not in r:
             continue
@@ -289,7 +289,7 @@ def resnet_markdown(rows) -> str:
                    f"{ms['compact']:.2f} | {o / ms['auto']:.2f}x | {o / ms['auto avx2']:.2f}x | {o / ms['compact']:.2f}x | "
                    f"{ms['torch'] / ms['auto']:.2f}x | " + " / ".join(f"{r['cpu_ms']['ort'] / r['cpu_ms'][k]:.2f}x" for k in
                                                           ("auto", "auto avx2", "compact")) + " | "
-                   f"{r['err']['auto'] * 100:.2f} % | {r['top1']['auto'] * 100:.0f} % | "
+                   f"{r['err']['auto'] * 100:.2f} % | "
                    + ", ".join(f"{p} {c}" for p, c in sorted(r["paths"]["auto"].items())) + " |")
     mem = rows[-1]
     out.append("")
