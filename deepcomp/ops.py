@@ -448,8 +448,9 @@ def conv2d_int8_direct(x, packed: Int8ConvWeight, bias=None, stride=1, padding=0
     """Conv2d (groups=1, dilation 1) with int8 weights, without im2col; NCHW in and out.
 
     The input is quantized per image to 7 bits (scale and zero point from its range,
-    which always includes 0); outputs differ from fp32 by the two roundings, about 1 % of
-    the output's scale (tests/test_ops_conv_int8.py states the bound).
+    which always includes 0); outputs differ from fp32 by the two roundings, about 1-1.5 %
+    of the output's largest magnitude on ResNet-18's layers (benchmarks/RESULTS.md;
+    tests/test_ops_conv_int8.py states the per-output bound).
     """
     if not isinstance(packed, Int8ConvWeight):
         raise OpInputError(f"expected an Int8ConvWeight from pack_int8_conv, got {type(packed).__name__}")
