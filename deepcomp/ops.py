@@ -37,7 +37,8 @@ Int8ConvWeight`` (the int8 GEMM's weight quantization, in a conv layout) and
 ``conv2d_int8_direct(x, packed, bias, stride, padding, relu)``: the input is quantized
 once per image (7-bit, padding at the zero point, so it adds exactly 0), sums are exact
 int32 (AVX512-VNNI ``vpdpbusd`` on zmm where present, AVX2 ``maddubs`` elsewhere, a scalar
-twin; all bit-identical), and the output is written NCHW fp32.
+twin; all bit-identical; DEEPCOMP_NO_VNNI=1 or DEEPCOMP_NO_AVX512=1 selects AVX2), and the
+output is written NCHW fp32.
 
 Threads: ``set_num_threads(n)`` / ``get_num_threads()`` (the kernels' own setting; small
 problems stay on one thread; results do not depend on the count). ``isa()`` says which

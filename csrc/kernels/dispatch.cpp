@@ -233,7 +233,14 @@ void conv_int8(const ConvInt8Args& a) {
   const double work = static_cast<double>(a.n) * static_cast<double>(a.o) * static_cast<double>(a.oh * a.ow) *
                       static_cast<double>(a.c * a.kh * a.kw);
   const int nt = threads_for(work / 32.0);
-  if (avx2) conv_int8_avx2(a, scale.data(), inv.data(), zp.data(), nt, avx512_usable(/*need_vnni=*/true));
+  // zmm vpdpbusd unless the zmm variants are off (DEEPCOMP_NO_AVX512) or VNNI is
+  // (DEEPCOMP_NO_VNNI=1, the int8 GEMM's switch; read once): then AVX2 maddubs.
+  static const bool no_vnni = [] {
+    const char* env = std::getenv("DEEPCOMP_NO_VNNI");
+    return env != nullptr && env[0] != '\0' && std::strcmp(env, "0") != 0;
+  }();
+  const bool zmm = !no_vnni && avx512_usable(/*need_vnni=*/true);
+  if (avx2) conv_int8_avx2(a, scale.data(), inv.data(), zp.data(), nt, zmm);
   else conv_int8_ref(a, scale.data(), inv.data(), zp.data(), nt);
 }
 

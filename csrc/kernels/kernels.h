@@ -153,6 +153,8 @@ struct ConvInt8Args {
 int64_t conv_int8_packed_size(int64_t o, int64_t c, int64_t kh, int64_t kw);
 // q: [o, c, kh, kw] int8 (PyTorch's weight order).
 void conv_int8_pack(const int8_t* q, int64_t o, int64_t c, int64_t kh, int64_t kw, int8_t* packed);
+// Paths: vpdpbusd on zmm where the CPU has AVX512-VNNI, AVX2 maddubs + madd where it has
+// AVX2 only or DEEPCOMP_NO_AVX512=1 / DEEPCOMP_NO_VNNI=1 is set, else the scalar twin.
 void conv_int8(const ConvInt8Args& a);
 
 // ---- im2col for Conv2d (groups = 1) -----------------------------------------------
