@@ -417,4 +417,59 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("codes").noconvert(), py::arg("codebook").noconvert(), py::arg("out").noconvert(),
       "out = codebook[codes] (fp32, [out, in]); a code past the codebook reads an entry or 0.");
+
+
+  // ---- int8 direct convolution (section owned by the conv8 work) --------------------
+  m.def(
+      "conv_int8_pack",
+      [](carray<int8_t> q) {
+        if (q.ndim() != 4) throw py::value_error("q must be 4-D [out, in, kh, kw]");
+        const int64_t o = q.shape(0), c = q.shape(1), kh = q.shape(2), kw = q.shape(3);
+        carray<int8_t> out(static_cast<py::ssize_t>(kernels::conv_int8_packed_size(o, c, kh, kw)));
+        kernels::conv_int8_pack(q.data(), o, c, kh, kw, out.mutable_data());
+        return out;
+      },
+      py::arg("q").noconvert(), "Reorder int8 conv weights [out, in, kh, kw] into conv_int8's packed layout.");
+  m.def(
+      "conv_int8",
+      [](carray<float> x, carray<int8_t> packed, carray<int32_t> row_sums, carray<float> w_scale, int64_t kh,
+         int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, py::object bias, bool relu, carray<float> out) {
+        if (x.ndim() != 4 || out.ndim() != 4) throw py::value_error("x and out must be 4-D (NCHW)");
+        if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0) throw py::value_error("bad kernel/stride/padding");
+        kernels::ConvInt8Args a;
+        a.n = x.shape(0);
+        a.c = x.shape(1);
+        a.h = x.shape(2);
+        a.w = x.shape(3);
+        a.o = w_scale.shape(0);
+        a.kh = kh, a.kw = kw, a.sh = sh, a.sw = sw, a.ph = ph, a.pw = pw;
+        if (a.h + 2 * ph < kh || a.w + 2 * pw < kw) throw py::value_error("kernel larger than the padded input");
+        a.oh = (a.h + 2 * ph - kh) / sh + 1;
+        a.ow = (a.w + 2 * pw - kw) / sw + 1;
+        if (a.c * kh * kw > kernels::kInt8MaxK) throw py::value_error("in_channels * kh * kw too large for exact int32 accumulation");
+        if (w_scale.ndim() != 1 || packed.ndim() != 1 ||
+            packed.shape(0) != kernels::conv_int8_packed_size(a.o, a.c, kh, kw))
+          throw py::value_error("packed weights do not match the input channels / kernel size");
+        if (row_sums.ndim() != 1 || row_sums.shape(0) != a.o) throw py::value_error("row_sums must have one entry per output channel");
+        if (out.shape(0) != a.n || out.shape(1) != a.o || out.shape(2) != a.oh || out.shape(3) != a.ow)
+          throw py::value_error("out must be [n, out_channels, oh, ow]");
+        carray<float> bs;
+        if (!bias.is_none()) {
+          bs = bias.cast<carray<float>>();
+          if (bs.ndim() != 1 || bs.shape(0) != a.o) throw py::value_error("bias must have one entry per output channel");
+          a.bias = bs.data();
+        }
+        a.x = x.data();
+        a.packed = packed.data();
+        a.row_sums = row_sums.data();
+        a.w_scale = w_scale.data();
+        a.relu = relu;
+        a.y = out.mutable_data();
+        py::gil_scoped_release nogil;
+        kernels::conv_int8(a);
+      },
+      py::arg("x").noconvert(), py::arg("packed").noconvert(), py::arg("row_sums").noconvert(),
+      py::arg("w_scale").noconvert(), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
+      py::arg("pw"), py::arg("bias").none(true), py::arg("relu"), py::arg("out").noconvert(),
+      "NCHW int8 direct convolution (groups 1): quant7 per image, exact int32 sums, fp32 NCHW out.");
 }

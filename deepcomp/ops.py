@@ -32,7 +32,13 @@ AVX-VNNI the AVX2 path uses ``vpdpbusd`` instead (same results; DEEPCOMP_NO_VNNI
 ``_C.set_int8_vnni(False)`` turns it off).
 
 Conv2d (groups = 1) via im2col on both: ``conv2d_codebook`` / ``conv2d_codebook_packed``
-and ``conv2d_int8``.
+and ``conv2d_int8``. Direct int8 convolution without im2col: ``pack_int8_conv(w) ->
+Int8ConvWeight`` (the int8 GEMM's weight quantization, in a conv layout) and
+``conv2d_int8_direct(x, packed, bias, stride, padding, relu)``: the input is quantized
+once per image (7-bit, padding at the zero point, so it adds exactly 0), sums are exact
+int32 (AVX512-VNNI ``vpdpbusd`` on zmm where present, AVX2 ``maddubs`` elsewhere, a scalar
+twin; all bit-identical; DEEPCOMP_NO_VNNI=1 or DEEPCOMP_NO_AVX512=1 selects AVX2), and the
+output is written NCHW fp32.
 
 Threads: ``set_num_threads(n)`` / ``get_num_threads()`` (the kernels' own setting; small
 problems stay on one thread; results do not depend on the count). ``isa()`` says which
@@ -72,6 +78,8 @@ __all__ = [
     "Int8Weight", "pack_int8", "gemm_int8",
     "conv2d_codebook", "conv2d_codebook_packed", "conv2d_int8",
     "LutWeight", "pack_lut", "lut_gemm", "lut_decode", "pack_int8_codebook",
+
+    "Int8ConvWeight", "pack_int8_conv", "conv2d_int8_direct",
 ]
 
 INT8_MAX_K = 133143  # K * 127 * 127 must stay below 2**31 for exact int32 sums
@@ -511,3 +519,81 @@ def pack_int8_codebook(w: LutWeight) -> Int8Weight:
         scales[r0:r0 + step] = s
     packed = _C.int8_pack(q)
     return Int8Weight(packed, q.astype(np.int32).sum(axis=1).astype(np.int32), scales, n, w.n_in)
+
+# ---- int8 direct convolution -------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Int8ConvWeight:
+    """int8 conv weights, symmetric per output channel: w[o] ~= q[o] * scales[o]."""
+
+    packed: np.ndarray    # int8, conv_int8's layout (see csrc/kernels/kernels.h)
+    row_sums: np.ndarray  # int32 [out], sum of q over (in, kh, kw)
+    scales: np.ndarray    # float32 [out]
+    shape: tuple          # (out, in, kh, kw)
+
+    def q(self) -> np.ndarray:
+        """The int8 [out, in, kh, kw] weights, unpacked."""
+        o, c, kh, kw = self.shape
+        c4, ob = (c + 3) // 4, (o + 7) // 8
+        blocks = self.packed.reshape(ob, c4, kh, kw, 8, 4).transpose(0, 4, 1, 5, 2, 3)
+        return np.ascontiguousarray(blocks.reshape(ob * 8, c4 * 4, kh, kw)[:o, :c])
+
+    def dequantize(self) -> torch.Tensor:
+        return torch.from_numpy(self.q().astype(np.float32) * self.scales[:, None, None, None])
+
+    def nbytes(self) -> int:
+        return int(self.packed.nbytes + self.row_sums.nbytes + self.scales.nbytes)
+
+
+def pack_int8_conv(w: torch.Tensor) -> Int8ConvWeight:
+    """Quantize fp32 conv weights [out, in, kh, kw] to int8 per output channel and pack them
+    for conv2d_int8_direct (q = round(w / s), s = max|w[o]| / 127, as pack_int8)."""
+    if not isinstance(w, torch.Tensor):
+        w = torch.as_tensor(w)
+    if w.dim() != 4:
+        raise OpInputError(f"int8 conv weights must be 4-D [out, in, kh, kw], got shape {tuple(w.shape)}")
+    o, c, kh, kw = (int(s) for s in w.shape)
+    if min(o, c, kh, kw) < 1:
+        raise OpInputError(f"int8 conv weights must have no empty dimension, got shape {tuple(w.shape)}")
+    if c * kh * kw > INT8_MAX_K:
+        raise OpInputError(f"in_channels * kh * kw = {c * kh * kw} exceeds {INT8_MAX_K}, "
+                           "the exact int32 accumulation limit")
+    wf = w.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy().reshape(o, -1)
+    if not np.isfinite(wf).all():
+        raise OpInputError("int8 conv weights must be finite")
+    amax = np.abs(wf).max(axis=1)
+    scales = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(wf / scales[:, None]), -127, 127).astype(np.int8)
+    packed = _C.conv_int8_pack(np.ascontiguousarray(q.reshape(o, c, kh, kw)))
+    return Int8ConvWeight(packed, q.astype(np.int32).sum(axis=1).astype(np.int32), scales, (o, c, kh, kw))
+
+
+def conv2d_int8_direct(x, packed: Int8ConvWeight, bias=None, stride=1, padding=0,
+                       relu: bool = False) -> torch.Tensor:
+    """Conv2d (groups=1, dilation 1) with int8 weights, without im2col; NCHW in and out.
+
+    The input is quantized per image to 7 bits (scale and zero point from its range,
+    which always includes 0); outputs differ from fp32 by the two roundings, about 1-1.5 %
+    of the output's largest magnitude on ResNet-18's layers (benchmarks/RESULTS.md;
+    tests/test_ops_conv_int8.py states the per-output bound).
+    """
+    if not isinstance(packed, Int8ConvWeight):
+        raise OpInputError(f"expected an Int8ConvWeight from pack_int8_conv, got {type(packed).__name__}")
+    o, c, kh, kw = packed.shape
+    x = _input(x, "x", ndim=4)
+    n, cx, h, w = x.shape
+    if cx != c:
+        raise OpInputError(f"x has {cx} channels, the weight expects {c} (groups=1 only)")
+    sh, sw = _pair(stride, "stride")
+    ph, pw = _pair(padding, "padding")
+    if sh < 1 or sw < 1 or ph < 0 or pw < 0:
+        raise OpInputError(f"stride must be >= 1 and padding >= 0, got {stride!r}, {padding!r}")
+    if h + 2 * ph < kh or w + 2 * pw < kw:
+        raise OpInputError(f"kernel {kh}x{kw} is larger than the padded input {h + 2 * ph}x{w + 2 * pw}")
+    b = _bias(bias, o)
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    out = torch.empty((n, o, oh, ow), dtype=torch.float32)
+    if out.numel():
+        _C.conv_int8(x.numpy(), packed.packed, packed.row_sums, packed.scales, kh, kw, sh, sw, ph, pw, b,
+                     bool(relu), out.numpy())
+    return out

@@ -197,5 +197,52 @@ void gemm_int8(Int8Args& a) {
   a.x_zp = nullptr;
 }
 
+// ---- int8 direct convolution ----------------------------------------------------------
+
+int64_t conv_int8_packed_size(int64_t o, int64_t c, int64_t kh, int64_t kw) {
+  return (o + 7) / 8 * kh * kw * ((c + 3) / 4) * 32;
+}
+
+void conv_int8_pack(const int8_t* q, int64_t o, int64_t c, int64_t kh, int64_t kw, int8_t* packed) {
+  const int64_t c4 = (c + 3) / 4, taps = kh * kw, ob = (o + 7) / 8;
+  std::memset(packed, 0, static_cast<size_t>(conv_int8_packed_size(o, c, kh, kw)));
+  for (int64_t b = 0; b < ob; ++b)
+    for (int64_t g = 0; g < c4; ++g)
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t j = 0; j < 8; ++j)
+          for (int64_t i = 0; i < 4; ++i) {
+            const int64_t oc = b * 8 + j, ic = g * 4 + i;
+            if (oc < o && ic < c) packed[(((b * c4 + g) * taps + t) * 8 + j) * 4 + i] = q[(oc * c + ic) * taps + t];
+          }
+}
+
+void conv_int8(const ConvInt8Args& a) {
+  if (a.n == 0 || a.o == 0 || a.oh <= 0 || a.ow <= 0) return;
+  const int64_t chw = a.c * a.h * a.w;
+  std::vector<float> scale(static_cast<size_t>(a.n)), inv(static_cast<size_t>(a.n));
+  std::vector<int32_t> zp(static_cast<size_t>(a.n));
+  // One scale and zero point per image: the range scan is exact (min / max), so every
+  // path gets the same parameters.
+  const bool avx2 = active_isa() == Isa::Avx2;
+  for (int64_t b = 0; b < a.n; ++b) {
+    float lo, hi;
+    if (avx2) int8_row_range_avx2(a.x + b * chw, chw, &lo, &hi);
+    else int8_row_range_ref(a.x + b * chw, chw, &lo, &hi);
+    int8_params_from_range(lo, hi, &scale[b], &inv[b], &zp[b]);
+  }
+  const double work = static_cast<double>(a.n) * static_cast<double>(a.o) * static_cast<double>(a.oh * a.ow) *
+                      static_cast<double>(a.c * a.kh * a.kw);
+  const int nt = threads_for(work / 32.0);
+  // zmm vpdpbusd unless the zmm variants are off (DEEPCOMP_NO_AVX512) or VNNI is
+  // (DEEPCOMP_NO_VNNI=1, the int8 GEMM's switch; read once): then AVX2 maddubs.
+  static const bool no_vnni = [] {
+    const char* env = std::getenv("DEEPCOMP_NO_VNNI");
+    return env != nullptr && env[0] != '\0' && std::strcmp(env, "0") != 0;
+  }();
+  const bool zmm = !no_vnni && avx512_usable(/*need_vnni=*/true);
+  if (avx2) conv_int8_avx2(a, scale.data(), inv.data(), zp.data(), nt, zmm);
+  else conv_int8_ref(a, scale.data(), inv.data(), zp.data(), nt);
+}
+
 }  // namespace kernels
 }  // namespace deepcomp

@@ -125,6 +125,38 @@ bool int8_vnni_enabled();
 // bit for bit).
 void int8_row_params(const float* x, int64_t k, float* scale, float* inv_scale, int32_t* zp);
 
+// ---- int8 direct convolution (groups = 1, dilation 1), no im2col -------------------
+// y[n, o] = dequant(sum over (c, ky, kx) of quant(x)[n, c, oy*sh+ky-ph, ox*sw+kx-pw] * q)
+// (+ bias) (+ ReLU), written NCHW fp32. Weights as the int8 GEMM: symmetric per output
+// channel, q in [-127, 127], row_sums[o] the sum of q over (c, ky, kx). Activations:
+// 7-bit unsigned affine per image (the int8 GEMM's formula over all C*H*W values of the
+// image); padding is the image's zero point, so a padded tap contributes exactly 0
+// after the row-sum correction. Accumulation is exact in int32 while
+// c * kh * kw <= kInt8MaxK, so every path gives the same int32 sums and, with one fused
+// multiply-add per output, the same fp32 bits.
+struct ConvInt8Args {
+  const float* x = nullptr;  // [n, c, h, w]
+  int64_t n = 0, c = 0, h = 0, w = 0;
+  int64_t o = 0, kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0;
+  int64_t oh = 0, ow = 0;  // the caller's output size, (h + 2 ph - kh) / sh + 1 etc.
+  const int8_t* packed = nullptr;    // conv_int8_pack layout
+  const int32_t* row_sums = nullptr;  // [o]
+  const float* w_scale = nullptr;     // [o]
+  const float* bias = nullptr;        // may be null
+  bool relu = false;
+  float* y = nullptr;  // [n, o, oh, ow]
+};
+// Packed weights: output channels in blocks of 8 (zero padded), then input channels in
+// groups of 4 (zero padded), then the kh * kw taps, then the 8 channels' 4 bytes: for a
+// group of 4 input channels and a tap, the 8 channels' weights are 32 contiguous bytes,
+// and the kernels walk them in storage order.
+int64_t conv_int8_packed_size(int64_t o, int64_t c, int64_t kh, int64_t kw);
+// q: [o, c, kh, kw] int8 (PyTorch's weight order).
+void conv_int8_pack(const int8_t* q, int64_t o, int64_t c, int64_t kh, int64_t kw, int8_t* packed);
+// Paths: vpdpbusd on zmm where the CPU has AVX512-VNNI, AVX2 maddubs + madd where it has
+// AVX2 only or DEEPCOMP_NO_AVX512=1 / DEEPCOMP_NO_VNNI=1 is set, else the scalar twin.
+void conv_int8(const ConvInt8Args& a);
+
 // ---- im2col for Conv2d (groups = 1) -----------------------------------------------
 // x: [n, c, h, w]; writes cols: [n * oh * ow, c * kh * kw] row-major (one patch per
 // row, in the order of a flattened [c, kh, kw] weight), zero outside the padding.

@@ -35,5 +35,13 @@ bool lut_vbmi_allowed();  // set_lut_vbmi's setting
 void lut_decode_ref(const LutArgs& a, int nthreads);
 void lut_decode_avx2(const LutArgs& a, int nthreads);
 
+// int8 direct convolution (conv_int8_*.cpp). x_scale / x_zp: per image (dispatch.cpp
+// computes them, identically for every path).
+void conv_int8_ref(const ConvInt8Args& a, const float* x_scale, const float* x_inv, const int32_t* x_zp,
+                   int nthreads);
+// zmm: use the AVX512-VNNI kernel (only when avx512_usable(true)); else AVX2 maddubs.
+void conv_int8_avx2(const ConvInt8Args& a, const float* x_scale, const float* x_inv, const int32_t* x_zp,
+                    int nthreads, bool zmm);
+
 }  // namespace kernels
 }  // namespace deepcomp
