@@ -27,5 +27,12 @@ void gemm_int8_ref(const Int8Args& a, int nthreads);
 void gemm_int8_avx2(const Int8Args& a, int nthreads, bool vnni);
 bool int8_vnni_supported();
 
+// Depthwise and sparse 1x1 convolution twins (conv_sparse_ref.cpp / conv_sparse_avx2.cpp).
+// zmm: the AVX-512 variant (only when avx512_usable(false)).
+void depthwise_ref(const DepthwiseArgs& a, int nthreads);
+void depthwise_avx2(const DepthwiseArgs& a, int nthreads, bool zmm);
+void conv1x1_sparse_ref(const Conv1x1Args& a, int nthreads);
+void conv1x1_sparse_avx2(const Conv1x1Args& a, int nthreads, bool zmm);
+
 }  // namespace kernels
 }  // namespace deepcomp
