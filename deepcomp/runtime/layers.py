@@ -387,6 +387,8 @@ class RuntimeConv2d(_RuntimeLayer):
         return allowed
 
     def _prepare(self, path: str):
+        if path == "sparse" and path not in self._prepared and "sparse1x1" in self._prepared:
+            self._prepared[path] = self._prepared["sparse1x1"]  # the same packed CSR weight
         if path not in _CONVSP_PATHS:
             return super()._prepare(path)
         st = self._prepared.get(path)
