@@ -7,7 +7,9 @@
 One thread everywhere (torch.set_num_threads(1), deepcomp's own setting, ONNX Runtime's
 intra_op_num_threads=1). Every peer runs in turn, in a new random order every round, and
 keeps the median of its rounds (the machine is shared: ratios measured side by side are
-what to trust, not single times).
+what to trust, not single times). Times are the calling thread's CPU time by default
+(--clock wall for wall time): at one thread every peer computes on the calling thread,
+and CPU time leaves out the spans a loaded machine keeps the thread waiting.
 
 Layers (random weights, pruned at random to the stated sparsity, 5-bit codebook):
 * depthwise 3x3 / 5x5 layers of MobileNetV2 / V3: PyTorch's F.conv2d(groups=C), ONNX
@@ -18,6 +20,10 @@ Layers (random weights, pruned at random to the stated sparsity, 5-bit codebook)
   Runtime on the dense weight (neither exploits zeros), deepcomp's sparse 1x1 kernel (SpMM
   over channels on the NCHW input, zmm and ymm) and deepcomp's older sparse path (im2col
   + sparse matmul) for comparison.
+The deepcomp kernel columns write into an output allocated once, as ONNX Runtime's arena
+reuses its buffers; PyTorch and the im2col path allocate per call as they do in use (a
+fresh 10-80 MB output at batch 16 costs its page faults: tens of ms on 112 px layers).
+The runtime layer still allocates per call; preallocated plans are the executor's work.
 Model: torchvision MobileNetV2 (random weights) one-shot pruned to 50 / 70 % and shared at
 5 bits, saved weights-only and run through deepcomp.load(path, model=mobilenet_v2()):
 PyTorch eager and ONNX Runtime (torch.onnx.export) on the decoded weights, deepcomp
@@ -60,9 +66,16 @@ ONE_BY_ONE = [(96, 16, 112, 1, "MobileNetV2"), (24, 144, 56, 1, "MobileNetV2"), 
               (1024, 256, 14, 1, "ResNet-50"), (512, 2048, 7, 1, "ResNet-50"), (512, 256, 56, 2, "ResNet-50")]
 
 
+# Which clock the tables report: 'cpu' (this thread's CPU time: every peer runs on the
+# calling thread at 1 thread, and on a loaded shared machine it leaves out the time the
+# thread sat preempted) or 'wall'.
+CLOCK = {"name": "cpu"}
+
+
 def round_robin(fns: dict, rounds: int, min_round_s: float = 0.01) -> dict:
     """Median ms per call of each zero-argument callable; a round of a fast callable loops
     for about min_round_s and counts the mean."""
+    clock = time.thread_time if CLOCK["name"] == "cpu" else time.perf_counter
     names = list(fns)
     calls = {}
     for n in names:
@@ -77,10 +90,10 @@ def round_robin(fns: dict, rounds: int, min_round_s: float = 0.01) -> dict:
         order.shuffle(names)
         for n in names:
             f, k = fns[n], calls[n]
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(k):
                 f()
-            samples[n].append((time.perf_counter() - t0) / k)
+            samples[n].append((clock() - t0) / k)
     return {n: statistics.median(s) * 1e3 for n, s in samples.items()}
 
 
@@ -148,7 +161,12 @@ def layer_tables(batches, rounds: int) -> list[str]:
             x = torch.randn(n, c, size, size)
             xn = x.numpy()
             sess = ort_conv(w.numpy(), b.numpy(), s, k // 2, c, tuple(x.shape))
-            dc = lambda: K.depthwise_conv(x, st, b.numpy(), (s, s), (k // 2, k // 2), False)  # noqa: E731
+            out = torch.empty_like(F.conv2d(x, w, b, s, k // 2, groups=c))
+            bn = b.numpy()
+
+            def dc():  # into a preallocated output, as ORT's arena does (see the docstring)
+                _C.depthwise_conv2d(xn, st.values, bn, s, s, k // 2, k // 2, 0, out.numpy())
+                return out
             fns = {"torch": lambda: F.conv2d(x, w, b, s, k // 2, groups=c),
                    "ort": lambda: sess.run(None, {"X": xn}),
                    "ymm": with_isa(dc, False)}
@@ -180,7 +198,16 @@ def layer_tables(batches, rounds: int) -> list[str]:
                 x = torch.randn(n, i, size, size)
                 xn = x.numpy()
                 sess = ort_conv(w.numpy(), b.numpy(), s, 0, 1, tuple(x.shape))
-                dc = lambda: K.sparse_conv1x1(x, st, b.numpy(), (s, s), False)  # noqa: E731
+                out = torch.empty_like(F.conv2d(x, w, b, s))
+                wp, bn = st[1], b.numpy()
+                xs = x[:, :, ::s, ::s].contiguous().numpy()  # the runtime subsamples likewise
+
+                def dc():
+                    if s > 1:
+                        np.copyto(xs, xn[:, :, ::s, ::s])
+                    _C.conv1x1_sparse(xs, wp.indptr, wp.indices, wp.values, wp.codes, wp.codebook, bn, 0,
+                                      out.numpy())
+                    return out
                 fns = {"torch": lambda: F.conv2d(x, w, b, s),
                        "ort": lambda: sess.run(None, {"X": xn}),
                        "ymm": with_isa(dc, False),
@@ -269,11 +296,15 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-layers", action="store_true")
     ap.add_argument("--skip-model", action="store_true")
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "bench")
+    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                    help="report the calling thread's CPU time (default; robust to a loaded machine) or wall time")
     args = ap.parse_args(argv)
+    CLOCK["name"] = args.clock
     torch.set_num_threads(1)
     ops.set_num_threads(1)
     args.work.mkdir(parents=True, exist_ok=True)
-    print(f"kernel path: {ops.isa()}, zmm: {_C.avx512_usable()}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"kernel path: {ops.isa()}, zmm: {_C.avx512_usable()}; clock: {args.clock}; "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
     if not args.skip_layers:
         layer_tables(args.batches, args.rounds)
     if not args.skip_model:

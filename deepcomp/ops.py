@@ -34,6 +34,10 @@ AVX-VNNI the AVX2 path uses ``vpdpbusd`` instead (same results; DEEPCOMP_NO_VNNI
 Conv2d (groups = 1) via im2col on both: ``conv2d_codebook`` / ``conv2d_codebook_packed``
 and ``conv2d_int8``.
 
+Direct NCHW convolutions without im2col: ``depthwise_conv2d`` (one filter per channel) and
+``conv1x1_codebook`` / ``conv1x1_sparse_packed`` (a sparse 1x1 weight as a matmul over
+channels, per image), with fused bias and relu / relu6 / hardswish.
+
 Threads: ``set_num_threads(n)`` / ``get_num_threads()`` (the kernels' own setting; small
 problems stay on one thread; results do not depend on the count). ``isa()`` says which
 path runs: 'avx2' or 'scalar' (``DEEPCOMP_FORCE_SCALAR=1`` forces scalar). The AVX2
