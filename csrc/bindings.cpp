@@ -472,4 +472,102 @@ PYBIND11_MODULE(_C, m) {
       py::arg("w_scale").noconvert(), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
       py::arg("pw"), py::arg("bias").none(true), py::arg("relu"), py::arg("out").noconvert(),
       "NCHW int8 direct convolution (groups 1): quant7 per image, exact int32 sums, fp32 NCHW out.");
+
+  // ---- depthwise and sparse 1x1 convolution (section owned by the conv-sparse work) ---
+  m.def(
+      "depthwise_conv2d",
+      [](carray<float> x, carray<float> weight, py::object bias, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+         int32_t act, carray<float> out) {
+        if (x.ndim() != 4 || weight.ndim() != 3 || out.ndim() != 4)
+          throw py::value_error("x and out must be NCHW, weight [channels, kh, kw]");
+        kernels::DepthwiseArgs a;
+        a.n = x.shape(0);
+        a.c = x.shape(1);
+        a.h = x.shape(2);
+        a.w = x.shape(3);
+        a.kh = weight.shape(1);
+        a.kw = weight.shape(2);
+        if (weight.shape(0) != a.c) throw py::value_error("weight must have one filter per channel");
+        if (a.kh < 1 || a.kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0 || act < 0 || act > kernels::kActHardswish)
+          throw py::value_error("bad kernel/stride/padding/activation");
+        // Padding beyond the kernel only adds outputs that see nothing but zeros; bounded so
+        // that the padded plane's size cannot overflow.
+        if (ph >= a.kh || pw >= a.kw) throw py::value_error("padding must be smaller than the kernel");
+        if (a.h + 2 * ph < a.kh || a.w + 2 * pw < a.kw) throw py::value_error("kernel larger than the padded input");
+        a.sh = sh;
+        a.sw = sw;
+        a.ph = ph;
+        a.pw = pw;
+        a.oh = (a.h + 2 * ph - a.kh) / sh + 1;
+        a.ow = (a.w + 2 * pw - a.kw) / sw + 1;
+        if (out.shape(0) != a.n || out.shape(1) != a.c || out.shape(2) != a.oh || out.shape(3) != a.ow)
+          throw py::value_error("out must be [n, channels, oh, ow]");
+        carray<float> bs;
+        if (!bias.is_none()) {
+          bs = bias.cast<carray<float>>();
+          if (bs.ndim() != 1 || bs.shape(0) != a.c) throw py::value_error("bias must have one entry per channel");
+          a.bias = bs.data();
+        }
+        a.x = x.data();
+        a.weight = weight.data();
+        a.act = act;
+        a.y = out.mutable_data();
+        py::gil_scoped_release nogil;
+        kernels::depthwise_conv2d(a);
+      },
+      py::arg("x").noconvert(), py::arg("weight").noconvert(), py::arg("bias").none(true), py::arg("sh"),
+      py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("act"), py::arg("out").noconvert(),
+      "Depthwise conv2d (one filter per channel, dilation 1) with bias and activation (0 none, 1 relu, 2 relu6, 3 hardswish).");
+  m.def(
+      "conv1x1_sparse",
+      [](carray<float> x, carray<int32_t> indptr, py::array indices, py::object values, py::object codes,
+         py::object codebook, py::object bias, int32_t act, carray<float> out) {
+        if (x.ndim() != 4 || out.ndim() != 4 || indptr.ndim() != 1 || indices.ndim() != 1)
+          throw py::value_error("x and out must be NCHW, indptr and indices 1-D");
+        if (act < 0 || act > kernels::kActHardswish) throw py::value_error("bad activation");
+        kernels::Conv1x1Args a;
+        a.n = x.shape(0);
+        a.c_in = x.shape(1);
+        a.hw = x.shape(2) * x.shape(3);
+        a.c_out = indptr.shape(0) - 1;
+        if (a.c_out < 0 || out.shape(0) != a.n || out.shape(1) != a.c_out || out.shape(2) != x.shape(2) ||
+            out.shape(3) != x.shape(3))
+          throw py::value_error("out must be [n, rows, h, w]");
+        if (!(indices.flags() & py::array::c_style)) throw py::value_error("indices must be contiguous");
+        if (indices.dtype().is(py::dtype::of<uint16_t>())) a.idx16 = static_cast<const uint16_t*>(indices.data());
+        else if (indices.dtype().is(py::dtype::of<int32_t>())) a.idx32 = static_cast<const int32_t*>(indices.data());
+        else throw py::value_error("indices must be uint16 or int32");
+        const int64_t nnz = indices.shape(0);
+        if (indptr.data()[0] != 0 || indptr.data()[a.c_out] != nnz) throw py::value_error("indptr must run from 0 to nnz");
+        carray<float> vals, cb, bs;
+        carray<uint8_t> cds;
+        if (!values.is_none()) {
+          vals = values.cast<carray<float>>();
+          if (vals.ndim() != 1 || vals.shape(0) != nnz) throw py::value_error("values must be 1-D, one per index");
+          a.values = vals.data();
+        } else {
+          cds = codes.cast<carray<uint8_t>>();
+          cb = codebook.cast<carray<float>>();
+          if (cds.ndim() != 1 || cds.shape(0) != nnz) throw py::value_error("codes must be 1-D, one per index");
+          if (cb.ndim() != 1 || cb.shape(0) < 1 || cb.shape(0) > 256) throw py::value_error("codebook must have 1..256 entries");
+          a.codes = cds.data();
+          a.codebook = cb.data();
+          a.k = static_cast<int32_t>(cb.shape(0));
+        }
+        if (!bias.is_none()) {
+          bs = bias.cast<carray<float>>();
+          if (bs.ndim() != 1 || bs.shape(0) != a.c_out) throw py::value_error("bias must have one entry per row");
+          a.bias = bs.data();
+        }
+        a.x = x.data();
+        a.indptr = indptr.data();
+        a.act = act;
+        a.y = out.mutable_data();
+        py::gil_scoped_release nogil;
+        kernels::conv1x1_sparse(a);
+      },
+      py::arg("x").noconvert(), py::arg("indptr").noconvert(), py::arg("indices"), py::arg("values").none(true),
+      py::arg("codes").none(true), py::arg("codebook").none(true), py::arg("bias").none(true), py::arg("act"),
+      py::arg("out").noconvert(),
+      "1x1 conv as SpMM over channels: out[i] = W @ x[i] (+ bias) (+ act), W [rows, C] in CSR. Contents must have passed check_csr.");
 }

@@ -64,3 +64,14 @@ def conv_int8_pack(q: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]: ...
 def conv_int8(x: npt.NDArray[np.float32], packed: npt.NDArray[np.int8], row_sums: npt.NDArray[np.int32],
               w_scale: npt.NDArray[np.float32], kh: int, kw: int, sh: int, sw: int, ph: int, pw: int,
               bias: npt.NDArray[np.float32] | None, relu: bool, out: npt.NDArray[np.float32]) -> None: ...
+
+
+# ---- depthwise and sparse 1x1 convolution (csrc/kernels/conv_sparse*; use deepcomp.ops) ----
+# act: 0 none, 1 relu, 2 relu6, 3 hardswish
+def depthwise_conv2d(x: npt.NDArray[np.float32], weight: npt.NDArray[np.float32],
+                     bias: npt.NDArray[np.float32] | None, sh: int, sw: int, ph: int, pw: int, act: int,
+                     out: npt.NDArray[np.float32]) -> None: ...
+def conv1x1_sparse(x: npt.NDArray[np.float32], indptr: npt.NDArray[np.int32],
+                   indices: npt.NDArray[np.uint16] | npt.NDArray[np.int32], values: npt.NDArray[np.float32] | None,
+                   codes: npt.NDArray[np.uint8] | None, codebook: npt.NDArray[np.float32] | None,
+                   bias: npt.NDArray[np.float32] | None, act: int, out: npt.NDArray[np.float32]) -> None: ...

@@ -40,6 +40,10 @@ int32 (AVX512-VNNI ``vpdpbusd`` on zmm where present, AVX2 ``maddubs`` elsewhere
 twin; all bit-identical; DEEPCOMP_NO_VNNI=1 or DEEPCOMP_NO_AVX512=1 selects AVX2), and the
 output is written NCHW fp32.
 
+Direct NCHW convolutions without im2col: ``depthwise_conv2d`` (one filter per channel) and
+``conv1x1_codebook`` / ``conv1x1_sparse_packed`` (a sparse 1x1 weight as a matmul over
+channels, per image), with fused bias and relu / relu6 / hardswish.
+
 Threads: ``set_num_threads(n)`` / ``get_num_threads()`` (the kernels' own setting; small
 problems stay on one thread; results do not depend on the count). ``isa()`` says which
 path runs: 'avx2' or 'scalar' (``DEEPCOMP_FORCE_SCALAR=1`` forces scalar). The AVX2
@@ -78,7 +82,6 @@ __all__ = [
     "Int8Weight", "pack_int8", "gemm_int8",
     "conv2d_codebook", "conv2d_codebook_packed", "conv2d_int8",
     "LutWeight", "pack_lut", "lut_gemm", "lut_decode", "pack_int8_codebook",
-
     "Int8ConvWeight", "pack_int8_conv", "conv2d_int8_direct",
 ]
 
@@ -597,3 +600,96 @@ def conv2d_int8_direct(x, packed: Int8ConvWeight, bias=None, stride=1, padding=0
         _C.conv_int8(x.numpy(), packed.packed, packed.row_sums, packed.scales, kh, kw, sh, sw, ph, pw, b,
                      bool(relu), out.numpy())
     return out
+
+# ---- depthwise and sparse 1x1 convolution ------------------------------------------------
+# Direct NCHW kernels, no im2col: a depthwise conv (one filter per channel) and a 1x1 conv
+# whose weight is sparse, run as Y[c_out, h*w] = W @ X[c_in, h*w] per image (Elsen et al.,
+# "Fast Sparse ConvNets"). Both fuse the bias and an activation: 'none', 'relu', 'relu6'
+# or 'hardswish'. The vector paths use FMA, so they differ from the scalar twin (and from
+# torch) by rounding only; ymm and zmm give identical results, as do all thread counts.
+
+__all__ += ["depthwise_conv2d", "conv1x1_sparse_packed", "conv1x1_codebook"]
+
+ACTIVATIONS = {"none": 0, "relu": 1, "relu6": 2, "hardswish": 3}
+
+
+def _activation(activation) -> int:
+    if activation is None:
+        return 0
+    if activation not in ACTIVATIONS:
+        raise OpInputError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    return ACTIVATIONS[activation]
+
+
+def depthwise_conv2d(x, weight, bias=None, stride=1, padding=0, activation="none") -> torch.Tensor:
+    """Depthwise conv2d: groups = channels, one filter per channel, dilation 1.
+
+    weight is [C, 1, kh, kw] (as nn.Conv2d stores it) or [C, kh, kw], float32; padding
+    must be smaller than the kernel (larger padding only adds outputs that see zeros).
+    """
+    x = _input(x, "x", ndim=4)
+    if isinstance(weight, torch.Tensor):
+        if weight.device.type != "cpu":
+            raise OpInputError(f"weight must be on the CPU, got device {weight.device}")
+        weight = weight.detach().contiguous().numpy()
+    w = np.asarray(weight)
+    if w.dtype != np.float32:
+        raise OpInputError(f"weight must be float32, got {w.dtype}")
+    if w.ndim == 4 and w.shape[1] == 1:
+        w = w.reshape(w.shape[0], w.shape[2], w.shape[3])
+    if w.ndim != 3:
+        raise OpInputError(f"a depthwise weight must be [C, 1, kh, kw] or [C, kh, kw], got shape {w.shape}")
+    w = np.ascontiguousarray(w)
+    n, c, h, wd = x.shape
+    if w.shape[0] != c:
+        raise OpInputError(f"x has {c} channels, the depthwise weight has {w.shape[0]} filters")
+    kh, kw = int(w.shape[1]), int(w.shape[2])
+    sh, sw = _pair(stride, "stride")
+    ph, pw = _pair(padding, "padding")
+    if kh < 1 or kw < 1:
+        raise OpInputError(f"the kernel must be at least 1x1, got {kh}x{kw}")
+    if sh < 1 or sw < 1 or ph < 0 or pw < 0:
+        raise OpInputError(f"stride must be >= 1 and padding >= 0, got {stride!r}, {padding!r}")
+    if ph >= kh or pw >= kw:
+        raise OpInputError(f"padding {(ph, pw)} must be smaller than the kernel {(kh, kw)}")
+    if h + 2 * ph < kh or wd + 2 * pw < kw:
+        raise OpInputError(f"kernel {kh}x{kw} is larger than the padded input {h + 2 * ph}x{wd + 2 * pw}")
+    b = _bias(bias, c)
+    act = _activation(activation)
+    out = torch.empty((n, c, (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1), dtype=torch.float32)
+    if out.numel():
+        _C.depthwise_conv2d(x.numpy(), w, b, sh, sw, ph, pw, act, out.numpy())
+    return out
+
+
+def conv1x1_sparse_packed(x, w: SparseWeight, bias=None, stride=1, activation="none") -> torch.Tensor:
+    """1x1 conv2d (groups = 1, no padding) over a checked SparseWeight [c_out, c_in].
+
+    Runs as a sparse matmul over channels on the NCHW input directly; a stride > 1 first
+    takes every stride-th pixel.
+    """
+    if not isinstance(w, SparseWeight):
+        raise OpInputError(f"expected a SparseWeight from pack_codebook/pack_csr, got {type(w).__name__}")
+    x = _input(x, "x", ndim=4)
+    if x.shape[1] != w.n_in:
+        raise OpInputError(f"x has {x.shape[1]} channels, the 1x1 weight expects {w.n_in}")
+    sh, sw = _pair(stride, "stride")
+    if sh < 1 or sw < 1:
+        raise OpInputError(f"stride must be >= 1, got {stride!r}")
+    if (sh, sw) != (1, 1):
+        x = x[:, :, ::sh, ::sw].contiguous()
+    b = _bias(bias, w.n_out)
+    act = _activation(activation)
+    n, _, h, wd = x.shape
+    out = torch.empty((n, w.n_out, h, wd), dtype=torch.float32)
+    if out.numel():
+        _C.conv1x1_sparse(x.numpy(), w.indptr, w.indices, w.values, w.codes, w.codebook, b, act, out.numpy())
+    return out
+
+
+def conv1x1_codebook(x, indptr, indices, codes, codebook, n_out: int, bias=None, stride=1,
+                     activation="none") -> torch.Tensor:
+    """1x1 conv2d with a codebook CSR weight [n_out, channels]; checks the weight on every call."""
+    x = _input(x, "x", ndim=4)
+    w = _sparse(indptr, indices, n_out, x.shape[1], codes=codes, codebook=codebook)
+    return conv1x1_sparse_packed(x, w, bias, stride, activation)

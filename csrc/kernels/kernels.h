@@ -194,5 +194,45 @@ void set_lut_vbmi(bool allow);
 // (large batches, where decoding once per call is cheap next to the product).
 void lut_decode(const LutArgs& a);
 
+// ---- depthwise and sparse 1x1 convolution (NCHW, fp32; conv_sparse*.cpp) ------------
+// Epilogue after the bias: none, max(v, 0), min(max(v, 0), 6), v * min(max(v + 3, 0), 6) / 6.
+enum ConvAct : int32_t { kActNone = 0, kActRelu = 1, kActRelu6 = 2, kActHardswish = 3 };
+
+// Depthwise: groups == channels, one filter per channel (channel multiplier 1), dilation 1.
+// y[n, c] = conv(x[n, c], weight[c]) + bias[c], zero padding; any kernel size and stride
+// (the vector path specialises 3x3 and 5x5 and column strides 1 and 2).
+struct DepthwiseArgs {
+  const float* x = nullptr;  // [n, c, h, w]
+  int64_t n = 0, c = 0, h = 0, w = 0;
+  const float* weight = nullptr;  // [c, kh, kw]
+  int64_t kh = 0, kw = 0, sh = 1, sw = 1, ph = 0, pw = 0;
+  int64_t oh = 0, ow = 0;          // (h + 2 ph - kh) / sh + 1, likewise for w
+  const float* bias = nullptr;     // [c] or null
+  int32_t act = kActNone;
+  float* y = nullptr;              // [n, c, oh, ow]
+};
+void depthwise_conv2d(const DepthwiseArgs& a);
+
+// Sparse 1x1 convolution as SpMM over channels (Elsen et al., "Fast Sparse ConvNets"):
+// per image, Y[c_out, hw] = W[c_out, c_in] @ X[c_in, hw] (+ bias) (+ act), W in CSR with
+// fp32 values or uint8 codes into a codebook, exactly as SparseArgs (same preconditions:
+// indptr from 0 to nnz, indices in [0, c_in), codes in [0, k)). NCHW already lays each
+// input channel out as a contiguous row of hw pixels, so nothing is transposed.
+struct Conv1x1Args {
+  const float* x = nullptr;  // [n, c_in, hw]
+  int64_t n = 0, c_in = 0, hw = 0, c_out = 0;
+  const int32_t* indptr = nullptr;
+  const uint16_t* idx16 = nullptr;
+  const int32_t* idx32 = nullptr;
+  const float* values = nullptr;
+  const uint8_t* codes = nullptr;
+  const float* codebook = nullptr;
+  int32_t k = 0;
+  const float* bias = nullptr;  // [c_out] or null
+  int32_t act = kActNone;
+  float* y = nullptr;  // [n, c_out, hw]
+};
+void conv1x1_sparse(const Conv1x1Args& a);
+
 }  // namespace kernels
 }  // namespace deepcomp

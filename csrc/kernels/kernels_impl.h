@@ -43,5 +43,12 @@ void conv_int8_ref(const ConvInt8Args& a, const float* x_scale, const float* x_i
 void conv_int8_avx2(const ConvInt8Args& a, const float* x_scale, const float* x_inv, const int32_t* x_zp,
                     int nthreads, bool zmm);
 
+// Depthwise and sparse 1x1 convolution twins (conv_sparse_ref.cpp / conv_sparse_avx2.cpp).
+// zmm: the AVX-512 variant (only when avx512_usable(false)).
+void depthwise_ref(const DepthwiseArgs& a, int nthreads);
+void depthwise_avx2(const DepthwiseArgs& a, int nthreads, bool zmm);
+void conv1x1_sparse_ref(const Conv1x1Args& a, int nthreads);
+void conv1x1_sparse_avx2(const Conv1x1Args& a, int nthreads, bool zmm);
+
 }  // namespace kernels
 }  // namespace deepcomp

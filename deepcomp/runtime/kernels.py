@@ -249,4 +249,47 @@ def int8_conv_direct(x, state, bias, stride, padding, relu):
     if out.numel():
         _ops._C.conv_int8(x.numpy(), p.packed, p.row_sums, p.scales, kh, kw, stride[0], stride[1],
                           padding[0], padding[1], bias, bool(relu), out.numpy())
+
+# ---- depthwise and sparse 1x1 convolution ----------------------------------------------
+# The runtime layer has checked its input (float32, contiguous NCHW, its channel count)
+# and its stride / padding at construction, so these call the native functions directly
+# (the bindings still check shapes); deepcomp.ops has the checking versions.
+
+class DepthwiseState:
+    """A depthwise weight decoded once to fp32 [C, kh, kw]: C * kh * kw floats (34 KiB for
+    MobileNetV2's widest, 960 x 3 x 3), negligible next to the layers it sits between."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+
+def depthwise_prepare(form: WeightForm) -> DepthwiseState:
+    c, _, kh, kw = form.shape
+    return DepthwiseState(np.ascontiguousarray(form.dense_np().reshape(c, kh, kw), dtype=np.float32))
+
+
+def depthwise_conv(x, state: DepthwiseState, bias, stride, padding, relu):
+    n, c, h, w = x.shape
+    _, kh, kw = state.values.shape
+    (sh, sw), (ph, pw) = stride, padding
+    out = torch.empty((n, c, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1), dtype=torch.float32)
+    _ops._C.depthwise_conv2d(x.numpy(), state.values, bias, sh, sw, ph, pw, 1 if relu else 0, out.numpy())
+    return out
+
+
+def conv1x1_prepare(form: WeightForm, sparse_state=None):
+    """The packed CSR weight, shared with the im2col sparse path's state when it has one."""
+    if sparse_state is not None and sparse_state[0] == "packed":
+        return sparse_state
+    return sparse_prepare(form)
+
+
+def sparse_conv1x1(x, state, bias, stride, relu):
+    w = state[1]
+    if tuple(stride) != (1, 1):
+        x = x[:, :, ::stride[0], ::stride[1]].contiguous()
+    n, _, h, wd = x.shape
+    out = torch.empty((n, w.n_out, h, wd), dtype=torch.float32)
+    _ops._C.conv1x1_sparse(x.numpy(), w.indptr, w.indices, w.values, w.codes, w.codebook, bias,
+                           1 if relu else 0, out.numpy())
     return out

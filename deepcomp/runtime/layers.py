@@ -15,6 +15,10 @@ Policies (set_policy): 'auto' (fastest measured of all; int8 changes outputs by
 about 1% of their scale), 'exact' (fastest of the fp32 paths: sparse, decode and dense), 'compact' (only paths that keep nothing but the file's form resident:
 sparse and decode), or a fixed 'sparse' / 'int8' / 'decode' / 'dense'. (`lut` counts as
 an fp32 path and a compact one, and can be fixed too.)
+
+Convolutions add two direct paths where they apply: `depthwise` (groups = channels,
+one filter each) and `sparse1x1` (a sparse 1x1 weight as a matmul over channels on the
+NCHW input); 'auto', 'exact' and 'compact' offer them.
 """
 from __future__ import annotations
 
@@ -367,6 +371,8 @@ class RuntimeConv2d(_RuntimeLayer):
         return x.contiguous()
 
     def _run(self, path, st, x):
+        if path in _CONVSP_PATHS:
+            return self._run_convsp(path, st, x)
         if path == "dense" or path == "decode":
             w = st if path == "dense" else st()
             y = F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
@@ -382,6 +388,54 @@ class RuntimeConv2d(_RuntimeLayer):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, form={self.form.kind}, "
                 f"relu={self.relu}, policy={self.policy}")
+
+    # -- depthwise and sparse 1x1 paths: direct NCHW kernels without im2col. Both keep
+    # only the file form resident (the depthwise weight decoded once: C x kh x kw floats,
+    # a few KiB), so 'compact' and 'exact' offer them as well as 'auto'.
+
+    def _convsp_candidates(self) -> list[str]:
+        if not K.native_available() or self.dilation != (1, 1):
+            return []
+        c, per_group, kh, kw = self.form.shape
+        if (self.groups == self.in_channels == self.out_channels and per_group == 1
+                and self.padding[0] < kh and self.padding[1] < kw):
+            return ["depthwise"]
+        sparse_ok = self.form.is_sparse or (self.form.kind == "raw" and self._raw_density() <= SPARSE_DENSITY)
+        if self.groups == 1 and (kh, kw) == (1, 1) and self.padding == (0, 0) and sparse_ok:
+            return ["sparse1x1"]
+        return []
+
+    def candidates(self) -> list[str]:
+        return super().candidates() + self._convsp_candidates()
+
+    def _allowed(self) -> list[str]:
+        allowed = super()._allowed()
+        if self.policy in ("auto", "exact", "compact"):
+            allowed = allowed + [p for p in self._convsp_candidates() if p not in allowed]
+        return allowed
+
+    def _prepare(self, path: str):
+        if path == "sparse" and path not in self._prepared and "sparse1x1" in self._prepared:
+            self._prepared[path] = self._prepared["sparse1x1"]  # the same packed CSR weight
+        if path not in _CONVSP_PATHS:
+            return super()._prepare(path)
+        st = self._prepared.get(path)
+        if st is None:
+            if path == "depthwise":
+                st = K.depthwise_prepare(self.form)
+            else:
+                st = K.conv1x1_prepare(self.form, self._prepared.get("sparse"))
+            self._prepared[path] = st
+        return st
+
+    def _run_convsp(self, path, st, x):
+        if path == "depthwise":
+            return K.depthwise_conv(x, st, self._bias_np, self.stride, self.padding, self.relu)
+        return K.sparse_conv1x1(x, st, self._bias_np, self.stride, self.relu)
+
+
+_CONVSP_PATHS = ("depthwise", "sparse1x1")
+_HANDICAP.update({"depthwise": 1.0, "sparse1x1": 1.0})
 
 
 def runtime_layers(module: nn.Module):
