@@ -249,6 +249,8 @@ def int8_conv_direct(x, state, bias, stride, padding, relu):
     if out.numel():
         _ops._C.conv_int8(x.numpy(), p.packed, p.row_sums, p.scales, kh, kw, stride[0], stride[1],
                           padding[0], padding[1], bias, bool(relu), out.numpy())
+    return out
+
 
 # ---- depthwise and sparse 1x1 convolution ----------------------------------------------
 # The runtime layer has checked its input (float32, contiguous NCHW, its channel count)
