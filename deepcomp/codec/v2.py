@@ -192,6 +192,8 @@ def _check_row(row, i: int, offset: int):
     if enc in L.ENCODINGS:
         return R._check_entry(e, i)
     # the ac_* encodings: shared checks by way of a raw float32 stand-in, then their own
+    if dtype != "float32":
+        raise DczFormatError(f"{what}: {enc} holds float32 only, not {dtype!r}")
     r = R._check_entry({**e, "encoding": "raw", "storage": "float32",
                         "length": 4 * math.prod(shape) if isinstance(shape, list) and all(
                             R._is_int(d) for d in shape) else -1}, i)
