@@ -46,15 +46,15 @@ inline int step_shift(uint16_t n, int limit) {
 
 inline void adapt(Bit& b, int bit, int limit) {
   int s = step_shift(b.n, limit);
-  if (bit)
-    b.p0 = static_cast<uint16_t>(b.p0 - (b.p0 >> s));
-  else
-    b.p0 = static_cast<uint16_t>(b.p0 + ((kProbOne - b.p0) >> s));
-  // p0 stays in 1 .. kProbOne - 1 (a shift of >= 1 never reaches either end), so both
-  // halves of the range are non-empty. Clamp anyway: the coder must never see 0.
-  if (b.p0 < 1) b.p0 = 1;
-  if (b.p0 > kProbOne - 1) b.p0 = kProbOne - 1;
-  if (b.n < 0xFFFF) ++b.n;
+  // Both candidates, then a select: the decoder's bits are data-dependent, and a branch
+  // here mispredicts on every surprise. With s >= 1, `down` stays >= 1 (p0 >> s < p0)
+  // and `up` stays <= kProbOne - 1 ((kProbOne - p0) >> s < kProbOne - p0), so neither
+  // half of the range can become empty.
+  uint32_t p = b.p0;
+  uint32_t down = p - (p >> s);
+  uint32_t up = p + ((kProbOne - p) >> s);
+  b.p0 = static_cast<uint16_t>(bit ? down : up);
+  b.n = static_cast<uint16_t>(b.n + (b.n < 0xFFFF));
 }
 
 class Encoder {
@@ -128,21 +128,16 @@ class Decoder {
 
   int get(Bit& b) {
     uint32_t bound = (range_ >> kProbBits) * b.p0;
-    int bit;
-    if (code_ < bound) {
-      range_ = bound;
-      bit = 0;
-    } else {
-      code_ -= bound;
-      range_ -= bound;
-      bit = 1;
-    }
-    adapt(b, bit, limit_);
+    uint32_t bit = code_ >= bound;
+    uint32_t mask = 0u - bit;  // branch-free: see adapt()
+    code_ -= bound & mask;
+    range_ = (bound & ~mask) | ((range_ - bound) & mask);
+    adapt(b, static_cast<int>(bit), limit_);
     while (range_ < kTop) {
       range_ <<= 8;
       code_ = (code_ << 8) | next();
     }
-    return bit;
+    return static_cast<int>(bit);
   }
 
   uint32_t get_raw(int n) {

@@ -132,10 +132,12 @@ class WeightCoder {
             } else {
               // Column density so far (dead inputs, busy inputs) and row density so far
               // (busy neurons): both vary a lot across a pruned layer.
-              uint64_t x = uint64_t{seen_[c]} * 64 / (r + 1);
-              int cb = seen_[c] == 0 ? 0 : x < 2 ? 1 : x < 4 ? 2 : x < 8 ? 3 : x < 16 ? 4 : 5;
-              uint64_t y = row_nz * 64 / (c + 1);
-              int rb = row_nz == 0 ? 0 : y < 4 ? 1 : y < 10 ? 2 : 3;
+              // Buckets of seen/(r+1) and row_nz/(c+1) in 64ths, by multiplication (no
+              // division in the per-element loop): x < t  <=>  seen * 64 < t * (r + 1).
+              uint64_t xs = uint64_t{seen_[c]} * 64, rr = r + 1;
+              int cb = seen_[c] == 0 ? 0 : xs < 2 * rr ? 1 : xs < 4 * rr ? 2 : xs < 8 * rr ? 3 : xs < 16 * rr ? 4 : 5;
+              uint64_t ys = row_nz * 64, cc = c + 1;
+              int rb = row_nz == 0 ? 0 : ys < 4 * cc ? 1 : ys < 10 * cc ? 2 : 3;
               ctx = static_cast<size_t>(left | up << 1 | cb << 2) + 24 * static_cast<size_t>(rb);
             }
             sig = io.bit(sig_[ctx], v != 0);
