@@ -331,3 +331,26 @@ def test_cpp_decoder_fuzz_driver_under_sanitizers(tmp_path):
     run = subprocess.run([str(exe), "50000"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, (run.stdout + run.stderr)[-2000:]
     assert "without a fault" in run.stdout
+
+
+@pytest.mark.slow
+def test_cpp_arith_decoder_fuzz_driver_under_sanitizers(tmp_path):
+    """csrc/fuzz/fuzz_ac_decode.cpp's standalone driver, built with ASan + UBSan."""
+    import shutil
+    from pathlib import Path
+
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    root = Path(__file__).resolve().parent.parent
+    exe = tmp_path / "fuzz_ac_standalone"
+    build = subprocess.run([cxx, "-std=c++17", "-O1", "-g", "-fsanitize=address,undefined",
+                            "-fno-sanitize-recover=all", "-DDEEPCOMP_FUZZ_STANDALONE", f"-I{root / 'csrc'}",
+                            str(root / "csrc/fuzz/fuzz_ac_decode.cpp"), str(root / "csrc/coder/weights.cpp"),
+                            "-o", str(exe)], capture_output=True, text=True)
+    if build.returncode != 0 and "sanitize" in build.stderr:
+        pytest.skip("sanitizer runtime not available")
+    assert build.returncode == 0, build.stderr[-2000:]
+    run = subprocess.run([str(exe), "20000"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-2000:]
+    assert "without a fault" in run.stdout

@@ -321,3 +321,29 @@ def test_unknown_version_and_v1_still_read(tmp_path):
     assert same_bits(decode(tmp_path / "a.dcz")["w"], sd["w"])
     with pytest.raises(Exception, match="version 7"):
         write_state_dict(sd, tmp_path / "b.dcz", version=7)
+
+
+# ---- the C++ decoder against an independent Python one ------------------------------------
+
+@pytest.mark.parametrize("p", MODELS[::3], ids=lambda p: "-".join(f"{k}{v}" for k, v in p.items()))
+def test_cpp_decoder_matches_python_reference(p):
+    from tests.ac_reference import decode_weights
+
+    for seed, (shape, density, k) in enumerate([((7, 9), 0.3, 6), ((5, 12), 1.0, 3), ((9, 4), 0.1, 20)]):
+        w = shared(shape, density, k, seed)
+        bits = w.contiguous().view(torch.int32).numpy().view(np.uint32).reshape(-1)
+        idx, book, nn, npn = arith.weight_table(bits, bool(p["sp"]))
+        rows, cols = shape[0], int(np.prod(shape[1:]))
+        payload = arith.encode_shared(idx, book, rows, cols, nn, npn, p)
+        out, ref_book = decode_weights(payload, rows, cols, nn, npn, **p)
+        assert out == idx.tolist() and ref_book == book.tolist()
+
+
+def test_float_decoder_matches_python_reference():
+    from tests.ac_reference import decode_floats
+
+    rng = np.random.default_rng(2)
+    bits = np.concatenate([rng.standard_normal(50).astype(np.float32).view(np.uint32),
+                           np.array([0, 0x80000000, 0x3F800000, 0x7FC00000], np.uint32)])
+    for sh in (4, 7, 10):
+        assert decode_floats(_C.ac_encode_floats(bits, sh), bits.size, sh) == bits.tolist()
