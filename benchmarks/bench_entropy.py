@@ -214,6 +214,7 @@ def main(argv=None) -> int:
     ap.add_argument("--nnc-python", default="/work/venv-nnc/bin/python",
                     help="interpreter of a venv with nncodec and brotli ('' to skip)")
     ap.add_argument("--no-minilm", action="store_true")
+    ap.add_argument("--only", help="run only the models whose label contains this text")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
@@ -223,6 +224,8 @@ def main(argv=None) -> int:
             ("LeNet-5 (paper)", lambda: lenet_paper("lenet5"))]
     if not args.no_minilm:
         jobs.append(("MiniLM-L6, 8 bit", minilm))
+    if args.only:
+        jobs = [j for j in jobs if args.only.lower() in j[0].lower()]
     rows = []
     with tempfile.TemporaryDirectory() as td:
         for label, make in jobs:
