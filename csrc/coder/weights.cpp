@@ -135,9 +135,10 @@ class WeightCoder {
               // Buckets of seen/(r+1) and row_nz/(c+1) in 64ths, by multiplication (no
               // division in the per-element loop): x < t  <=>  seen * 64 < t * (r + 1).
               uint64_t xs = uint64_t{seen_[c]} * 64, rr = r + 1;
-              int cb = seen_[c] == 0 ? 0 : xs < 2 * rr ? 1 : xs < 4 * rr ? 2 : xs < 8 * rr ? 3 : xs < 16 * rr ? 4 : 5;
+              // Sums of comparisons rather than chains of branches (they mispredict here).
+              int cb = (seen_[c] != 0) + (xs >= 2 * rr) + (xs >= 4 * rr) + (xs >= 8 * rr) + (xs >= 16 * rr);
               uint64_t ys = row_nz * 64, cc = c + 1;
-              int rb = row_nz == 0 ? 0 : ys < 4 * cc ? 1 : ys < 10 * cc ? 2 : 3;
+              int rb = (row_nz != 0) + (ys >= 4 * cc) + (ys >= 10 * cc);
               ctx = static_cast<size_t>(left | up << 1 | cb << 2) + 24 * static_cast<size_t>(rb);
             }
             sig = io.bit(sig_[ctx], v != 0);
