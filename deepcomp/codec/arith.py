@@ -64,9 +64,8 @@ def encode_shared(idx, book, rows, cols, nneg, npos, p: dict) -> bytes:
 
 AXES = {"sp": (1, 0), "cm": (0, 1), "vc": (0, 1, 2), "sc": (1, 0), "sh": (7, 5, 6, 8, 9)}
 # Tensors up to this many elements try every model; bigger ones search one parameter at
-# a time (on a sample of their rows when very big), then encode once.
-FULL_GRID_NUMEL = 1 << 15
-DESCENT_NUMEL = 1 << 19
+# a time on their first SAMPLE_NUMEL elements' rows, then encode once in full.
+FULL_GRID_NUMEL = 1 << 12
 
 
 def _valid(p, rows, cols, options) -> bool:
@@ -82,7 +81,7 @@ def best_shared(bits: np.ndarray, rows: int, cols: int, sparse_ok: bool, dense_o
         return None
     tabs = {sp: weight_table(bits, bool(sp)) for sp in options}
     numel = rows * cols
-    trial_rows = rows if numel <= DESCENT_NUMEL else max(1, min(rows, SAMPLE_NUMEL // max(cols, 1)))
+    trial_rows = max(1, min(rows, SAMPLE_NUMEL // max(cols, 1)))
     cache: dict = {}
 
     def size(p) -> int:

@@ -52,10 +52,12 @@ def choose_encoding_v2(name: str, t: torch.Tensor, *, fp16: bool = False) -> Enc
     if enc.fields["encoding"] != "raw":
         why["raw"] = bits.size * 4
     best = enc
-    floats = arith.best_floats(bits)
-    why["ac_float"] = len(floats[0])
-    if len(floats[0]) < len(best.payload):
-        best = Encoded({**base, "encoding": "ac_float", "sh": floats[1]}, floats[0])
+    if enc.fields["encoding"] == "raw" or bits.size <= arith.FULL_GRID_NUMEL:
+        # A tensor that shares well is never cheaper as floats; skip the trial on big ones.
+        floats = arith.best_floats(bits)
+        why["ac_float"] = len(floats[0])
+        if len(floats[0]) < len(best.payload):
+            best = Encoded({**base, "encoding": "ac_float", "sh": floats[1]}, floats[0])
     nnz_book = np.unique(bits)
     dense_ok = nnz_book.size <= L.MAX_CODEBOOK
     sparse_ok = (nnz_book[nnz_book != 0]).size <= L.MAX_CODEBOOK
