@@ -120,6 +120,37 @@ def quantized_view(sd: dict, v1_file):
     return arrs, b"".join(blob)
 
 
+def bits_per_nonzero(sd: dict, v1_file, v2_file) -> list:
+    """Per sparse tensor: bits per non-zero for positions and for values, Huffman vs AC.
+
+    Huffman: the relative-index stream (positions) and the cluster-code stream plus the
+    fp32 codebook (values), headers and tables included. Arithmetic coding: the tensor's
+    chosen model re-run with every non-zero mapped to one value (positions), the rest of
+    its payload (values, codebook included).
+    """
+    from deepcomp import _C
+
+    rows = []
+    v2 = {r.name: r for r in v2_file.parsed.tensors}
+    for r in v1_file.parsed.tensors:
+        if r.encoding != "shared_sparse" or r.name not in v2 or v2[r.name].encoding != "ac_shared":
+            continue
+        nnz = r.fields["nnz"]
+        huff_pos = r.streams["index"].nbytes
+        huff_val = r.streams["codes"].nbytes + 4 * r.fields["k"]
+        q = v2[r.name]
+        p = q.fields
+        bits = sd[r.name].contiguous().view(torch.int32).numpy().view(np.uint32).reshape(-1)
+        m, n = q.shape[0], int(np.prod(q.shape[1:]))
+        mask = (bits != 0).astype(np.uint16)
+        pos = len(_C.ac_encode_weights(mask, np.zeros(1, np.uint32), m, n, 0, 1, True, bool(p["cm"]), 0,
+                                       p["sc"], p["sh"])) if p["sp"] else 0
+        rows.append({"tensor": r.name, "nnz": nnz, "huff_pos": 8 * huff_pos / nnz, "huff_val": 8 * huff_val / nnz,
+                     "ac_pos": 8 * pos / nnz, "ac_val": 8 * (q.length - pos) / nnz,
+                     "huff_bytes": r.length, "ac_bytes": q.length, "model": {k: p[k] for k in ("sp", "cm", "vc", "sc", "sh")}})
+    return rows
+
+
 def timed(fn, repeats: int) -> float:
     ts = []
     for _ in range(repeats):
@@ -146,6 +177,7 @@ def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, re
         out = f.state_dict()
         assert all(torch.equal(out[k].reshape(-1).view(torch.uint8), sd[k].contiguous().reshape(-1).view(torch.uint8))
                    for k in sd), "round trip is not exact"
+    res["per_tensor"] = bits_per_nonzero(sd, open_dcz(files[1]), open_dcz(files[2]))
     dense_pt = tmp / "dense.pt"
     torch.save(sd, dense_pt)
     order = [1, 2, "pt"] * repeats
@@ -235,6 +267,14 @@ def main(argv=None) -> int:
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"command: {' '.join([Path(sys.argv[0]).name] + sys.argv[1:])}")
     print_table(rows)
+    print("\nbits per non-zero, sparse tensors: positions and values (values include the codebook)")
+    print("| model | tensor | non-zeros | Huffman pos | Huffman val | AC pos | AC val | Huffman B | AC B | AC model |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        for t in r.get("per_tensor", []):
+            print(f"| {r['model']} | {t['tensor']} | {t['nnz']:,} | {t['huff_pos']:.2f} | {t['huff_val']:.2f} | "
+                  f"{t['ac_pos']:.2f} | {t['ac_val']:.2f} | {t['huff_bytes']:,} | {t['ac_bytes']:,} | "
+                  + " ".join(f"{k}={v}" for k, v in t["model"].items()) + " |")
     for r in rows:
         print(f"\n{r['model']}: per tensor (encoding, bytes) v1 -> v2")
         for k in r["v2_tensors"]:
