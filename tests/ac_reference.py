@@ -70,6 +70,32 @@ class FloatModel:
         return s << 31 | e << 23 | mh << 19 | ml
 
 
+def decode_codebook(dec, nneg: int, npos: int) -> list:
+    fm, lens = FloatModel(), [Bit() for _ in range(32)]
+    top = [[Bit() for _ in range(4)] for _ in range(33)]
+    book = []
+    for n in (nneg, npos):
+        for i in range(n):
+            if i == 0:
+                book.append(fm.decode(dec))
+                continue
+            nb = 1 + _tree(dec, lens, 5)
+            v, node = 1, 1
+            for _ in range(min(nb - 1, 2)):
+                bit = dec.bit(top[nb][node])
+                node, v = node << 1 | bit, v << 1 | bit
+            for _ in range(nb - 1 - min(nb - 1, 2)):
+                dec.range >>= 1
+                bit = int(dec.code >= dec.range)
+                if bit:
+                    dec.code -= dec.range
+                v = v << 1 | bit
+                dec._norm()
+            assert book[-1] + v <= 0xFFFFFFFF
+            book.append(book[-1] + v)
+    return book
+
+
 def decode_floats(data: bytes, count: int, shift: int) -> list:
     dec, fm = RangeDecoder(data, shift), FloatModel()
     out = [fm.decode(dec) for _ in range(count)]
@@ -79,8 +105,7 @@ def decode_floats(data: bytes, count: int, shift: int) -> list:
 
 def decode_weights(data: bytes, rows, cols, nneg, npos, sp, cm, vc, sc, sh):
     dec = RangeDecoder(data, sh)
-    fm = FloatModel()
-    book = [fm.decode(dec) for _ in range(nneg + npos)]
+    book = decode_codebook(dec, nneg, npos)
     base = 1 if sp else 0
     gmax = max(1, nneg, npos)
     depth = max(nneg, npos, 1).bit_length() - 1 if max(nneg, npos) & (max(nneg, npos) - 1) == 0 else max(nneg, npos).bit_length()

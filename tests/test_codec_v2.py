@@ -126,6 +126,8 @@ def test_bad_model_parameters_are_value_errors():
         _C.ac_encode_weights(idx, np.zeros(0, np.uint32), 2, 2, 0, 0, True, False, 3, 0, 7)
     with pytest.raises(ValueError, match="parameters"):
         _C.ac_encode_weights(idx, np.zeros(0, np.uint32), 2, 2, 0, 0, True, False, 0, 0, 11)
+    with pytest.raises(ValueError, match="parameters"):  # a codebook group must be strictly increasing
+        _C.ac_encode_weights(np.ones(4, np.uint16), np.array([5, 5], np.uint32), 2, 2, 0, 2, True, False, 0, 0, 7)
     with pytest.raises(ValueError, match="outside the codebook"):
         _C.ac_encode_weights(np.full(4, 5, np.uint16), np.zeros(2, np.uint32), 2, 2, 1, 1, True, False, 0, 0, 7)
 

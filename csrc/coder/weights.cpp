@@ -93,8 +93,8 @@ class WeightCoder {
   // when the decoder stopped early (truncated input or a value outside its group).
   template <class IO>
   Status run(IO& io, uint16_t* idx, uint32_t* book) {
-    FloatModel fm;
-    for (uint32_t i = 0; i < m_.codebook; ++i) book[i] = fm.code(io, book[i]);
+    Status st = codebook(io, book);
+    if (st != Status::Ok) return st;
     const uint64_t cols = m_.cols;
     // scan (r, c) -> position in the row-major matrix view
     const uint64_t step_c = m_.col_major ? cols : 1;
@@ -208,6 +208,48 @@ class WeightCoder {
     v = static_cast<uint16_t>(base_ + (neg ? mag - 1 : m_.nneg + mag - 1));
     prev_mag = mag;
     prev_sign = neg ? 2 : 1;
+    return Status::Ok;
+  }
+
+  // The codebook: each group (negatives, positives) holds strictly increasing bit
+  // patterns, so after its first entry (float model) only the gaps are coded: the gap's
+  // bit length down a 32-leaf tree, the two bits under its leading one in contexts per
+  // length, the rest raw. Centroids are close to evenly spaced, so gaps are alike.
+  template <class IO>
+  Status codebook(IO& io, uint32_t* book) {
+    FloatModel fm;
+    Bit len_tree[32];
+    Bit top[33][4];
+    const uint32_t groups[2][2] = {{0, m_.nneg}, {m_.nneg, m_.npos}};
+    for (const auto& g : groups) {
+      for (uint32_t i = 0; i < g[1]; ++i) {
+        uint32_t* e = book + g[0] + i;
+        if (i == 0) {
+          *e = fm.code(io, *e);
+          continue;
+        }
+        uint32_t prev = e[-1];
+        uint64_t gap = 0;
+        if (IO::kEncoding) {
+          if (*e <= prev) return Status::BadParams;  // writers sort each group
+          gap = *e - prev;
+        }
+        int nb = 64 - __builtin_clzll(gap | 1);  // 1..32; gap >= 1 when encoding
+        nb = 1 + static_cast<int>(FloatModel::tree(io, len_tree, 5, static_cast<uint32_t>(nb - 1)));
+        uint64_t v = 1;
+        int hi = nb - 1 < 2 ? nb - 1 : 2;
+        uint32_t node = 1;
+        for (int b = 0; b < hi; ++b) {
+          int bit = io.bit(top[nb][node], static_cast<int>((gap >> (nb - 2 - b)) & 1));
+          node = (node << 1) | static_cast<uint32_t>(bit);
+          v = (v << 1) | static_cast<uint64_t>(bit);
+        }
+        int rest = nb - 1 - hi;
+        if (rest > 0) v = (v << rest) | io.raw(static_cast<uint32_t>(gap & ((uint64_t{1} << rest) - 1)), rest);
+        if (prev + v > 0xFFFFFFFFull) return Status::Corrupt;  // only a damaged stream gets here
+        *e = static_cast<uint32_t>(prev + v);
+      }
+    }
     return Status::Ok;
   }
 

@@ -98,7 +98,16 @@ int main(int argc, char** argv) {
         v = nvals == 0 || (m.sparse && static_cast<int>(rng() % 100) >= density)
                 ? 0 : static_cast<uint16_t>(base + rng() % nvals);
       std::vector<uint32_t> book(m.codebook + 1);
-      for (auto& b : book) b = static_cast<uint32_t>(rng());
+      // each group strictly increasing, as writers store it
+      uint32_t at = 0;
+      for (uint32_t g = 0; g < 2; ++g) {
+        uint32_t n = g ? m.npos : m.nneg;
+        uint32_t v = static_cast<uint32_t>(rng() % 0x40000000u);
+        for (uint32_t j = 0; j < n; ++j, ++at) {
+          book[at] = v;
+          v += 1 + static_cast<uint32_t>(rng() % (rng() % 2 ? 0x1000000u : 64u));
+        }
+      }
       std::vector<uint8_t> enc;
       if (encode_weights(idx.data(), book.data(), m, enc) != Status::Ok) std::abort();
       input.insert(input.end(), enc.begin(), enc.end());

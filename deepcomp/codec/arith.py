@@ -63,9 +63,12 @@ def encode_shared(idx, book, rows, cols, nneg, npos, p: dict) -> bytes:
 
 
 AXES = {"sp": (1, 0), "cm": (0, 1), "vc": (0, 1, 2), "sc": (1, 0), "sh": (7, 5, 6, 8, 9)}
-# Tensors up to this many elements try every model; bigger ones search one parameter at
-# a time on their first SAMPLE_NUMEL elements' rows, then encode once in full.
+# Tensors up to FULL_GRID_NUMEL elements try every model; bigger ones search one parameter
+# at a time (two rounds up to SAMPLE_NUMEL elements), on the whole tensor up to
+# FULL_SEARCH_NUMEL elements and on about SAMPLE_NUMEL elements' worth of evenly spread
+# rows beyond, then encode once in full.
 FULL_GRID_NUMEL = 1 << 12
+FULL_SEARCH_NUMEL = 1 << 19
 
 
 def _valid(p, rows, cols, options) -> bool:
@@ -81,14 +84,24 @@ def best_shared(bits: np.ndarray, rows: int, cols: int, sparse_ok: bool, dense_o
         return None
     tabs = {sp: weight_table(bits, bool(sp)) for sp in options}
     numel = rows * cols
-    trial_rows = max(1, min(rows, SAMPLE_NUMEL // max(cols, 1)))
+    if numel <= FULL_SEARCH_NUMEL:
+        sample_rows = np.arange(rows)
+    else:
+        # rows spread over the whole tensor: its first rows need not be typical
+        n = max(1, min(rows, SAMPLE_NUMEL // max(cols, 1)))
+        sample_rows = np.unique(np.linspace(0, rows - 1, n).astype(np.int64))
+    samples = {}
+    for sp, (idx, book, nn, npn) in tabs.items():
+        sub = idx if sample_rows.size == rows else np.ascontiguousarray(idx.reshape(rows, cols)[sample_rows].reshape(-1))
+        samples[sp] = (sub, book, nn, npn)
+    trial_rows = int(sample_rows.size)
     cache: dict = {}
 
     def size(p) -> int:
         key = tuple(sorted(p.items()))
         if key not in cache:
-            idx, book, nn, npn = tabs[p["sp"]]
-            cache[key] = len(encode_shared(idx[:trial_rows * cols], book, trial_rows, cols, nn, npn, p))
+            idx, book, nn, npn = samples[p["sp"]]
+            cache[key] = len(encode_shared(idx, book, trial_rows, cols, nn, npn, p))
         return cache[key]
 
     if numel <= FULL_GRID_NUMEL:
@@ -99,7 +112,7 @@ def best_shared(bits: np.ndarray, rows: int, cols: int, sparse_ok: bool, dense_o
         best["sp"] = options[0]
         if not best["sp"]:
             best["sc"] = 0
-        for _round in range(2 if trial_rows == rows else 1):
+        for _round in range(2 if numel <= SAMPLE_NUMEL else 1):
             for axis, values in AXES.items():
                 for v in values:
                     q = {**best, axis: v}
