@@ -69,6 +69,8 @@ AXES = {"sp": (1, 0), "cm": (0, 1), "vc": (0, 1, 2), "sc": (1, 0), "sh": (7, 5, 
 # rows beyond, then encode once in full.
 FULL_GRID_NUMEL = 1 << 12
 FULL_SEARCH_NUMEL = 1 << 19
+BIG_SAMPLE_NUMEL = 1 << 18
+SAMPLE_BLOCKS = 8
 
 
 def _valid(p, rows, cols, options) -> bool:
@@ -87,9 +89,12 @@ def best_shared(bits: np.ndarray, rows: int, cols: int, sparse_ok: bool, dense_o
     if numel <= FULL_SEARCH_NUMEL:
         sample_rows = np.arange(rows)
     else:
-        # rows spread over the whole tensor: its first rows need not be typical
-        n = max(1, min(rows, SAMPLE_NUMEL // max(cols, 1)))
-        sample_rows = np.unique(np.linspace(0, rows - 1, n).astype(np.int64))
+        # blocks of consecutive rows (so "above" keeps its meaning) spread over the whole
+        # tensor, whose first rows need not be typical
+        n = max(1, min(rows, BIG_SAMPLE_NUMEL // max(cols, 1)))
+        per = max(1, n // SAMPLE_BLOCKS)
+        starts = np.linspace(0, rows - per, SAMPLE_BLOCKS).astype(np.int64)
+        sample_rows = np.unique((starts[:, None] + np.arange(per)[None, :]).reshape(-1))
     samples = {}
     for sp, (idx, book, nn, npn) in tabs.items():
         sub = idx if sample_rows.size == rows else np.ascontiguousarray(idx.reshape(rows, cols)[sample_rows].reshape(-1))
@@ -120,6 +125,19 @@ def best_shared(bits: np.ndarray, rows: int, cols: int, sparse_ok: bool, dense_o
                         best = q
     idx, book, nn, npn = tabs[best["sp"]]
     payload = encode_shared(idx, book, rows, cols, nn, npn, best)
+    if trial_rows < rows:
+        # What a sample cannot show: a long tensor settles on slower adaptation, and a
+        # column-major scan pays off when each column has its own statistics (embedding
+        # dimensions) that only long columns reveal. One full trial each.
+        finals = []
+        if best["sh"] < max(AXES["sh"]):
+            finals.append({**best, "sh": best["sh"] + 1})
+        if rows > 1 and cols > 1:
+            finals.append({**best, "cm": 1 - best["cm"]})
+        for q in finals:
+            other = encode_shared(idx, book, rows, cols, nn, npn, q)
+            if len(other) < len(payload):
+                payload, best = other, q
     return payload, {**best, "k": nn + npn, "neg": nn}
 
 
