@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "coder/weights.h"
 #include "common/cpu.h"
 #include "huffman/huffman.h"
 #include "huffman/sparse_index.h"
@@ -180,6 +181,97 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("rel"), py::arg("codes"), py::arg("index_bits"), py::arg("codebook"), py::arg("numel"),
       py::arg("nnz"), "shared_sparse streams -> dense float32[numel] (codebook values as bit patterns).");
+
+  // ---- arithmetic coder (csrc/coder; use deepcomp.codec.arith) --------------------------
+  auto weight_model = [](uint64_t rows, uint64_t cols, uint32_t nneg, uint32_t npos, bool sparse, bool col_major,
+                         int value_ctx, int sig_ctx, int shift) {
+    coder::WeightModel m;
+    m.sig_ctx = sig_ctx;
+    m.rows = rows;
+    m.cols = cols;
+    m.nneg = nneg;
+    m.npos = npos;
+    m.sparse = sparse;
+    m.col_major = col_major;
+    m.value_ctx = value_ctx;
+    m.shift = shift;
+    m.codebook = nneg + npos;
+    coder::Status st = coder::check_model(m);
+    if (st != coder::Status::Ok) throw py::value_error(coder::status_message(st));
+    return m;
+  };
+  m.attr("AC_MIN_SHIFT") = coder::kMinShift;
+  m.attr("AC_MAX_SHIFT") = coder::kMaxShift;
+  m.def(
+      "ac_encode_weights",
+      [weight_model](carray<uint16_t> idx, carray<uint32_t> book, uint64_t rows, uint64_t cols, uint32_t nneg,
+                     uint32_t npos, bool sparse, bool col_major, int value_ctx, int sig_ctx, int shift) {
+        coder::WeightModel m = weight_model(rows, cols, nneg, npos, sparse, col_major, value_ctx, sig_ctx, shift);
+        if (idx.ndim() != 1 || static_cast<uint64_t>(idx.shape(0)) != rows * cols)
+          throw py::value_error("idx must be 1-D with rows * cols entries");
+        if (book.ndim() != 1 || static_cast<uint32_t>(book.shape(0)) != m.codebook)
+          throw py::value_error("book must be 1-D with nneg + npos entries");
+        std::vector<uint8_t> out;
+        coder::Status st;
+        {
+          py::gil_scoped_release nogil;
+          st = coder::encode_weights(idx.data(), book.data(), m, out);
+        }
+        if (st != coder::Status::Ok) throw py::value_error(coder::status_message(st));
+        return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
+      },
+      py::arg("idx"), py::arg("book"), py::arg("rows"), py::arg("cols"), py::arg("nneg"), py::arg("npos"),
+      py::arg("sparse"), py::arg("col_major"), py::arg("value_ctx"), py::arg("sig_ctx"), py::arg("shift"),
+      "Shared weights (table indices, row-major matrix view) and codebook bit patterns -> payload bytes.");
+  m.def(
+      "ac_decode_weights",
+      [weight_model](carray<uint8_t> payload, uint64_t rows, uint64_t cols, uint32_t nneg, uint32_t npos, bool sparse,
+                     bool col_major, int value_ctx, int sig_ctx, int shift) {
+        coder::WeightModel m = weight_model(rows, cols, nneg, npos, sparse, col_major, value_ctx, sig_ctx, shift);
+        if (payload.ndim() != 1) throw py::value_error("payload must be 1-D");
+        carray<uint16_t> idx(static_cast<py::ssize_t>(rows * cols));
+        carray<uint32_t> book(static_cast<py::ssize_t>(m.codebook));
+        coder::Status st;
+        {
+          py::gil_scoped_release nogil;
+          st = coder::decode_weights(payload.data(), static_cast<size_t>(payload.shape(0)), m, idx.mutable_data(),
+                                     book.mutable_data());
+        }
+        if (st != coder::Status::Ok) throw py::value_error(coder::status_message(st));
+        return py::make_tuple(idx, book);
+      },
+      py::arg("payload"), py::arg("rows"), py::arg("cols"), py::arg("nneg"), py::arg("npos"), py::arg("sparse"),
+      py::arg("col_major"), py::arg("value_ctx"), py::arg("sig_ctx"), py::arg("shift"),
+      "Payload -> (table indices uint16[rows*cols], codebook bit patterns uint32[nneg+npos]).");
+  m.def(
+      "ac_encode_floats",
+      [](carray<uint32_t> bits, int shift) {
+        if (bits.ndim() != 1) throw py::value_error("bits must be 1-D");
+        std::vector<uint8_t> out;
+        coder::Status st;
+        {
+          py::gil_scoped_release nogil;
+          st = coder::encode_floats(bits.data(), static_cast<size_t>(bits.shape(0)), shift, out);
+        }
+        if (st != coder::Status::Ok) throw py::value_error(coder::status_message(st));
+        return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
+      },
+      py::arg("bits"), py::arg("shift"), "float32 bit patterns -> payload bytes (lossless).");
+  m.def(
+      "ac_decode_floats",
+      [](carray<uint8_t> payload, uint64_t count, int shift) {
+        if (payload.ndim() != 1) throw py::value_error("payload must be 1-D");
+        carray<uint32_t> out(static_cast<py::ssize_t>(count));
+        coder::Status st;
+        {
+          py::gil_scoped_release nogil;
+          st = coder::decode_floats(payload.data(), static_cast<size_t>(payload.shape(0)), count, shift,
+                                    out.mutable_data());
+        }
+        if (st != coder::Status::Ok) throw py::value_error(coder::status_message(st));
+        return out;
+      },
+      py::arg("payload"), py::arg("count"), py::arg("shift"), "Payload -> float32 bit patterns uint32[count].");
 
   // ---- kernels (section owned by the kernels work) -----------------------------------
   // Arrays arrive exactly typed and C-contiguous (noconvert: a silent copy would hide a

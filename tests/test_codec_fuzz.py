@@ -20,6 +20,7 @@ import torch
 from deepcomp.codec import layout as L
 from deepcomp.codec.reader import DczFile, validate
 from deepcomp.codec.tensors import choose_encoding
+from deepcomp.codec.v2 import _deflate, assemble_v2, choose_encoding_v2
 from deepcomp.codec.writer import assemble
 from deepcomp.errors import DczFormatError
 
@@ -42,13 +43,42 @@ def _corpus() -> list:
         "empty": torch.zeros(0),
     }
     encs = [choose_encoding(k, v) for k, v in tensors.items()]
-    out = []
+    out = _corpus_v2(tensors)
     for blobs in ([], [("graph", b'{"nodes":[{"op":"linear"}]}'), ("meta", b'{"a":1}')]):
         image, _ = assemble(encs, blobs)
         out.append(_roomy(bytes(image)))
         image, _ = assemble(encs[:3], blobs)
         out.append(bytes(image))
     return out
+
+
+def _corpus_v2(tensors: dict) -> list:
+    """Version 2 images: every arithmetic-coded encoding, sparse and dense, and Huffman."""
+    g = torch.Generator().manual_seed(1)
+    extra = {"acd.weight": torch.randint(-3, 4, (12, 10), generator=g).float() * 0.25,
+             "acf.bias": torch.randn(40, generator=g)}
+    encs = [choose_encoding_v2(k, v) for k, v in {**tensors, **extra}.items()]
+    kinds = {e.fields["encoding"] for e in encs}
+    assert {"ac_shared", "ac_float"} <= kinds, kinds
+    return [assemble_v2(encs, {"nodes": [{"op": "linear"}]}, {"a": 1}), assemble_v2(encs[:3], None, None)]
+
+
+def _v2_header(image: bytes):
+    _, _, _, hlen, _ = L.PREFIX.unpack_from(image, 0)
+    d = zlib.decompressobj(-15)
+    return json.loads(d.decompress(image[L.PREFIX.size:L.PREFIX.size + hlen])), hlen
+
+
+def _v2_rebuild(h: dict, image: bytes, hlen: int, fix_body_crc: bool) -> bytes:
+    body = image[L.PREFIX.size + hlen:]
+    if fix_body_crc:
+        h["c"] = zlib.crc32(body)
+    packed = _deflate(json.dumps(h, separators=(",", ":")).encode())
+    return L.PREFIX.pack(L.MAGIC, 2, 0, len(packed), zlib.crc32(packed)) + packed + body
+
+
+def _version(image: bytes) -> int:
+    return L.PREFIX.unpack_from(image, 0)[1] if len(image) >= L.PREFIX.size else 0
 
 
 def _header(image):
@@ -75,6 +105,12 @@ def _fix_crcs(image: bytes) -> bytes:
     """Recompute section and header CRCs where the header still parses."""
     if len(image) < L.PREFIX.size:
         return image
+    if _version(image) == 2:
+        try:
+            h, hlen = _v2_header(image)
+            return _v2_rebuild(h, image, hlen, True)
+        except Exception:  # noqa: BLE001 - a header the mutator already broke stays broken
+            return image
     magic, ver, flags, hlen, _ = L.PREFIX.unpack_from(image, 0)
     if L.PREFIX.size + hlen > len(image):
         return image
@@ -99,7 +135,31 @@ INTERESTING = [0, 1, -1, 2, 7, 8, 9, 15, 16, 63, 64, 255, 256, 257, 65535, 65536
                2 ** 32, 2 ** 40, 2 ** 63, -2 ** 63, 0.5, None, "x", [], {}, [1, 2], True]
 
 
+def _mutate_json_v2(image: bytes, rng: random.Random) -> bytes:
+    h, hlen = _v2_header(image)
+    rows = [r for r in h.get("t", []) if isinstance(r, list) and r]
+    targets = [h] + rows + [r[5] for r in rows if len(r) == 6 and isinstance(r[5], dict) and r[5]]
+    t = rng.choice(targets)
+    if isinstance(t, list):
+        i = rng.randrange(len(t))
+        if i == 2 and isinstance(t[2], list) and t[2] and rng.random() < 0.5:
+            t[2][rng.randrange(len(t[2]))] = rng.choice(INTERESTING)
+        elif rng.random() < 0.1:
+            del t[i]
+        else:
+            t[i] = rng.choice(INTERESTING)
+    else:
+        key = rng.choice(list(t))
+        if rng.random() < 0.1:
+            del t[key]
+        else:
+            t[key] = rng.choice(INTERESTING + [0, 1, 2, 3, 4, 5, 9, 10, 11])
+    return _v2_rebuild(h, image, hlen, rng.random() < 0.8)
+
+
 def _mutate_json(image: bytes, rng: random.Random) -> bytes:
+    if _version(image) == 2:
+        return _mutate_json_v2(image, rng)
     hlen = _header(image)
     try:
         h = json.loads(image[L.PREFIX.size:L.PREFIX.size + hlen])
@@ -269,5 +329,28 @@ def test_cpp_decoder_fuzz_driver_under_sanitizers(tmp_path):
         pytest.skip("sanitizer runtime not available")
     assert build.returncode == 0, build.stderr[-2000:]
     run = subprocess.run([str(exe), "50000"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-2000:]
+    assert "without a fault" in run.stdout
+
+
+@pytest.mark.slow
+def test_cpp_arith_decoder_fuzz_driver_under_sanitizers(tmp_path):
+    """csrc/fuzz/fuzz_ac_decode.cpp's standalone driver, built with ASan + UBSan."""
+    import shutil
+    from pathlib import Path
+
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    root = Path(__file__).resolve().parent.parent
+    exe = tmp_path / "fuzz_ac_standalone"
+    build = subprocess.run([cxx, "-std=c++17", "-O1", "-g", "-fsanitize=address,undefined",
+                            "-fno-sanitize-recover=all", "-DDEEPCOMP_FUZZ_STANDALONE", f"-I{root / 'csrc'}",
+                            str(root / "csrc/fuzz/fuzz_ac_decode.cpp"), str(root / "csrc/coder/weights.cpp"),
+                            "-o", str(exe)], capture_output=True, text=True)
+    if build.returncode != 0 and "sanitize" in build.stderr:
+        pytest.skip("sanitizer runtime not available")
+    assert build.returncode == 0, build.stderr[-2000:]
+    run = subprocess.run([str(exe), "20000"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, (run.stdout + run.stderr)[-2000:]
     assert "without a fault" in run.stdout

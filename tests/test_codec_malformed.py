@@ -102,8 +102,8 @@ def test_bad_magic():
 
 def test_future_version():
     image = bytearray(build())
-    struct.pack_into("<H", image, 8, 2)
-    with pytest.raises(DczVersionError, match="version 2"):
+    struct.pack_into("<H", image, 8, 3)
+    with pytest.raises(DczVersionError, match="version 3"):
         validate(bytes(image))
 
 

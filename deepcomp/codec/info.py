@@ -20,7 +20,18 @@ def table(f: DczFile) -> dict:
                "dense_fp32_bytes": _fp32_bytes(r), "density": None, "weight_bits": None,
                "index_bits": None, "code_bits_per_symbol": None, "index_bits_per_symbol": None,
                "runner_up": None}
-        if r.encoding == "raw":
+        if r.encoding == "ac_float":
+            row["density"] = 1.0
+            row["weight_bits"] = 32
+            row["code_bits_per_symbol"] = 8 * r.length / r.numel
+        elif r.encoding == "ac_shared":
+            k = r.fields["k"]
+            row["weight_bits"] = max(1, math.ceil(math.log2(k))) if k else 0
+            nz = int((r.codebook.view("u4")[r.codes] != 0).sum())
+            row["density"] = nz / r.numel
+            # all bits of the tensor (codebook, positions, values) per non-zero element
+            row["code_bits_per_symbol"] = 8 * r.length / max(nz, 1)
+        elif r.encoding == "raw":
             row["weight_bits"] = 8 * L.DTYPES[r.fields["storage"]][1].itemsize
             if r.dtype == "bool":
                 row["weight_bits"] = 8

@@ -7,7 +7,10 @@ import numpy as np
 import torch
 
 MAGIC = b"\x89DCZ\r\n\x1a\n"  # PNG-style: catches text-mode and 7-bit mangling
-VERSION = 1
+VERSION = 1  # the JSON-header layout of deepcomp/codec/writer.assemble
+VERSION2 = 2  # compact header, arithmetic coding (deepcomp/codec/v2.py)
+READ_VERSIONS = (1, 2)
+WRITE_VERSION = 2  # what write_state_dict writes unless asked otherwise
 PREFIX = struct.Struct("<8sHHII")  # magic, version, flags, header_len, header_crc32
 ALIGN = 64  # every section starts on a multiple of this, so raw data can be mapped
 

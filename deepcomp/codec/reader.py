@@ -105,11 +105,16 @@ def validate(buf: bytes | bytearray | memoryview) -> ParsedFile:
     magic, version, flags, hlen, hcrc = L.PREFIX.unpack_from(mv, 0)
     if magic != L.MAGIC:
         raise DczFormatError(f"not a .dcz file (bad magic bytes {magic!r})")
-    if version != L.VERSION:
-        raise DczVersionError(f"format version {version}; this build reads version {L.VERSION} only"
-                              + (" (upgrade deepcomp)" if version > L.VERSION else ""))
+    if version not in L.READ_VERSIONS:
+        raise DczVersionError(f"format version {version}; this build reads versions "
+                              f"{', '.join(map(str, L.READ_VERSIONS))}"
+                              + (" (upgrade deepcomp)" if version > max(L.READ_VERSIONS) else ""))
     if flags != 0:
-        raise DczFormatError(f"prefix flags are {flags:#x}; version 1 defines none")
+        raise DczFormatError(f"prefix flags are {flags:#x}; version {version} defines none")
+    if version == 2:
+        from deepcomp.codec.v2 import validate_v2
+
+        return validate_v2(mv, hlen, hcrc)
     if hlen == 0 or hlen > L.MAX_HEADER_BYTES:
         raise DczFormatError(f"header length {hlen} outside 1..{L.MAX_HEADER_BYTES}")
     hend = L.PREFIX.size + hlen
@@ -353,17 +358,17 @@ class DczFile:
     def dense(self, name: str) -> torch.Tensor:
         r = self.record(name)
         tdtype = L.DTYPES[r.dtype][0]
-        if r.encoding == "raw":
+        if r.encoding in ("raw", "ac_float"):
             arr = r.raw.copy()
             if r.dtype == "bfloat16":
                 return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16).reshape(r.shape)
             t = torch.from_numpy(arr)
             if r.dtype == "bool":
                 t = t.to(torch.bool)
-            elif r.fields["storage"] != r.dtype:
+            elif r.fields.get("storage", r.dtype) != r.dtype:
                 t = t.to(tdtype)
             return t.reshape(r.shape)
-        if r.encoding == "shared_dense":
+        if r.encoding in ("shared_dense", "ac_shared"):
             out = r.codebook.view(np.uint32)[r.codes].view(np.float32)
         else:
             out = _C.sparse_dense(r.rel, r.codes, r.fields["index_bits"], r.codebook, r.numel, r.fields["nnz"])
@@ -371,8 +376,10 @@ class DczFile:
 
     def compressed(self, name: str):
         r = self.record(name)
-        if r.encoding == "raw":
+        if r.encoding in ("raw", "ac_float"):
             return RawTensor(name, r.shape, np.ascontiguousarray(self.dense(name).numpy()))
+        if r.encoding == "ac_shared":
+            return _ac_compressed(name, r)
         if r.encoding == "shared_dense":
             return SharedDense(name, r.shape, r.codebook.copy(), r.codes.astype(np.uint8))
         positions, codes = _C.sparse_expand(r.rel, r.codes, r.fields["index_bits"], r.fields["k"], r.numel,
@@ -388,6 +395,21 @@ class DczFile:
     def state_dict(self) -> dict:
         tensors = _each(lambda r: self.dense(r.name), self._p.tensors)
         return dict(zip(self.names, tensors))
+
+
+def _ac_compressed(name: str, r: TensorRecord):
+    """The runtime's form of an ac_shared tensor: CSR when coded sparse, else codes."""
+    if not r.fields["sp"]:
+        return SharedDense(name, r.shape, r.codebook.copy(), r.codes.astype(np.uint8))
+    positions = np.flatnonzero(r.codes)
+    codes = (r.codes[positions] - 1).astype(np.uint8)
+    rows, cols = matrix_view(r.shape)
+    row = positions // cols if cols else positions
+    indptr = np.zeros(rows + 1, np.int32)
+    np.cumsum(np.bincount(row, minlength=rows), out=indptr[1:])
+    idx_dtype = np.uint16 if cols <= 65536 else np.int32
+    indices = (positions - row * cols).astype(idx_dtype)
+    return SharedSparse(name, r.shape, r.codebook[1:].copy(), indptr, indices, codes)
 
 
 def read_bytes(path) -> bytes:

@@ -34,8 +34,16 @@ def _json_bytes(obj, what: str, cap: int) -> bytes:
 
 
 def write_state_dict(sd: Mapping, path, *, graph: dict | None = None, meta: dict | None = None,
-                     fp16: bool = False) -> dict:
-    """Encode a state_dict losslessly (fp16 only if asked) into `path`; returns a summary."""
+                     fp16: bool = False, version: int = L.WRITE_VERSION) -> dict:
+    """Encode a state_dict losslessly (fp16 only if asked) into `path`; returns a summary.
+
+    version 2 (the default) is the compact container with arithmetic coding; version 1
+    writes the original JSON-header, Huffman-only layout that every reader understands.
+    """
+    if version not in L.READ_VERSIONS:
+        raise DeepcompError(f"cannot write .dcz version {version}; choose one of {L.READ_VERSIONS}")
+    if version == 2:
+        return _write_v2(sd, path, graph=graph, meta=meta, fp16=fp16)
     encoded = []
     for name, t in sd.items():
         if not isinstance(name, str):
@@ -61,6 +69,41 @@ def write_state_dict(sd: Mapping, path, *, graph: dict | None = None, meta: dict
         "dense_bytes": dense,
         "ratio": dense / len(image) if image else float("inf"),
         "tensors": {e["name"]: {"encoding": e["encoding"], "bytes": e["length"]} for e in entries},
+    }
+
+
+def _check_items(sd: Mapping):
+    for name, t in sd.items():
+        if not isinstance(name, str):
+            raise ModelError(f"state_dict key {name!r} is not a string")
+        if not isinstance(t, torch.Tensor):
+            raise ModelError(f"state_dict entry {name!r} is a {type(t).__name__}, not a tensor")
+        if t.is_sparse or t.layout != torch.strided:
+            raise ModelError(f"tensor {name!r} has layout {t.layout}; store it dense")
+
+
+def _write_v2(sd: Mapping, path, *, graph, meta, fp16) -> dict:
+    from deepcomp.codec.v2 import assemble_v2, choose_encoding_v2
+
+    _check_items(sd)
+    if graph is not None:
+        if not isinstance(graph, dict):
+            raise DeepcompError(f"graph must be a dict, not {type(graph).__name__}")
+        _json_bytes(graph, "graph", L.MAX_GRAPH_BYTES)
+    if meta:
+        _json_bytes(meta, "meta", L.MAX_META_BYTES)
+    encoded = [choose_encoding_v2(name, t, fp16=fp16) for name, t in sd.items()]
+    image = assemble_v2(encoded, graph, meta)
+    atomic_write(path, lambda f: f.write(image))
+    dense = sum(t.numel() * t.element_size() for t in sd.values())
+    return {
+        "path": os.fspath(path),
+        "file_bytes": len(image),
+        "dense_bytes": dense,
+        "ratio": dense / len(image) if image else float("inf"),
+        "version": 2,
+        "tensors": {e.fields["name"]: {"encoding": e.fields["encoding"], "bytes": len(e.payload), "why": e.why}
+                    for e in encoded},
     }
 
 

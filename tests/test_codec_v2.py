@@ -1,0 +1,351 @@
+"""Version 2 of .dcz: the arithmetic coder, the compact container, its validation."""
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from deepcomp import _C
+from deepcomp.codec import arith
+from deepcomp.codec import layout as L
+from deepcomp.codec.reader import decode, open_dcz, validate
+from deepcomp.codec.tensors import SharedDense, SharedSparse
+from deepcomp.codec.v2 import _deflate, assemble_v2, choose_encoding_v2
+from deepcomp.codec.writer import write_state_dict
+from deepcomp.errors import DczChecksumError, DczFormatError, DczTruncatedError
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
+
+
+def shared(shape, density, k, seed=0, signed=True):
+    g = torch.Generator().manual_seed(seed)
+    book = torch.randn(k, generator=g) if signed else torch.rand(k, generator=g) + 0.1
+    w = book[torch.randint(0, k, shape, generator=g)]
+    return torch.where(torch.rand(shape, generator=g) < density, w, torch.zeros(()))
+
+
+# ---- the C++ coder on its own -----------------------------------------------------------
+
+MODELS = [dict(sp=sp, cm=cm, vc=vc, sc=sc, sh=sh) for sp in (0, 1) for cm in (0, 1) for vc in (0, 1, 2)
+          for sc in ((0, 1) if sp else (0,)) for sh in (4, 7, 10)]
+
+
+def _roundtrip_weights(w: torch.Tensor, p: dict):
+    bits = w.contiguous().view(torch.int32).numpy().view(np.uint32).reshape(-1)
+    idx, book, nn, npn = arith.weight_table(bits, bool(p["sp"]))
+    rows, cols = w.shape[0], w.numel() // w.shape[0]
+    payload = arith.encode_shared(idx, book, rows, cols, nn, npn, p)
+    i2, b2 = arith.decode_shared(payload, rows, cols, {**p, "k": nn + npn, "neg": nn}, "t")
+    assert np.array_equal(i2, idx) and np.array_equal(b2, book)
+    table = book if not p["sp"] else np.concatenate([[0], book]).astype(np.uint32)
+    assert np.array_equal(table[i2], bits)
+    return payload
+
+
+@pytest.mark.parametrize("p", MODELS, ids=lambda p: "-".join(f"{k}{v}" for k, v in p.items()))
+def test_weights_round_trip_every_model(p):
+    for seed, (shape, density, k) in enumerate([((17, 23), 0.1, 9), ((1, 50), 0.5, 3), ((40, 1), 0.3, 200),
+                                                 ((9, 4, 3, 3), 1.0, 31), ((30, 30), 0.0, 1)]):
+        w = shared(shape, density, k, seed)
+        if not p["sp"] and np.unique(w.view(torch.int32).numpy()).size > 256:
+            continue
+        _roundtrip_weights(w, p)
+
+
+@pytest.mark.parametrize("case", ["one_symbol", "uniform", "one_rare", "positive_only", "negative_only",
+                                  "specials"])
+def test_weights_adversarial_distributions(case):
+    rng = np.random.default_rng(3)
+    if case == "one_symbol":
+        w = torch.full((64, 64), 0.5)
+    elif case == "uniform":
+        w = torch.from_numpy(rng.integers(-128, 128, (64, 64)).astype(np.float32))
+    elif case == "one_rare":
+        w = torch.zeros(64, 64)
+        w[63, 63] = -3.0
+    elif case == "positive_only":
+        w = torch.from_numpy(rng.integers(0, 5, (30, 30)).astype(np.float32))
+    elif case == "negative_only":
+        w = -torch.from_numpy(rng.integers(0, 5, (30, 30)).astype(np.float32))
+    else:
+        w = torch.tensor([[float("nan"), -0.0, float("inf")], [-float("inf"), 0.0, 1e-45]])
+    for p in MODELS[::5]:
+        if not p["sp"] and np.unique(w.view(torch.int32).numpy()).size > 256:
+            continue
+        _roundtrip_weights(w, p)
+    if case == "one_symbol":
+        # an adaptive model pays almost nothing per element for a certain symbol
+        assert len(_roundtrip_weights(w, dict(sp=0, cm=0, vc=0, sc=0, sh=10))) < 64 * 64 / 64
+
+
+def test_floats_round_trip_any_bit_pattern():
+    rng = np.random.default_rng(0)
+    for bits in (rng.integers(0, 2 ** 32, 1000, dtype=np.uint64).astype(np.uint32),
+                 np.zeros(5, np.uint32), np.array([0x7FC00001, 0xFF800000, 0x80000000], np.uint32),
+                 np.zeros(0, np.uint32)):
+        for sh in (4, 7, 10):
+            payload = _C.ac_encode_floats(bits, sh)
+            assert np.array_equal(_C.ac_decode_floats(np.frombuffer(payload, np.uint8), bits.size, sh), bits)
+
+
+def test_decoder_rejects_truncated_spare_and_garbage_payloads():
+    w = shared((50, 60), 0.2, 16, seed=4)
+    p = dict(sp=1, cm=0, vc=1, sc=1, sh=7)
+    payload = _roundtrip_weights(w, p)
+    bits = w.view(torch.int32).numpy().view(np.uint32).reshape(-1)
+    _, _, nn, npn = arith.weight_table(bits, True)
+    q = {**p, "k": nn + npn, "neg": nn}
+    with pytest.raises(DczFormatError, match="truncated"):
+        arith.decode_shared(payload[:len(payload) // 2], 50, 60, q, "t")
+    with pytest.raises(DczFormatError, match="spare bytes"):
+        arith.decode_shared(payload + b"\0", 50, 60, q, "t")
+    with pytest.raises(DczFormatError):
+        arith.decode_shared(b"\xff" * 4, 50, 60, q, "t")
+    with pytest.raises(DczFormatError, match="truncated"):
+        arith.decode_floats(b"", 10, 7, "t")
+    rng = np.random.default_rng(1)
+    for _ in range(200):  # garbage never crashes: it decodes to something or is rejected
+        junk = rng.integers(0, 256, int(rng.integers(0, 64)), dtype=np.uint8).tobytes()
+        try:
+            arith.decode_shared(junk, 50, 60, q, "t")
+        except DczFormatError:
+            pass
+
+
+def test_bad_model_parameters_are_value_errors():
+    idx = np.zeros(4, np.uint16)
+    with pytest.raises(ValueError, match="parameters"):
+        _C.ac_encode_weights(idx, np.zeros(0, np.uint32), 2, 2, 0, 0, True, False, 3, 0, 7)
+    with pytest.raises(ValueError, match="parameters"):
+        _C.ac_encode_weights(idx, np.zeros(0, np.uint32), 2, 2, 0, 0, True, False, 0, 0, 11)
+    with pytest.raises(ValueError, match="parameters"):  # a codebook group must be strictly increasing
+        _C.ac_encode_weights(np.ones(4, np.uint16), np.array([5, 5], np.uint32), 2, 2, 0, 2, True, False, 0, 0, 7)
+    with pytest.raises(ValueError, match="outside the codebook"):
+        _C.ac_encode_weights(np.full(4, 5, np.uint16), np.zeros(2, np.uint32), 2, 2, 1, 1, True, False, 0, 0, 7)
+
+
+# ---- the container ------------------------------------------------------------------------
+
+def test_v2_round_trip_and_runtime_forms(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    sd = {"fc1.weight": shared((300, 200), 0.08, 32, 1), "fc1.bias": torch.randn(300, generator=g),
+          "dense.weight": shared((64, 64), 1.0, 200, 2), "conv.weight": shared((16, 8, 3, 3), 0.3, 100, 3),
+          "steps": torch.tensor(5), "mask": torch.tensor([True, False]), "empty": torch.zeros(0, 3),
+          "half": torch.randn(4, generator=g).half(), "scalar": torch.tensor(1.5)}
+    p = tmp_path / "m.dcz"
+    s = write_state_dict(sd, p, graph={"format": "x"}, meta={"who": "test"})
+    assert s["version"] == 2 and s["file_bytes"] == p.stat().st_size
+    f = open_dcz(p)
+    assert f.graph == {"format": "x"} and f.meta == {"who": "test"}
+    out = f.state_dict()
+    for k in sd:
+        assert same_bits(out[k], sd[k]), k
+    enc = {r.name: r.encoding for r in f.parsed.tensors}
+    assert enc["fc1.weight"] in ("ac_shared", "shared_sparse") and enc["fc1.bias"] == "ac_float"
+    assert "ac_shared" in enc.values()
+    for k in ("fc1.weight", "dense.weight", "conv.weight"):
+        c = f.compressed(k)
+        if isinstance(c, SharedSparse):
+            rows, cols = c.shape[0], int(np.prod(c.shape[1:]))
+            m = np.zeros((rows, cols), np.float32)
+            for r in range(rows):
+                a, b = c.indptr[r], c.indptr[r + 1]
+                m[r, c.indices[a:b]] = c.codebook[c.codes[a:b]]
+            assert np.array_equal(m.reshape(-1).view(np.uint32), out[k].numpy().reshape(-1).view(np.uint32))
+        else:
+            assert isinstance(c, SharedDense) and c.codes.dtype == np.uint8
+            assert np.array_equal(c.codebook[c.codes].view(np.uint32), out[k].numpy().reshape(-1).view(np.uint32))
+    # the writer never does worse than Huffman, and v1 stays writable and readable
+    v1 = write_state_dict(sd, tmp_path / "v1.dcz", version=1, graph={"format": "x"}, meta={"who": "test"})
+    assert s["file_bytes"] < v1["file_bytes"]
+    for k in sd:
+        assert s["tensors"][k]["bytes"] <= v1["tensors"][k]["bytes"]
+        assert same_bits(decode(tmp_path / "v1.dcz")[k], sd[k])
+
+
+def test_choice_is_exact_price():
+    w = shared((100, 100), 0.1, 16, 5)
+    enc = choose_encoding_v2("w", w)
+    assert enc.why[enc.fields["encoding"] if enc.fields["encoding"].startswith("ac") else "huffman"] == len(enc.payload)
+    assert len(enc.payload) == min(v for v in enc.why.values())
+
+
+def _image(**kw):
+    sd = {"w": shared((30, 20), 0.2, 8, 1), "b": torch.randn(20, generator=torch.Generator().manual_seed(1)),
+          "d": shared((10, 10), 1.0, 5, 2), "h": torch.randint(0, 3, (6,)).float()}
+    encs = [choose_encoding_v2(k, v) for k, v in sd.items()]
+    return assemble_v2(encs, kw.get("graph"), kw.get("meta"))
+
+
+def _header(image):
+    _, _, _, hlen, _ = L.PREFIX.unpack_from(image, 0)
+    return json.loads(zlib.decompressobj(-15).decompress(image[L.PREFIX.size:L.PREFIX.size + hlen])), hlen
+
+
+def _rebuild(image, h, hlen, fix_body=True):
+    body = image[L.PREFIX.size + hlen:]
+    if fix_body:
+        h["c"] = zlib.crc32(body)
+    return _with_header(_deflate(json.dumps(h).encode()), body)
+
+
+def _with_header(packed, body):
+    return L.PREFIX.pack(L.MAGIC, 2, 0, len(packed), zlib.crc32(packed)) + packed + body
+
+
+def _edit(fn):
+    image = _image()
+    h, hlen = _header(image)
+    h["c"] = zlib.crc32(image[L.PREFIX.size + hlen:])
+    fn(h)
+    return _rebuild(image, h, hlen, False)
+
+
+def test_base_v2_image_is_valid():
+    image = _image(graph={"g": 1}, meta={"m": 2})
+    p = validate(image)
+    assert [r.encoding for r in p.tensors][:2] == ["ac_shared", "ac_float"]
+    assert p.graph == {"g": 1} and p.meta == {"m": 2}
+
+
+def _row(name):
+    return lambda h: next(r for r in h["t"] if r[0] == name)
+
+
+@pytest.mark.parametrize("edit, exc, match", [
+    (lambda h: h.pop("t"), DczFormatError, "tensor table"),
+    (lambda h: h.pop("c"), DczFormatError, "'c'"),
+    (lambda h: h["t"].append(["x"]), DczFormatError, "table row must be a list"),
+    (lambda h: h["t"][0].__setitem__(3, "zip"), DczFormatError, "unknown encoding"),
+    (lambda h: h["t"][0].__setitem__(4, -1), DczFormatError, "section length"),
+    (lambda h: h["t"][0].__setitem__(5, []), DczFormatError, "parameters must be a JSON object"),
+    (lambda h: h["t"][0][5].pop("vc"), DczFormatError, "takes the parameters"),
+    (lambda h: h["t"][0][5].__setitem__("vc", 3), DczFormatError, "vc = 3"),
+    (lambda h: h["t"][0][5].__setitem__("sh", 11), DczFormatError, "sh = 11"),
+    (lambda h: h["t"][0][5].__setitem__("sh", 3), DczFormatError, "sh = 3"),
+    (lambda h: h["t"][0][5].__setitem__("k", 257), DczFormatError, "k = 257"),
+    (lambda h: h["t"][0][5].__setitem__("neg", 9), DczFormatError, "negative codebook entries"),
+    (lambda h: h["t"][0][5].__setitem__("sp", 2), DczFormatError, "sp = 2"),
+    (lambda h: h["t"][0][5].__setitem__("cm", -1), DczFormatError, "cm = -1"),
+    (lambda h: h["t"][0][5].__setitem__("sc", 2), DczFormatError, "sc = 2"),
+    (lambda h: h["t"][0][5].__setitem__("k", 7), DczFormatError, "tensor 'w'"),
+    (lambda h: h["t"][0].__setitem__(1, "int32"), DczFormatError, "float32 only"),
+    (lambda h: h["t"][0].__setitem__(2, []), DczFormatError, "at least one dimension"),
+    (lambda h: h["t"][0].__setitem__(2, [2 ** 41]), DczFormatError, "shape"),
+    (lambda h: h["t"][1][5].__setitem__("sh", 99), DczFormatError, "sh = 99"),
+    (lambda h: h["t"][1][5].__setitem__("extra", 1), DczFormatError, "exactly the parameter"),
+    (lambda h: h["t"][1].__setitem__(0, "w"), DczFormatError, "more than once"),
+    (lambda h: h.__setitem__("g", [1]), DczFormatError, "graph"),
+    (lambda h: h.__setitem__("m", 3), DczFormatError, "meta"),
+    (lambda h: h["t"][2][5].__setitem__("sc", 1) if h["t"][2][5]["sp"] == 0 else h["t"][2][5].__setitem__(
+        "sp", 0), DczFormatError, "tensor 'd'"),
+    (lambda h: h["t"][0].__setitem__(4, h["t"][0][4] - 1), DczFormatError, "trailing garbage"),
+    (lambda h: h["t"][-1].__setitem__(4, h["t"][-1][4] + 1), DczTruncatedError, "truncated"),
+    (lambda h: h["t"][-1].__setitem__(4, h["t"][-1][4] - 1), DczFormatError, "trailing garbage"),
+])
+def test_malformed_v2_fields(edit, exc, match):
+    with pytest.raises(exc, match=match):
+        validate(_edit(edit))
+
+
+def test_v2_checksums_and_header_stream():
+    image = _image()
+    h, hlen = _header(image)
+    bad = bytearray(image)
+    bad[-1] ^= 1
+    with pytest.raises(DczChecksumError, match="tensor data"):
+        validate(bytes(bad))
+    bad = bytearray(image)
+    bad[L.PREFIX.size] ^= 1
+    with pytest.raises(DczChecksumError, match="header"):
+        validate(bytes(bad))
+    body = image[L.PREFIX.size + hlen:]
+    packed = image[L.PREFIX.size:L.PREFIX.size + hlen]
+    with pytest.raises(DczFormatError, match="deflate"):
+        validate(_with_header(b"\xff" * 8, body))
+    with pytest.raises(DczTruncatedError, match="ends early"):
+        validate(_with_header(packed[:-3], body))
+    with pytest.raises(DczFormatError, match="after the end of the header"):
+        validate(_with_header(packed + b"\0", body))
+    # a deflate bomb in the header is refused without inflating it all
+    bomb = _deflate(b"{" + b" " * (L.MAX_HEADER_BYTES + L.MAX_GRAPH_BYTES + L.MAX_META_BYTES + 10) + b"}")
+    with pytest.raises(DczFormatError, match="inflates to more than"):
+        validate(_with_header(bomb, b""))
+    with pytest.raises(DczFormatError, match="not valid UTF-8 JSON"):
+        validate(_with_header(_deflate(b"{nope"), b""))
+    with pytest.raises(DczFormatError, match="header length"):
+        validate(L.PREFIX.pack(L.MAGIC, 2, 0, 0, 0))
+    with pytest.raises(DczTruncatedError, match="runs past"):
+        validate(image[:L.PREFIX.size + hlen - 1])
+
+
+def test_v2_payload_corruption_is_rejected_not_crashed():
+    image = _image()
+    h, hlen = _header(image)
+    start = L.PREFIX.size + hlen
+    rejected = 0
+    for i in range(start, len(image)):
+        for bit in (0, 3, 7):
+            bad = bytearray(image)
+            bad[i] ^= 1 << bit
+            h["c"] = zlib.crc32(bytes(bad[start:]))
+            try:
+                validate(_with_header(_deflate(json.dumps(h).encode()), bytes(bad[start:])))
+            except DczFormatError:
+                rejected += 1
+    assert rejected > 0
+
+
+def test_v2_expansion_cap():
+    def grow(h):
+        h["t"][0][2] = [1 << 20, 1 << 20]
+        h["t"][0][5].update(sp=1)
+    with pytest.raises(DczFormatError, match="expand"):
+        validate(_edit(grow))
+
+
+def test_unknown_version_and_v1_still_read(tmp_path):
+    image = bytearray(_image())
+    struct.pack_into("<H", image, 8, 3)
+    from deepcomp.errors import DczVersionError
+    with pytest.raises(DczVersionError, match="version 3"):
+        validate(bytes(image))
+    sd = {"w": shared((30, 20), 0.2, 8, 1)}
+    write_state_dict(sd, tmp_path / "a.dcz", version=1)
+    assert same_bits(decode(tmp_path / "a.dcz")["w"], sd["w"])
+    with pytest.raises(Exception, match="version 7"):
+        write_state_dict(sd, tmp_path / "b.dcz", version=7)
+
+
+# ---- the C++ decoder against an independent Python one ------------------------------------
+
+@pytest.mark.parametrize("p", MODELS[::3], ids=lambda p: "-".join(f"{k}{v}" for k, v in p.items()))
+def test_cpp_decoder_matches_python_reference(p):
+    from tests.ac_reference import decode_weights
+
+    for seed, (shape, density, k) in enumerate([((7, 9), 0.3, 6), ((5, 12), 1.0, 3), ((9, 4), 0.1, 20)]):
+        w = shared(shape, density, k, seed)
+        bits = w.contiguous().view(torch.int32).numpy().view(np.uint32).reshape(-1)
+        idx, book, nn, npn = arith.weight_table(bits, bool(p["sp"]))
+        rows, cols = shape[0], int(np.prod(shape[1:]))
+        payload = arith.encode_shared(idx, book, rows, cols, nn, npn, p)
+        out, ref_book = decode_weights(payload, rows, cols, nn, npn, **p)
+        assert out == idx.tolist() and ref_book == book.tolist()
+
+
+def test_float_decoder_matches_python_reference():
+    from tests.ac_reference import decode_floats
+
+    rng = np.random.default_rng(2)
+    bits = np.concatenate([rng.standard_normal(50).astype(np.float32).view(np.uint32),
+                           np.array([0, 0x80000000, 0x3F800000, 0x7FC00000], np.uint32)])
+    for sh in (4, 7, 10):
+        assert decode_floats(_C.ac_encode_floats(bits, sh), bits.size, sh) == bits.tolist()
