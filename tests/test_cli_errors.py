@@ -86,7 +86,10 @@ def files(tmp_path_factory):
 
     def huge(h):
         h["tensors"][0]["shape"] = [2 ** 17, 2 ** 17]
-    dcz["declares_64GiB"] = put("huge.dcz", _rewrite_header(b, huge))
+    # _rewrite_header edits a v1 (plain JSON) header; the same tensors written as v1
+    write_state_dict(model.state_dict(), d / "good_v1.dcz", version=1)
+    v1 = (d / "good_v1.dcz").read_bytes()
+    dcz["declares_64GiB"] = put("huge.dcz", _rewrite_header(v1, huge))
 
     def bad_graph(name, fn):
         g = json.loads(json.dumps(graph))

@@ -349,3 +349,22 @@ def test_float_decoder_matches_python_reference():
                            np.array([0, 0x80000000, 0x3F800000, 0x7FC00000], np.uint32)])
     for sh in (4, 7, 10):
         assert decode_floats(_C.ac_encode_floats(bits, sh), bits.size, sh) == bits.tolist()
+
+
+@pytest.mark.parametrize("density,k,want", [(1.0, 256, SharedDense), (0.8, 16, SharedDense),
+                                            (0.8, 256, SharedSparse), (0.1, 16, SharedSparse)])
+def test_runtime_form_follows_density_not_the_coders_mode(tmp_path, density, k, want):
+    # Whatever mode the coder picked, a mostly-nonzero tensor reaches the runtime as dense
+    # codes (its lut path); only a 256-centroid tensor with zeros cannot be uint8 codes.
+    t = shared((96, 80), density, k, seed=3)
+    write_state_dict({"w": t}, tmp_path / "a.dcz")
+    f = open_dcz(tmp_path / "a.dcz")
+    form = f.compressed("w")
+    assert isinstance(form, want)
+    if want is SharedDense:
+        back = form.codebook[form.codes.astype(np.int64)]
+    else:
+        back = np.zeros(t.shape, np.float32)
+        rows = np.repeat(np.arange(t.shape[0]), np.diff(form.indptr))
+        back[rows, form.indices.astype(np.int64)] = form.codebook[form.codes.astype(np.int64)]
+    assert same_bits(torch.from_numpy(np.ascontiguousarray(back, np.float32)).reshape(t.shape), t)

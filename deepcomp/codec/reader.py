@@ -184,6 +184,9 @@ def validate(buf: bytes | bytearray | memoryview) -> ParsedFile:
 # Streams of this many bytes or more are decoded on several threads (the C++ coder
 # releases the GIL); below it, thread start-up costs more than it saves.
 PARALLEL_MIN_BYTES = 1 << 20
+# Above this fraction of nonzeros a shared tensor is handed out as dense codes (the
+# runtime's SPARSE_DENSITY: its sparse kernels lose to dense ones beyond it).
+SPARSE_FORM_DENSITY = 0.5
 MAX_THREADS = 4  # benchmarks set 1 to measure the single-threaded decoder
 
 
@@ -398,10 +401,21 @@ class DczFile:
 
 
 def _ac_compressed(name: str, r: TensorRecord):
-    """The runtime's form of an ac_shared tensor: CSR when coded sparse, else codes."""
+    """The runtime's form of an ac_shared tensor: CSR when mostly zero, else dense codes.
+
+    Density decides, not the coder's mode: the coder may code an unpruned tensor in its
+    sparse mode when that is a few bytes smaller, and a CSR of a dense matrix would cost
+    the runtime its dense-code (lut) path and five times the resident bytes."""
     if not r.fields["sp"]:
         return SharedDense(name, r.shape, r.codebook.copy(), r.codes.astype(np.uint8))
     positions = np.flatnonzero(r.codes)
+    if positions.size > SPARSE_FORM_DENSITY * r.codes.size:
+        # Code 0 is the zero weight; with no zeros it is dropped, so 256 centroids still
+        # fit uint8 codes. With zeros and 256 centroids, dense codes cannot hold them.
+        if positions.size == r.codes.size:
+            return SharedDense(name, r.shape, r.codebook[1:].copy(), (r.codes - 1).astype(np.uint8))
+        if r.codebook.size <= 256:
+            return SharedDense(name, r.shape, r.codebook.copy(), r.codes.astype(np.uint8))
     codes = (r.codes[positions] - 1).astype(np.uint8)
     rows, cols = matrix_view(r.shape)
     row = positions // cols if cols else positions
