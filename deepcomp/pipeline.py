@@ -431,6 +431,9 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
             pruning.remove()
             if pruning.masks:
                 result.prune_report = pruning.report()
+        if checkpoint_dir is not None and dctx.is_main:
+            log(f"[checkpoints] {len(names) - first} written to {checkpoint_dir} "
+                f"({result.checkpoint_seconds:.2f} s)")
 
         if out is not None:
             t0 = time.perf_counter()
