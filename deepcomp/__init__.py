@@ -7,6 +7,12 @@ The public surface is this file:
     deepcomp.load("out.dcz")     -> torch.nn.Module running the compressed form
     deepcomp.compress(...)       -> the full prune / retrain / share / fine-tune pipeline
 
+In your own training loop (any optimizer, loss, data, device, DDP):
+
+    pruning = deepcomp.prune_weights(model, keep=0.1, steps=3)   # pruning.step() per round
+    sharing = deepcomp.share_weights(model, bits={"fc": 5})      # trainable codebooks
+    sharing.finalize(); deepcomp.save(model, "out.dcz")
+
 Everything else is an implementation module and may change.
 """
 from __future__ import annotations
@@ -31,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "save", "decode", "load", "compress",
+    "prune_weights", "share_weights", "Pruning", "Sharing",
     "DeepcompError", "DczFormatError", "DataError", "ModelError", "UnsupportedOpError",
     "__version__",
 ]
@@ -75,3 +82,16 @@ def compress(model, out=None, **options):
     from deepcomp.pipeline import compress as _compress
 
     return _compress(model, out, **options)
+
+
+_TRAINING = ("prune_weights", "share_weights", "Pruning", "Sharing")
+
+
+def __getattr__(name):
+    # The training API imports torch; loading it on first use keeps `import deepcomp`
+    # (and commands such as `deepcomp info`) as light as they were.
+    if name in _TRAINING:
+        from deepcomp import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'deepcomp' has no attribute {name!r}")

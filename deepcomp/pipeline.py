@@ -32,9 +32,13 @@ from deepcomp.data import get_dataset
 from deepcomp.errors import DeepcompError, ModelError
 from deepcomp.models import LeNet5, LeNet300, get_model, load_checkpoint, load_into, \
     load_state_dict_file
-from deepcomp.prune import MaskSet, PruneSpecError, geometric_schedule, is_prunable, report
-from deepcomp.share import bits_for, finalize, quantize_model, _check_bits, _check_init
+from deepcomp.prune import PruneSpecError, is_prunable, report
+from deepcomp.share import bits_for, _check_bits, _check_init
 from deepcomp.train import evaluate, make_optimizer, train
+from deepcomp import checkpoint as ckpt
+from deepcomp.distributed import DEVICES, setup as dist_setup
+from deepcomp.training import Pruning, Sharing, _bits_spec, plain_state_dict, share_weights
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 # Per-layer kept fractions after pruning, after Han et al. (2016) Table 1 / 2 / 3, with
 # the largest layer trimmed a little so that the whole net keeps at most 8 % of its
@@ -67,6 +71,10 @@ class CompressResult:
     out: Path | None = None
     codec_summary: dict | None = None
     prune_report: object | None = None
+    rank: int = 0
+    world_size: int = 1
+    sync: list = field(default_factory=list)       # per stage: CRC32s all ranks agreed on
+    checkpoint_seconds: float = 0.0
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
@@ -211,15 +219,15 @@ def share_and_finetune(net: nn.Module, train_set, *, bits: dict, init: str = "li
     """
     t0 = time.perf_counter()
     label = _bits_label(net, bits)
-    quantize_model(net, bits, init, seed)
+    sharing = share_weights(net, bits, init=init, seed=seed)
     if on_stage:
         on_stage(f"share ({init})", t0, label)
     t0 = time.perf_counter()
     if epochs > 0:
-        opt = make_optimizer(net.parameters(), "adam", lr)
+        opt = make_optimizer(sharing.parameters(), "adam", lr)
         train(net, train_set, epochs=epochs, optimizer=opt, batch_size=batch_size,
               seed=seed + 1000, progress=progress, desc="fine-tune centroids")
-    finalize(net)
+    sharing.finalize()
     net.eval()
     if on_stage:
         on_stage("share + fine-tune", t0, label)
@@ -235,7 +243,9 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
              share: bool = True,
              batch_size: int = 128, subset: int | None = None, seed: int = 0,
              progress: bool = True, log: Callable[[str], None] | None = None,
-             train_set=None, test_set=None) -> CompressResult:
+             train_set=None, test_set=None, plan: dict | None = None,
+             device=None, amp: bool = False, checkpoint_dir=None, resume: bool = False,
+             dist_timeout: float = 1800.0) -> CompressResult:
     """Run the pipeline (see the module docstring); returns a CompressResult.
 
     ``keep``: kept fraction per layer ({'fc1': 0.08, ...}, a 'fc1=0.08,...' string or one
@@ -246,9 +256,17 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     on a seeded random subset of that many training examples. ``train_set`` /
     ``test_set`` replace the named data set (any Dataset of (image, label)).
     ``share=False`` stops after pruning (the model keeps fp32 weights).
+    ``plan``: {layer: {'keep': f, 'bits': b}} (the planner's output) instead of ``keep``
+    and on top of ``bits``.
+    ``device``: 'auto' (CUDA when present), 'cpu' or 'cuda'; ``amp``: CUDA mixed
+    precision. Under torchrun each rank trains on its shard with DDP (see
+    deepcomp.distributed); only rank 0 evaluates and writes. ``checkpoint_dir``: write a
+    checkpoint after every stage; ``resume``: continue after the newest one there.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     bits = dict(DEFAULT_BITS if bits is None else bits)
+    if plan is not None:
+        bits = _bits_spec(bits, plan)
     for v in bits.values():
         _check_bits(v)
     _check_init(init)
@@ -258,13 +276,20 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
         raise DeepcompError("epochs must be >= 0")
     if subset is not None and subset < 1:
         raise DeepcompError(f"--subset must be a positive number of examples, got {subset}")
+    if resume and checkpoint_dir is None:
+        raise DeepcompError("--resume needs --checkpoint-dir (the folder of an earlier run)")
 
+    dctx = dist_setup(device, dist_timeout)
+    if not dctx.is_main:
+        progress = False
+        log = lambda s: None  # noqa: E731  (rank 0 speaks for the run)
     net, family = resolve_model(model, arch)
+    net.to(dctx.device)
     if isinstance(model, str) and model.startswith("torchvision:"):
         log(f"note: {model} is built with untrained weights (weights=None); pass a trained "
             f"state_dict file with --arch {model} to compress a trained model")
-    std_s = _std_quality(keep)
-    targets = None if std_s is not None else _keep_targets(net, family, keep)
+    std_s = _std_quality(keep) if plan is None else None
+    targets = None if (std_s is not None or plan is not None) else _keep_targets(net, family, keep)
     if train_set is None:
         train_set = get_dataset(data, "train", data_dir)
     if test_set is None:
@@ -272,61 +297,174 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     if subset is not None and hasattr(train_set, "subset"):
         train_set = train_set.subset(subset, seed)
     result = CompressResult(model=net)
+    result.rank, result.world_size = dctx.rank, dctx.world_size
+    if dctx.enabled:
+        log(f"[ddp] {dctx.world_size} processes ({dctx.backend}), device {dctx.device}, "
+            f"batch {batch_size} per process")
+
+    steps = int(prune_steps)
+    names = ["dense"] + [f"prune {i + 1}/{prune_steps}" for i in range(steps)]
+    if share:
+        names += [f"share ({init})", "share + fine-tune"]
+    config = {"model": model if isinstance(model, str) else type(model).__name__,
+              "arch": arch, "data": str(data), "keep": repr(keep),
+              "plan": repr(plan), "prune_steps": steps, "epochs": float(epochs),
+              "finetune_epochs": float(finetune_epochs), "bits": repr(sorted(bits.items())),
+              "init": init, "lr": float(lr), "finetune_lr": float(finetune_lr),
+              "share": bool(share), "batch_size": int(batch_size), "subset": subset,
+              "seed": int(seed), "world_size": dctx.world_size}
+    pruning: Pruning | None = None
+    if steps:
+        pruning = Pruning(net, keep=f"std:{std_s:g}" if std_s is not None else targets,
+                          steps=steps, plan=plan)
+    sharing = None
+    opt = None
+    label = _bits_label(net, bits)
+    first = 0
+
+    if resume:
+        path = ckpt.latest(checkpoint_dir)
+        if path is None:
+            log(f"[resume] no checkpoint in {checkpoint_dir}: starting from the beginning")
+        else:
+            state = ckpt.read(path)
+            _check_resume_config(state["config"], config, path)
+            first = int(state["stage"]) + 1
+            if first > len(names):
+                raise ckpt.CheckpointError(f"{path} is after stage {first}, but this run has "
+                                           f"only {len(names)} stages")
+            load_into(net, state["model"], str(path))
+            if pruning is not None and state.get("pruning"):
+                pruning.load_state_dict(state["pruning"])
+            if first - 1 > steps:  # sharing has begun: the masks live in the codebooks
+                if pruning is not None:
+                    pruning.remove()
+                if state.get("sharing"):  # shared, not yet fine-tuned and baked
+                    sharing = Sharing.from_state_dict(net, state["sharing"])
+            result.stages = [Stage(**s) for s in state["stages"]]
+            ckpt.set_rng_state(state["rng"])
+            log(f"[resume] {path}: stages 1..{first} done ({names[first - 1]}), "
+                f"continuing with {names[first] if first < len(names) else 'the output'}")
 
     def add(name: str, t0: float, bits_label: str = "32") -> Stage:
         seconds = time.perf_counter() - t0  # the stage's own work, not the evaluation
         kept, total = _prunable_counts(net)
-        acc = evaluate(net, test_set)
+        acc = evaluate(net, test_set) if dctx.is_main else float("nan")
         st = Stage(name, acc, kept, total, bits_label, seconds)
         result.stages.append(st)
         log(f"[{name}] top-1 {acc:.2f}%  weights kept {100 * st.density:.2f}%  "
             f"({st.seconds:.1f} s)")
         return st
 
-    t0 = time.perf_counter()
+    def wrapped():
+        if not dctx.enabled:
+            return net
+        # A new wrapper per stage: sharing changes the trainable parameters, and wrapping
+        # broadcasts rank 0's parameters and buffers to the others.
+        return DDP(net, device_ids=[dctx.device] if dctx.device.type == "cuda" else None)
+
+    def finish_stage(k: int) -> None:
+        if dctx.enabled:
+            groups = {"weights": plain_state_dict(net)}
+            if pruning is not None and pruning.masks:
+                groups["masks"] = pruning.masks
+            if sharing is not None:
+                groups["codebooks"] = {n: c for n, c in sharing.codebooks.items()}
+            crcs = dctx.check_identical(groups, f"after stage {names[k]!r}")
+            result.sync.append({"stage": names[k], **crcs})
+            log(f"[sync {names[k]}] identical on {dctx.world_size} ranks: " +
+                ", ".join(f"{g} crc32 {c:08x}" for g, c in crcs.items()))
+        if checkpoint_dir is not None and dctx.is_main:
+            t = time.perf_counter()
+            ckpt.write(checkpoint_dir, k, {
+                "stage_name": names[k], "stages": [dict(s.__dict__) for s in result.stages],
+                "config": config, "model": plain_state_dict(net),
+                "pruning": pruning.state_dict() if pruning is not None else {},
+                "sharing": sharing.state_dict() if sharing is not None else {},
+                "optimizer": opt.state_dict() if opt is not None else {},
+                "rng": ckpt.rng_state()})
+            result.checkpoint_seconds += time.perf_counter() - t
+        dctx.barrier(f"after stage {names[k]!r}")
+
     try:
-        add("dense", t0)
-    except RuntimeError as e:
-        raise ModelError(
-            f"the model cannot run on {data} batches (N x 1 x 28 x 28, 10 classes): "
-            f"{str(e).splitlines()[0]}") from None
+        for k in range(first, len(names)):
+            name = names[k]
+            t0 = time.perf_counter()
+            if k == 0:
+                torch.manual_seed(seed)
+                try:
+                    add("dense", t0)
+                except RuntimeError as e:
+                    raise ModelError(
+                        f"the model cannot run on {data} batches (N x 1 x 28 x 28, 10 classes): "
+                        f"{str(e).splitlines()[0]}") from None
+            elif k <= steps:
+                # Iterative pruning with retraining: each round's masks include the last's.
+                i = k - 1
+                pruning.step()
+                opt = make_optimizer(net.parameters(), "adam", lr)
+                if epochs > 0:
+                    train(wrapped(), train_set, epochs=epochs, optimizer=opt,
+                          batch_size=batch_size, seed=seed + 1 + i, progress=progress,
+                          desc=f"prune {i + 1}/{prune_steps}", device=dctx.device, amp=amp,
+                          shard=(dctx.rank, dctx.world_size))
+                add(name, t0)
+            elif k == steps + 1:
+                if pruning is not None:
+                    pruning.remove()
+                sharing = share_weights(net, bits, init=init, seed=seed)
+                opt = None
+                add(name, t0, label)
+            else:
+                if finetune_epochs > 0:
+                    opt = make_optimizer(net.parameters(), "adam", finetune_lr)
+                    train(wrapped(), train_set, epochs=finetune_epochs, optimizer=opt,
+                          batch_size=batch_size, seed=seed + 1000, progress=progress,
+                          desc="fine-tune centroids", device=dctx.device, amp=amp,
+                          shard=(dctx.rank, dctx.world_size))
+                sharing.finalize()
+                sharing = None
+                net.eval()
+                add(name, t0, label)
+            finish_stage(k)
+        if pruning is not None:
+            pruning.remove()
+            if pruning.masks:
+                result.prune_report = pruning.report()
+        if checkpoint_dir is not None and dctx.is_main:
+            log(f"[checkpoints] {len(names) - first} written to {checkpoint_dir} "
+                f"({result.checkpoint_seconds:.2f} s)")
 
-    # Iterative pruning with retraining: each round's masks include the last round's.
-    masks = None
-    torch.manual_seed(seed)
-    steps = int(prune_steps)
-    schedule = [f"std:{std_s * (i + 1) / steps:g}" for i in range(steps)] if std_s is not None \
-        else (geometric_schedule(targets, steps) if steps else [])
-    for i, step in enumerate(schedule):
-        t0 = time.perf_counter()
-        masks = MaskSet.from_spec(net, step, previous=masks) if isinstance(step, str) \
-            else MaskSet.from_targets(net, step, previous=masks)
-        opt = make_optimizer(net.parameters(), "adam", lr)
-        with masks.attach(opt):
-            if epochs > 0:
-                train(net, train_set, epochs=epochs, optimizer=opt, batch_size=batch_size,
-                      seed=seed + 1 + i, progress=progress, desc=f"prune {i + 1}/{prune_steps}")
-        add(f"prune {i + 1}/{prune_steps}", t0)
-    if masks is not None:
-        result.prune_report = masks.report()
-
-    if share:
-        share_and_finetune(net, train_set, bits=bits, init=init, epochs=finetune_epochs,
-                           lr=finetune_lr, batch_size=batch_size, seed=seed,
-                           progress=progress, on_stage=add)
-
-    if out is not None:
-        t0 = time.perf_counter()
-        out = Path(out)
-        meta = {"pipeline": {"stages": [s.__dict__ for s in result.stages],
-                             "bits": bits, "init": init, "keep": targets or keep,
-                             "seed": seed}}
-        # No bits: the weights are already shared (at most 2**bits values per layer),
-        # so the codec stores them losslessly and the file scores what was measured.
-        result.codec_summary = codec_save(net, out, init=init, meta=meta)
-        result.out = out
-        log(f"[write] {out} ({out.stat().st_size} bytes, {time.perf_counter() - t0:.1f} s)")
+        if out is not None:
+            t0 = time.perf_counter()
+            out = Path(out)
+            if dctx.is_main:
+                meta = {"pipeline": {"stages": [s.__dict__ for s in result.stages],
+                                     "bits": bits, "init": init, "keep": targets or keep,
+                                     "seed": seed, "processes": dctx.world_size}}
+                if plan is not None:
+                    meta["pipeline"]["plan"] = plan
+                # No bits: the weights are already shared (at most 2**bits values per
+                # layer), so the codec stores them losslessly and the file scores what was
+                # measured.
+                result.codec_summary = codec_save(net.cpu(), out, init=init, meta=meta)
+                log(f"[write] {out} ({out.stat().st_size} bytes, "
+                    f"{time.perf_counter() - t0:.1f} s)")
+            dctx.barrier("writing the output")
+            result.out = out
+    finally:
+        if pruning is not None:
+            pruning.remove()
+        dctx.close()
     return result
+
+
+def _check_resume_config(saved: dict, now: dict, path) -> None:
+    differ = [k for k in now if k != "world_size" and saved.get(k) != now[k]]
+    if differ:
+        raise ckpt.CheckpointError(
+            f"{path} was written by a run with other options ({', '.join(f'{k}: {saved.get(k)!r} there, {now[k]!r} now' for k in differ)}); "
+            f"resume with the same options or use another --checkpoint-dir")
 
 
 # ----------------------------------------------------------------------------- command line
@@ -374,6 +512,18 @@ def add_compress_command(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="where to train: auto (CUDA when present, default), cpu or cuda "
+                        "(under torchrun, one GPU per local rank)")
+    p.add_argument("--amp", action="store_true",
+                   help="CUDA automatic mixed precision (float16 autocast + gradient scaling)")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="write a checkpoint after every stage into DIR")
+    p.add_argument("--resume", action="store_true",
+                   help="continue after the newest checkpoint in --checkpoint-dir")
+    p.add_argument("--dist-timeout", type=float, default=1800.0, metavar="S",
+                   help="under torchrun: seconds a collective (barrier, all-gather) may wait "
+                        "for the other processes before the run fails (default 1800)")
     p.set_defaults(func=_run_compress)
 
 
@@ -392,7 +542,11 @@ def _run_compress(args) -> int:
         finetune_epochs=args.finetune_epochs, bits=parse_bits(args.bits), init=args.init,
         lr=args.lr, finetune_lr=args.finetune_lr, batch_size=args.batch_size,
         subset=args.subset, seed=args.seed, progress=not args.quiet,
+        device=args.device, amp=args.amp, checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume, dist_timeout=args.dist_timeout,
     )
+    if res.rank != 0:  # rank 0 reports for the run
+        return 0
     print(res.table())
     if res.prune_report is not None:
         print()
