@@ -4,13 +4,21 @@
     print(result.table())
 
 Stages
-1. Baseline: top-1 accuracy of the dense model on the test split.
+Every decision is made on a validation split held out of the training data (``val``
+examples, seeded); the test split is evaluated twice, on the dense model and on the
+final one, and only reported.
+
+1. Baseline: top-1 accuracy of the dense model on validation and on test.
 2. Iterative pruning: ``prune_steps`` rounds towards per-layer kept fractions (the
    paper's, by default, for the two LeNets); round i keeps ``final ** (i / steps)`` of
    each layer (or, with ``keep='std:S'``, cuts at ``S * i / steps`` standard
    deviations), then retrains ``epochs`` epochs with the masks held.
 3. Weight sharing: per-layer k-means (``bits``, ``init``), then ``finetune_epochs`` of
    centroid fine-tuning (codebooks and biases train; pruned weights stay 0).
+With ``max_drop`` (points of validation top-1) or ``target_size`` (file bytes) the kept
+fractions and bits are chosen per layer by deepcomp.plan instead (sensitivity analysis,
+allocation priced in the writer's bytes, pruning rounds raised until retraining cannot
+recover, bits lowered while the budget holds); the plan is printed and stored in meta.
 4. Final evaluation; with ``out`` the model is written as a .dcz (deepcomp.codec.save)
    or, if this build has no codec, as a plain state_dict.
 """
@@ -28,7 +36,7 @@ import torch
 from torch import nn
 
 from deepcomp.codec import save as codec_save
-from deepcomp.data import get_dataset
+from deepcomp.data import get_dataset, split_train_val
 from deepcomp.errors import DeepcompError, ModelError
 from deepcomp.models import LeNet5, LeNet300, get_model, load_checkpoint, load_into, \
     load_state_dict_file
@@ -49,11 +57,12 @@ DEFAULT_BITS = {"fc": 5, "conv": 8}
 @dataclass
 class Stage:
     name: str
-    accuracy: float
+    accuracy: float      # validation top-1: what decisions see
     kept: int            # nonzero prunable weights
     total: int           # prunable weights
     bits: str
     seconds: float
+    test_accuracy: float | None = None  # only for the dense and the final model
 
     @property
     def density(self) -> float:
@@ -67,15 +76,33 @@ class CompressResult:
     out: Path | None = None
     codec_summary: dict | None = None
     prune_report: object | None = None
+    plan: object | None = None          # deepcomp.plan.Plan when the run planned itself
+    sensitivity: object | None = None   # deepcomp.plan.Sensitivity likewise
+    val_size: int = 0
+    hists: dict | None = None           # 'dense' / 'pruned' weight histograms (record_hist)
+    train_index: object | None = None
+    val_index: object | None = None
+
+    def record_hist(self, key: str) -> None:
+        """Histogram the prunable weights now (for `deepcomp info --plot`), if asked to."""
+        if self.hists is None:
+            return
+        from deepcomp.codec.plot import weight_histograms
+
+        ranges = {n: (h["lo"], h["hi"]) for n, h in self.hists.get("dense", {}).items()}
+        self.hists[key] = weight_histograms(_layer_weights(self.model), ranges=ranges)
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
 
     def table(self) -> str:
-        rows = [f"{'stage':<22} {'top-1':>7} {'weights kept':>20} {'bits':>12} {'wall s':>8}"]
+        rows = [f"{'stage':<26} {'val top-1':>9} {'test top-1':>10} {'weights kept':>22} "
+                f"{'bits':>12} {'wall s':>8}"]
         for s in self.stages:
             kept = f"{s.kept}/{s.total} ({100 * s.density:.2f}%)"
-            rows.append(f"{s.name:<22} {s.accuracy:>6.2f}% {kept:>20} {s.bits:>12} {s.seconds:>8.1f}")
+            test = "-" if s.test_accuracy is None else f"{s.test_accuracy:.2f}%"
+            rows.append(f"{s.name:<26} {s.accuracy:>8.2f}% {test:>10} {kept:>22} {s.bits:>12} "
+                        f"{s.seconds:>8.1f}")
         return "\n".join(rows)
 
 
@@ -235,7 +262,9 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
              share: bool = True,
              batch_size: int = 128, subset: int | None = None, seed: int = 0,
              progress: bool = True, log: Callable[[str], None] | None = None,
-             train_set=None, test_set=None) -> CompressResult:
+             train_set=None, test_set=None, val: int = 5000, val_set=None,
+             max_drop: float | None = None, target_size: int | None = None,
+             sensitivity_plot=None, record_hist: bool = False) -> CompressResult:
     """Run the pipeline (see the module docstring); returns a CompressResult.
 
     ``keep``: kept fraction per layer ({'fc1': 0.08, ...}, a 'fc1=0.08,...' string or one
@@ -246,6 +275,11 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     on a seeded random subset of that many training examples. ``train_set`` /
     ``test_set`` replace the named data set (any Dataset of (image, label)).
     ``share=False`` stops after pruning (the model keeps fp32 weights).
+    ``val``: training examples held out (seeded by ``seed``) for every decision, or an
+    explicit ``val_set``. ``max_drop`` / ``target_size``: plan per layer (deepcomp.plan);
+    ``keep`` and ``bits`` then do not apply. ``sensitivity_plot``: PNG of the planning
+    run's sensitivity curves. ``record_hist``: store weight histograms before and after
+    pruning in the file's meta (for `deepcomp info --plot`; about 1 KB).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     bits = dict(DEFAULT_BITS if bits is None else bits)
@@ -258,6 +292,13 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
         raise DeepcompError("epochs must be >= 0")
     if subset is not None and subset < 1:
         raise DeepcompError(f"--subset must be a positive number of examples, got {subset}")
+    auto = max_drop is not None or target_size is not None
+    if max_drop is not None and target_size is not None:
+        raise DeepcompError("give --max-drop or --target-size, not both")
+    if max_drop is not None and not (isinstance(max_drop, (int, float)) and max_drop >= 0):
+        raise DeepcompError(f"--max-drop must be >= 0 points of top-1, got {max_drop!r}")
+    if target_size is not None and not (isinstance(target_size, int) and target_size > 0):
+        raise DeepcompError(f"--target-size must be a positive number of bytes, got {target_size!r}")
 
     net, family = resolve_model(model, arch)
     if isinstance(model, str) and model.startswith("torchvision:"):
@@ -269,27 +310,57 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
         train_set = get_dataset(data, "train", data_dir)
     if test_set is None:
         test_set = get_dataset(data, "test", data_dir)
+    if val_set is None:
+        # The validation images come out of the training data before any subset is
+        # drawn, so no run, however small, trains on them or decides on test images.
+        train_set, val_set = split_train_val(train_set, int(val) if val else val, seed)
     if subset is not None and hasattr(train_set, "subset"):
         train_set = train_set.subset(subset, seed)
-    result = CompressResult(model=net)
+    result = CompressResult(model=net, val_size=len(val_set), hists={} if record_hist else None)
+    # Positions in the training data of what trains and what decides (None for a
+    # Dataset that does not say): the tests check that the two never meet.
+    result.train_index = getattr(train_set, "source_index", None)
+    result.val_index = getattr(val_set, "source_index", None)
 
-    def add(name: str, t0: float, bits_label: str = "32") -> Stage:
+    def add(name: str, t0: float, bits_label: str = "32", test: bool = False) -> Stage:
         seconds = time.perf_counter() - t0  # the stage's own work, not the evaluation
         kept, total = _prunable_counts(net)
-        acc = evaluate(net, test_set)
-        st = Stage(name, acc, kept, total, bits_label, seconds)
+        acc = evaluate(net, val_set)
+        st = Stage(name, acc, kept, total, bits_label, seconds,
+                   evaluate(net, test_set) if test else None)
         result.stages.append(st)
-        log(f"[{name}] top-1 {acc:.2f}%  weights kept {100 * st.density:.2f}%  "
-            f"({st.seconds:.1f} s)")
+        log(f"[{name}] validation top-1 {acc:.2f}%"
+            + (f", test {st.test_accuracy:.2f}%" if test else "")
+            + f"  weights kept {100 * st.density:.2f}%  ({st.seconds:.1f} s)")
         return st
 
     t0 = time.perf_counter()
     try:
-        add("dense", t0)
+        add("dense", t0, test=True)
     except RuntimeError as e:
         raise ModelError(
             f"the model cannot run on {data} batches (N x 1 x 28 x 28, 10 classes): "
             f"{str(e).splitlines()[0]}") from None
+
+    result.record_hist("dense")
+    dense = result.stages[0]
+    if dense.accuracy - dense.test_accuracy > 3.0:
+        log(f"note: the dense model scores {dense.accuracy:.2f}% on the held-out validation "
+            f"images but {dense.test_accuracy:.2f}% on test: it was probably trained on them "
+            f"(the shipped checkpoints saw all 60,000 training images), so validation "
+            f"overstates it and decisions made there are biased; compress a model trained "
+            f"without them (benchmarks/train_baselines.py --holdout {len(val_set)})")
+    if auto:
+        from deepcomp.plan import run_planned
+
+        run_planned(net, result, train_set=train_set, val_set=val_set, add=add, log=log,
+                    max_drop=max_drop, target_size=target_size, prune_steps=prune_steps,
+                    epochs=epochs, finetune_epochs=finetune_epochs, lr=lr,
+                    finetune_lr=finetune_lr, batch_size=batch_size, seed=seed,
+                    progress=progress, sensitivity_plot=sensitivity_plot,
+                    out=out, init=init)
+        return _finish(net, result, test_set, out, log, seed=seed, init=init, keep=None,
+                       bits=None)
 
     # Iterative pruning with retraining: each round's masks include the last round's.
     masks = None
@@ -310,17 +381,43 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     if masks is not None:
         result.prune_report = masks.report()
 
+    result.record_hist("pruned")
     if share:
         share_and_finetune(net, train_set, bits=bits, init=init, epochs=finetune_epochs,
                            lr=finetune_lr, batch_size=batch_size, seed=seed,
                            progress=progress, on_stage=add)
+    return _finish(net, result, test_set, out, log, seed=seed, init=init,
+                   keep=targets or keep, bits=bits)
 
+
+def pipeline_meta(result: CompressResult, *, seed: int, init: str, keep=None, bits=None) -> dict:
+    """The file's meta for a pipeline run: stages (rounded), the recipe or the plan."""
+    def r2(v):
+        return None if v is None else round(float(v), 2)
+
+    stages = [{"name": s.name, "val": r2(s.accuracy), "test": r2(s.test_accuracy),
+               "kept": s.kept, "total": s.total, "bits": s.bits, "seconds": r2(s.seconds)}
+              for s in result.stages]
+    meta = {"stages": stages, "init": init, "seed": seed, "val": result.val_size}
+    if result.hists:
+        meta["weight_hist"] = {n: {k: h[n] for k, h in result.hists.items() if n in h}
+                               for n in result.hists.get("dense", {})}
+    if result.plan is not None:
+        meta["plan"] = result.plan.to_dict()
+    else:
+        meta["bits"], meta["keep"] = bits, keep
+    return {"pipeline": meta}
+
+
+def _finish(net, result: CompressResult, test_set, out, log, *, seed, init, keep, bits):
+    """Test the final model once (reported only), then write the file."""
+    last = result.stages[-1]
+    last.test_accuracy = evaluate(net, test_set)
+    log(f"[{last.name}] test top-1 {last.test_accuracy:.2f}% (reported only)")
     if out is not None:
         t0 = time.perf_counter()
         out = Path(out)
-        meta = {"pipeline": {"stages": [s.__dict__ for s in result.stages],
-                             "bits": bits, "init": init, "keep": targets or keep,
-                             "seed": seed}}
+        meta = pipeline_meta(result, seed=seed, init=init, keep=keep, bits=bits)
         # No bits: the weights are already shared (at most 2**bits values per layer),
         # so the codec stores them losslessly and the file scores what was measured.
         result.codec_summary = codec_save(net, out, init=init, meta=meta)
@@ -374,6 +471,20 @@ def add_compress_command(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--val", type=int, default=5000, metavar="N",
+                   help="training images held out (seeded) on which every decision is made; "
+                        "the test set is only reported (default 5000)")
+    p.add_argument("--max-drop", type=float, default=None, metavar="D",
+                   help="plan per-layer kept fraction and bits for the smallest file within D "
+                        "points of the dense model's validation top-1 (--keep/--bits then "
+                        "do not apply)")
+    p.add_argument("--target-size", type=int, default=None, metavar="BYTES",
+                   help="plan for the most accurate model whose file fits BYTES")
+    p.add_argument("--sensitivity-plot", default=None, metavar="F.png",
+                   help="with --max-drop / --target-size, also plot the per-layer sensitivity")
+    p.add_argument("--record-hist", action="store_true",
+                   help="store weight histograms before and after pruning in the file's meta "
+                        "(about 1 KB) for 'deepcomp info --plot'")
     p.set_defaults(func=_run_compress)
 
 
@@ -391,11 +502,21 @@ def _run_compress(args) -> int:
         keep=args.keep, prune_steps=args.prune_steps, epochs=args.epochs,
         finetune_epochs=args.finetune_epochs, bits=parse_bits(args.bits), init=args.init,
         lr=args.lr, finetune_lr=args.finetune_lr, batch_size=args.batch_size,
-        subset=args.subset, seed=args.seed, progress=not args.quiet,
+        subset=args.subset, seed=args.seed, progress=not args.quiet, val=args.val,
+        max_drop=args.max_drop, target_size=args.target_size,
+        sensitivity_plot=args.sensitivity_plot, record_hist=args.record_hist,
     )
     print(res.table())
+    if res.plan is not None:
+        print()
+        print(res.plan.table())
     if res.prune_report is not None:
         print()
         print(res.prune_report.table())
-    print(f"\nwrote {res.out}")
+    if res.codec_summary is not None:
+        s = res.codec_summary
+        print(f"\nwrote {res.out}: {s['file_bytes']} bytes, {s['ratio']:.1f}x smaller than the "
+              f"{s['dense_bytes']} bytes of dense fp32 tensors")
+    else:
+        print(f"\nwrote {res.out}")
     return 0
