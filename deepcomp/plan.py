@@ -433,11 +433,11 @@ def tolerance_schedule(max_drop: float, top: float = 100.0,
 def iterative_prune(model: nn.Module, val_set, sens: Sensitivity, prices: dict, *,
                     base_acc: float, retrain, max_drop: float | None = None,
                     target_bytes: int | None = None, steps: int = 4, log=None,
-                    on_round=None) -> tuple[list[Round], Plan | None, "object"]:
+                    on_round=None, recover: bool = True) -> tuple[list[Round], Plan | None, "object"]:
     """Prune in rounds to allocations, retraining after each (see the module docstring).
 
-    ``retrain(masks, i)`` retrains the model with ``masks`` (a deepcomp.prune.MaskSet)
-    held; ``on_round(i, round)`` is told each round's outcome. With ``max_drop`` the
+    ``retrain(masks, i, again)`` retrains the model with ``masks`` (a
+    deepcomp.prune.MaskSet) held (``again``: a second try at recovering the round); ``on_round(i, round)`` is told each round's outcome. With ``max_drop`` the
     tolerance is raised (``tolerance_schedule``) until a round ends more than
     ``PRUNE_SHARE * max_drop`` below ``base_acc`` on validation after retraining: that round is undone, one round
     halfway (geometric mean of tolerances) is tried, and the loop stops. With
@@ -459,9 +459,16 @@ def iterative_prune(model: nn.Module, val_set, sens: Sensitivity, prices: dict, 
         snapshot = copy.deepcopy(model.state_dict())
         prev = masks
         new = MaskSet.from_targets(model, keep, previous=prev)
-        retrain(new, len(rounds))
+        retrain(new, len(rounds), False)
         acc = evaluate_loss(model, val_set)[0]
         ok = max_drop is None or base_acc - acc <= PRUNE_SHARE * max_drop + 1e-9
+        if not ok and recover:
+            # "Cannot be recovered" is a claim about retraining, and one round's
+            # retraining also moves the model by a few tenths on its own: retrain once
+            # more (a gentler schedule) before calling the round lost.
+            retrain(new, len(rounds), True)
+            acc = evaluate_loss(model, val_set)[0]
+            ok = base_acc - acc <= PRUNE_SHARE * max_drop + 1e-9
         r = Round(tol, dict(keep), acc, ok)
         rounds.append(r)
         log(f"[plan] round {len(rounds)}: tolerance {tol if tol is not None else '-'}, kept "
@@ -569,12 +576,13 @@ def run_planned(net: nn.Module, result, *, train_set, val_set, add, log, max_dro
     prices = price_table(net, seed=seed)
     log(f"[plan] sensitivity and prices of {len(prices)} layers: {time.perf_counter() - t0:.1f} s")
 
-    def retrain(masks, i):
-        opt = make_optimizer(net.parameters(), "adam", lr)
+    def retrain(masks, i, again):
+        opt = make_optimizer(net.parameters(), "adam", lr / 4 if again else lr)
         with masks.attach(opt):
             if epochs > 0:
                 train(net, train_set, epochs=epochs, optimizer=opt, batch_size=batch_size,
-                      seed=seed + 1 + i, progress=progress, desc=f"plan round {i + 1}")
+                      seed=seed + 1 + i + (500 if again else 0), progress=progress,
+                      desc=f"plan round {i + 1}" + (" again" if again else ""))
 
     round_t0 = [time.perf_counter()]
 
