@@ -33,6 +33,8 @@ def run(args) -> dict:
     kw = dict(arch=f"deepcomp:{args.model}", data="fashion-mnist", val=args.val, seed=args.seed,
               epochs=args.epochs, finetune_epochs=args.finetune_epochs, progress=False,
               prune_steps=args.prune_steps, lr=args.lr)
+    if args.max_drop is not None or args.target_size is not None:
+        kw["distill"] = args.distill
     if args.max_drop is not None:
         kw["max_drop"] = args.max_drop
     elif args.target_size is not None:
@@ -110,6 +112,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prune-steps", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-3, help="retraining learning rate (Adam)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--distill", type=float, default=0.0, help="planned runs: distillation weight")
     ap.add_argument("--out", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--table", nargs="*", default=None, help="print a table of earlier --json files")

@@ -264,7 +264,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
              progress: bool = True, log: Callable[[str], None] | None = None,
              train_set=None, test_set=None, val: int = 5000, val_set=None,
              max_drop: float | None = None, target_size: int | None = None,
-             sensitivity_plot=None, record_hist: bool = False) -> CompressResult:
+             sensitivity_plot=None, record_hist: bool = False,
+             distill: float = 0.0) -> CompressResult:
     """Run the pipeline (see the module docstring); returns a CompressResult.
 
     ``keep``: kept fraction per layer ({'fc1': 0.08, ...}, a 'fc1=0.08,...' string or one
@@ -279,7 +280,10 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     explicit ``val_set``. ``max_drop`` / ``target_size``: plan per layer (deepcomp.plan);
     ``keep`` and ``bits`` then do not apply. ``sensitivity_plot``: PNG of the planning
     run's sensitivity curves. ``record_hist``: store weight histograms before and after
-    pruning in the file's meta (for `deepcomp info --plot`; about 1 KB).
+    pruning in the file's meta (for `deepcomp info --plot`; about 1 KB). ``distill``: in a
+    planned run, the weight of the dense model's soft outputs in the retraining loss
+    (0 = labels only, the default: on LeNet-300-100 it measured no better, see
+    benchmarks/RESULTS.md).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     bits = dict(DEFAULT_BITS if bits is None else bits)
@@ -358,7 +362,7 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
                     epochs=epochs, finetune_epochs=finetune_epochs, lr=lr,
                     finetune_lr=finetune_lr, batch_size=batch_size, seed=seed,
                     progress=progress, sensitivity_plot=sensitivity_plot,
-                    out=out, init=init)
+                    out=out, init=init, distill_alpha=distill)
         return _finish(net, result, test_set, out, log, seed=seed, init=init, keep=None,
                        bits=None)
 

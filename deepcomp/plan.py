@@ -265,14 +265,15 @@ class Plan:
 
 def allocate(sens: Sensitivity, prices: dict, *, tolerance: float | None = None,
              target_bytes: int | None = None, max_keep: dict | None = None,
-             fixed_bits: dict | None = None) -> Plan:
+             fixed_bits: dict | None = None, frozen_keep=()) -> Plan:
     """Greedy on the byte / estimated-drop slope (see the module docstring).
 
     ``tolerance``: stop before the summed one-shot drop exceeds it (points).
     ``target_bytes``: stop as soon as the layers' bytes fit it (then the tolerance is
     ignored). ``max_keep``: per layer, the most it may keep (pruning only goes one way,
     so a later round starts where the last one left the layer). ``fixed_bits``: layers
-    whose bits are not to change.
+    whose bits are not to change; ``frozen_keep``: layers whose kept fraction is not to
+    change (their pruning could not be recovered).
     """
     if tolerance is None and target_bytes is None:
         raise PlanError("allocate needs a tolerance or a target size")
@@ -318,7 +319,8 @@ def allocate(sens: Sensitivity, prices: dict, *, tolerance: float | None = None,
         best = None
         for n in layers:
             here_d, here_c = drop_of(n, ki[n], bi[n]), cost(n, ki[n], bi[n])
-            moves = [(i, bi[n]) for i in range(ki[n] + 1, len(keeps[n]))]
+            moves = [] if n in frozen_keep else \
+                [(i, bi[n]) for i in range(ki[n] + 1, len(keeps[n]))]
             if not (fixed_bits and n in fixed_bits):
                 moves += [(ki[n], j) for j in range(bi[n] + 1, len(bitsg[n]))]
             for i, j in moves:
@@ -438,9 +440,10 @@ def iterative_prune(model: nn.Module, val_set, sens: Sensitivity, prices: dict, 
 
     ``retrain(masks, i, again)`` retrains the model with ``masks`` (a
     deepcomp.prune.MaskSet) held (``again``: a second try at recovering the round); ``on_round(i, round)`` is told each round's outcome. With ``max_drop`` the
-    tolerance is raised (``tolerance_schedule``) until a round ends more than
-    ``PRUNE_SHARE * max_drop`` below ``base_acc`` on validation after retraining: that round is undone, one round
-    halfway (geometric mean of tolerances) is tried, and the loop stops. With
+    tolerance is raised (``tolerance_schedule``); a round that ends more than
+    ``PRUNE_SHARE * max_drop`` below ``base_acc`` on validation after retraining (twice)
+    is undone, one round halfway (geometric mean of tolerances) is tried, and the layers
+    the failed round cut are frozen; the others go on until the schedule ends. With
     ``target_bytes`` the allocation that fits is reached in ``steps`` geometric rounds,
     all kept. Returns (rounds, the last accepted allocation, its MaskSet or None).
     """
@@ -492,23 +495,81 @@ def iterative_prune(model: nn.Module, val_set, sens: Sensitivity, prices: dict, 
 
     if max_drop is None:
         raise PlanError("iterative_prune needs max_drop or target_bytes")
-    last_ok_tol = 0.0
+    # The paper raises each layer's cut until that layer cannot be recovered: a layer
+    # whose step fails (after a retry halfway) is frozen there and the others go on.
+    last_ok_tol, frozen = 0.0, set()
+
+    def same(a, b):
+        return all(abs(a[n] - b[n]) < 1e-12 for n in b)
+
     for tol in tolerance_schedule(max_drop):
-        plan = allocate(sens, prices, tolerance=tol, max_keep=current)
-        if all(abs(plan.keep[n] - current[n]) < 1e-12 for n in current):
+        plan = allocate(sens, prices, tolerance=tol, max_keep=current, frozen_keep=frozen)
+        if same(plan.keep, current):
             continue
         ok, _, _ = run_round(plan.keep, tol)
         if ok:
             accepted, current, last_ok_tol = plan, dict(plan.keep), tol
             continue
+        failed = {n for n in current if plan.keep[n] < current[n] - 1e-12}
         mid = math.sqrt(max(last_ok_tol, tol / 4) * tol)
-        plan = allocate(sens, prices, tolerance=mid, max_keep=current)
-        if any(abs(plan.keep[n] - current[n]) > 1e-12 for n in current):
-            ok, _, _ = run_round(plan.keep, mid)
+        half = allocate(sens, prices, tolerance=mid, max_keep=current, frozen_keep=frozen)
+        if not same(half.keep, current) and not same(half.keep, plan.keep):
+            ok, _, _ = run_round(half.keep, mid)
             if ok:
-                accepted, current = plan, dict(plan.keep)
-        break
+                accepted, current, last_ok_tol = half, dict(half.keep), mid
+        frozen |= failed
+        log(f"[plan] frozen: {', '.join(sorted(frozen))}")
+        if frozen >= set(current):
+            break
     return rounds, accepted, masks
+
+
+# ----------------------------------------------------------------------------- retraining
+
+def distill(model: nn.Module, teacher: nn.Module, dataset, *, epochs: float, lr: float,
+            batch_size: int = 128, seed: int = 0, alpha: float = 0.5, temperature: float = 4.0,
+            masks=None, progress: bool = False, desc: str = "retrain") -> None:
+    """Retrain ``model`` towards the labels and the dense ``teacher``'s softened outputs.
+
+    Loss: (1 - alpha) * cross-entropy + alpha * T^2 * KL(teacher_T || model_T) (Hinton et
+    al. 2015). The teacher is the model before any cut, so the pruned model is pulled back
+    to the function it had rather than refitted to the training labels alone, which on a
+    converged net drifts validation by a few tenths per round. ``masks`` (a MaskSet) is
+    held through the optimizer. Adam with a cosine decay, as deepcomp.train.train.
+    """
+    from deepcomp.train import Progress, _batches
+
+    teacher.eval()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    steps = max(1, int(round(epochs * math.ceil(len(dataset) / batch_size))))
+    bar = Progress(steps, desc, enabled=progress)
+    handle = masks.attach(opt) if masks is not None else None
+    model.train()
+    step = 0
+    try:
+        while step < steps:
+            for x, y in _batches(dataset, batch_size, True, g):
+                if step >= steps:
+                    break
+                for grp in opt.param_groups:
+                    grp["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+                out = model(x)
+                with torch.no_grad():
+                    soft = F.log_softmax(teacher(x) / temperature, 1)
+                kd = F.kl_div(F.log_softmax(out / temperature, 1), soft, log_target=True,
+                              reduction="batchmean") * temperature ** 2
+                loss = (1 - alpha) * F.cross_entropy(out, y) + alpha * kd
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                bar.update(1, f"loss {loss.item():.4f}")
+    finally:
+        if handle is not None:
+            handle.detach()
+        bar.close()
+        model.eval()
 
 
 # ----------------------------------------------------------------------------- the pipeline's driver
@@ -535,7 +596,7 @@ def _file_overhead(net: nn.Module, meta: dict, init: str) -> tuple[int, int]:
 def run_planned(net: nn.Module, result, *, train_set, val_set, add, log, max_drop, target_size,
                 prune_steps: int, epochs: float, finetune_epochs: float, lr: float,
                 finetune_lr: float, batch_size: int, seed: int, progress: bool,
-                sensitivity_plot, out, init: str) -> None:
+                sensitivity_plot, out, init: str, distill_alpha: float = 0.0) -> None:
     """``compress --max-drop`` / ``--target-size``: plan, prune, share, fine-tune ``net``.
 
     ``result`` is the pipeline's CompressResult (its first stage the dense model on
@@ -576,13 +637,21 @@ def run_planned(net: nn.Module, result, *, train_set, val_set, add, log, max_dro
     prices = price_table(net, seed=seed)
     log(f"[plan] sensitivity and prices of {len(prices)} layers: {time.perf_counter() - t0:.1f} s")
 
+    teacher = copy.deepcopy(net).eval() if distill_alpha > 0 else None
+
     def retrain(masks, i, again):
-        opt = make_optimizer(net.parameters(), "adam", lr / 4 if again else lr)
-        with masks.attach(opt):
-            if epochs > 0:
+        desc = f"plan round {i + 1}" + (" again" if again else "")
+        rlr, rseed = (lr / 4 if again else lr), seed + 1 + i + (500 if again else 0)
+        if epochs <= 0:
+            masks.apply()
+        elif teacher is not None:
+            distill(net, teacher, train_set, epochs=epochs, lr=rlr, batch_size=batch_size,
+                    seed=rseed, alpha=distill_alpha, masks=masks, progress=progress, desc=desc)
+        else:
+            opt = make_optimizer(net.parameters(), "adam", rlr)
+            with masks.attach(opt):
                 train(net, train_set, epochs=epochs, optimizer=opt, batch_size=batch_size,
-                      seed=seed + 1 + i + (500 if again else 0), progress=progress,
-                      desc=f"plan round {i + 1}" + (" again" if again else ""))
+                      seed=rseed, progress=progress, desc=desc)
 
     round_t0 = [time.perf_counter()]
 

@@ -134,6 +134,8 @@ def test_allocate_to_a_target_and_never_regrows():
     assert plan.tensor_bytes <= 50000
     capped = allocate(sens, prices, tolerance=0.0, max_keep={"big": 0.1})
     assert capped.keep["big"] == 0.1
+    frozen = allocate(sens, prices, tolerance=8.0, frozen_keep={"big"})
+    assert frozen.keep["big"] == 1.0 and frozen.keep["small"] < 1.0 and frozen.bits["big"] < 8
 
 
 def test_tolerance_schedule_rises_from_half_the_budget():
@@ -194,6 +196,33 @@ def test_choose_bits_holds_the_budget_it_measures(small):
     tight = choose_bits(net, va, base_acc=base, target_bytes=sum(sizes.values()) // 2,
                         bits=(8, 6, 4, 3, 2))
     assert sum(tight[1].values()) <= sum(sizes.values()) // 2 or min(tight[0].values()) == 2
+
+
+def test_distill_pulls_the_pruned_model_to_the_teacher(small, one_thread):
+    import copy
+
+    import torch.nn.functional as F
+
+    from deepcomp.plan import distill
+    from deepcomp.prune import MaskSet
+
+    net, _, tr, va = small
+    student = copy.deepcopy(net)
+    masks = MaskSet.from_targets(student, {"fc1": 0.05, "fc2": 0.1})
+    masks.apply()
+
+    def kl():
+        with torch.no_grad():
+            return float(F.kl_div(F.log_softmax(student(va.images), 1),
+                                  F.log_softmax(net(va.images), 1), log_target=True,
+                                  reduction="batchmean"))
+
+    before = kl()
+    distill(student, net, tr, epochs=2, lr=1e-3, masks=masks, seed=0, alpha=1.0)
+    for n, m in masks.masks.items():
+        assert not dict(student.named_parameters())[n].detach()[~m].any(), n
+    assert not masks._handles                      # hooks removed afterwards
+    assert kl() < 0.7 * before
 
 
 # ----------------------------------------------------------------------------- the planned pipeline
