@@ -399,9 +399,12 @@ def pipeline_meta(result: CompressResult, *, seed: int, init: str, keep=None, bi
     def r2(v):
         return None if v is None else round(float(v), 2)
 
+    # A planned run's pruning rounds are in the plan's history already; repeating them
+    # as stage rows would cost a small file several percent of its size.
     stages = [{"name": s.name, "val": r2(s.accuracy), "test": r2(s.test_accuracy),
                "kept": s.kept, "total": s.total, "bits": s.bits, "seconds": r2(s.seconds)}
-              for s in result.stages]
+              for s in result.stages
+              if result.plan is None or not s.name.startswith("prune round")]
     meta = {"stages": stages, "init": init, "seed": seed, "val": result.val_size}
     if result.hists:
         meta["weight_hist"] = {n: {k: h[n] for k, h in result.hists.items() if n in h}
