@@ -1,7 +1,6 @@
 """Planning: validation split, sensitivity, byte prices, allocation and the planned pipeline."""
 import json
 
-import numpy as np
 import pytest
 import torch
 
