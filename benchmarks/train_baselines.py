@@ -2,6 +2,11 @@
 
     .venv/bin/python benchmarks/train_baselines.py            # both nets
     .venv/bin/python benchmarks/train_baselines.py --only lenet300
+    .venv/bin/python benchmarks/train_baselines.py --holdout 5000 --out benchmarks/checkpoints
+
+``--holdout N`` trains without the N validation images that ``deepcomp compress --val N
+--seed S`` holds out (the same seeded split), so that the pipeline's decisions on them
+are made on images the dense model never saw; it writes NAME-holdoutN.pt.
 
 Fixed seed, Adam with a cosine learning-rate decay, no augmentation. Writes plain
 state_dicts (they load with torch.load(..., weights_only=True)) and prints the test
@@ -57,8 +62,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="override the recipe's threads")
     ap.add_argument("--epochs", type=float, default=None, help="override every recipe's epochs")
+    ap.add_argument("--holdout", type=int, default=None, metavar="N",
+                    help="leave out compress's seeded validation split of N images")
     args = ap.parse_args(argv)
     train_set = fashion_mnist("train", args.data_dir)
+    if args.holdout:
+        from deepcomp.data import split_train_val
+
+        train_set, _ = split_train_val(train_set, args.holdout, args.seed)
     test_set = fashion_mnist("test", args.data_dir)
     for name in args.only or list(RECIPES):
         epochs, lr, batch, wd, threads = RECIPES[name]
@@ -73,9 +84,10 @@ def main(argv=None) -> int:
         secs = time.perf_counter() - t0
         acc = evaluate(model, test_set)
         state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-        save_atomic(state, args.out / f"{name}.pt")
+        fname = f"{name}-holdout{args.holdout}.pt" if args.holdout else f"{name}.pt"
+        save_atomic(state, args.out / fname)
         print(f"{name}: test top-1 {acc:.2f}%  ({epochs} epochs, {secs:.0f} s) -> "
-              f"{args.out / (name + '.pt')}", flush=True)
+              f"{args.out / fname}", flush=True)
     return 0
 
 

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_codec_commands(sub)
     from deepcomp.runtime.run_cmd import add_run_command
     add_run_command(sub)
+    from deepcomp.plan import add_sensitivity_command
+    add_sensitivity_command(sub)
     return p
 
 

@@ -125,13 +125,42 @@ class TensorImageDataset(Dataset):
     def __getitem__(self, i):
         return self.images[i], self.targets[i]
 
+    def take(self, idx: torch.Tensor, name: str = "") -> "TensorImageDataset":
+        """The examples at positions ``idx`` (a view-free copy), keeping the source indices."""
+        out = TensorImageDataset(self.images[idx], self.targets[idx], name or self.name)
+        base = getattr(self, "source_index", None)
+        out.source_index = idx.clone() if base is None else base[idx]
+        return out
+
     def subset(self, n: int, seed: int = 0) -> "TensorImageDataset":
         """A seeded random subset of n examples (all of them when n >= len)."""
         if n is None or n >= len(self):
             return self
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(self), generator=g)[:n]
-        return TensorImageDataset(self.images[idx], self.targets[idx], f"{self.name}[{n}]")
+        return self.take(idx, f"{self.name}[{n}]")
+
+
+def split_train_val(dataset, n_val: int, seed: int = 0):
+    """(train, validation): a seeded random ``n_val`` examples held out of ``dataset``.
+
+    Both parts carry ``source_index``, their positions in ``dataset``, so a caller (and
+    the tests) can check that no example is in both. Any other Dataset is split with
+    torch's Subset, whose ``indices`` say the same.
+    """
+    n = len(dataset)
+    if isinstance(n_val, bool) or not isinstance(n_val, int) or not 0 < n_val < n:
+        raise DataError(f"--val must hold out between 1 and {n - 1} of the {n} training "
+                        f"examples, got {n_val!r}")
+    g = torch.Generator().manual_seed(int(seed) + 0x5EED)
+    order = torch.randperm(n, generator=g)
+    val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+    if isinstance(dataset, TensorImageDataset):
+        name = dataset.name or "train"
+        return (dataset.take(train_idx, f"{name}[train]"), dataset.take(val_idx, f"{name}[val]"))
+    from torch.utils.data import Subset
+
+    return Subset(dataset, train_idx.tolist()), Subset(dataset, val_idx.tolist())
 
 
 def normalise(images_u8: np.ndarray) -> torch.Tensor:

@@ -4,13 +4,21 @@
     print(result.table())
 
 Stages
-1. Baseline: top-1 accuracy of the dense model on the test split.
+Every decision is made on a validation split held out of the training data (``val``
+examples, seeded); the test split is evaluated twice, on the dense model and on the
+final one, and only reported.
+
+1. Baseline: top-1 accuracy of the dense model on validation and on test.
 2. Iterative pruning: ``prune_steps`` rounds towards per-layer kept fractions (the
    paper's, by default, for the two LeNets); round i keeps ``final ** (i / steps)`` of
    each layer (or, with ``keep='std:S'``, cuts at ``S * i / steps`` standard
    deviations), then retrains ``epochs`` epochs with the masks held.
 3. Weight sharing: per-layer k-means (``bits``, ``init``), then ``finetune_epochs`` of
    centroid fine-tuning (codebooks and biases train; pruned weights stay 0).
+With ``max_drop`` (points of validation top-1) or ``target_size`` (file bytes) the kept
+fractions and bits are chosen per layer by deepcomp.plan instead (sensitivity analysis,
+allocation priced in the writer's bytes, pruning rounds raised until retraining cannot
+recover, bits lowered while the budget holds); the plan is printed and stored in meta.
 4. Final evaluation; with ``out`` the model is written as a .dcz (deepcomp.codec.save)
    or, if this build has no codec, as a plain state_dict.
 """
@@ -28,7 +36,7 @@ import torch
 from torch import nn
 
 from deepcomp.codec import save as codec_save
-from deepcomp.data import get_dataset
+from deepcomp.data import get_dataset, split_train_val
 from deepcomp.errors import DeepcompError, ModelError
 from deepcomp.models import LeNet5, LeNet300, get_model, load_checkpoint, load_into, \
     load_state_dict_file
@@ -53,11 +61,12 @@ DEFAULT_BITS = {"fc": 5, "conv": 8}
 @dataclass
 class Stage:
     name: str
-    accuracy: float
+    accuracy: float      # validation top-1: what decisions see
     kept: int            # nonzero prunable weights
     total: int           # prunable weights
     bits: str
     seconds: float
+    test_accuracy: float | None = None  # only for the dense and the final model
 
     @property
     def density(self) -> float:
@@ -75,15 +84,33 @@ class CompressResult:
     world_size: int = 1
     sync: list = field(default_factory=list)       # per stage: CRC32s all ranks agreed on
     checkpoint_seconds: float = 0.0
+    plan: object | None = None          # deepcomp.plan.Plan when the run planned itself
+    sensitivity: object | None = None   # deepcomp.plan.Sensitivity likewise
+    val_size: int = 0
+    hists: dict | None = None           # 'dense' / 'pruned' weight histograms (record_hist)
+    train_index: object | None = None
+    val_index: object | None = None
+
+    def record_hist(self, key: str) -> None:
+        """Histogram the prunable weights now (for `deepcomp info --plot`), if asked to."""
+        if self.hists is None:
+            return
+        from deepcomp.codec.plot import weight_histograms
+
+        ranges = {n: (h["lo"], h["hi"]) for n, h in self.hists.get("dense", {}).items()}
+        self.hists[key] = weight_histograms(_layer_weights(self.model), ranges=ranges)
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
 
     def table(self) -> str:
-        rows = [f"{'stage':<22} {'top-1':>7} {'weights kept':>20} {'bits':>12} {'wall s':>8}"]
+        rows = [f"{'stage':<26} {'val top-1':>9} {'test top-1':>10} {'weights kept':>22} "
+                f"{'bits':>12} {'wall s':>8}"]
         for s in self.stages:
             kept = f"{s.kept}/{s.total} ({100 * s.density:.2f}%)"
-            rows.append(f"{s.name:<22} {s.accuracy:>6.2f}% {kept:>20} {s.bits:>12} {s.seconds:>8.1f}")
+            test = "-" if s.test_accuracy is None else f"{s.test_accuracy:.2f}%"
+            rows.append(f"{s.name:<26} {s.accuracy:>8.2f}% {test:>10} {kept:>22} {s.bits:>12} "
+                        f"{s.seconds:>8.1f}")
         return "\n".join(rows)
 
 
@@ -234,8 +261,6 @@ def share_and_finetune(net: nn.Module, train_set, *, bits: dict, init: str = "li
     return net
 
 
-
-
 def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-mnist",
              data_dir=None, keep=None, prune_steps: int = 4, epochs: float = 2.0,
              finetune_epochs: float = 1.0, bits: dict | None = None,
@@ -245,7 +270,10 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
              progress: bool = True, log: Callable[[str], None] | None = None,
              train_set=None, test_set=None, plan: dict | None = None,
              device=None, amp: bool = False, checkpoint_dir=None, resume: bool = False,
-             dist_timeout: float = 1800.0) -> CompressResult:
+             dist_timeout: float = 1800.0, val: int = 5000, val_set=None,
+             max_drop: float | None = None, target_size: int | None = None,
+             sensitivity_plot=None, record_hist: bool = False,
+             distill: float = 0.0) -> CompressResult:
     """Run the pipeline (see the module docstring); returns a CompressResult.
 
     ``keep``: kept fraction per layer ({'fc1': 0.08, ...}, a 'fc1=0.08,...' string or one
@@ -262,6 +290,14 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     precision. Under torchrun each rank trains on its shard with DDP (see
     deepcomp.distributed); only rank 0 evaluates and writes. ``checkpoint_dir``: write a
     checkpoint after every stage; ``resume``: continue after the newest one there.
+    ``val``: training examples held out (seeded by ``seed``) for every decision, or an
+    explicit ``val_set``. ``max_drop`` / ``target_size``: plan per layer (deepcomp.plan);
+    ``keep`` and ``bits`` then do not apply. ``sensitivity_plot``: PNG of the planning
+    run's sensitivity curves. ``record_hist``: store weight histograms before and after
+    pruning in the file's meta (for `deepcomp info --plot`; about 1 KB). ``distill``: in a
+    planned run, the weight of the dense model's soft outputs in the retraining loss
+    (0 = labels only, the default: on LeNet-300-100 it measured no better, see
+    benchmarks/RESULTS.md).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     bits = dict(DEFAULT_BITS if bits is None else bits)
@@ -278,6 +314,21 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
         raise DeepcompError(f"--subset must be a positive number of examples, got {subset}")
     if resume and checkpoint_dir is None:
         raise DeepcompError("--resume needs --checkpoint-dir (the folder of an earlier run)")
+    auto = max_drop is not None or target_size is not None
+    if max_drop is not None and target_size is not None:
+        raise DeepcompError("give --max-drop or --target-size, not both")
+    if max_drop is not None and not (isinstance(max_drop, (int, float)) and max_drop >= 0):
+        raise DeepcompError(f"--max-drop must be >= 0 points of top-1, got {max_drop!r}")
+    if target_size is not None and not (isinstance(target_size, int) and target_size > 0):
+        raise DeepcompError(f"--target-size must be a positive number of bytes, got {target_size!r}")
+    if auto and plan is not None:
+        raise DeepcompError("give a plan or --max-drop / --target-size, not both")
+    if auto and (checkpoint_dir is not None or os.environ.get("WORLD_SIZE", "1") not in ("", "1")):
+        # The planner's rounds are not stages of the fixed loop below; checkpointing and
+        # sharding them is not built yet.
+        raise DeepcompError("--max-drop / --target-size run in one process without "
+                            "--checkpoint-dir (planned runs cannot be checkpointed or run "
+                            "under torchrun yet)")
 
     dctx = dist_setup(device, dist_timeout)
     if not dctx.is_main:
@@ -294,9 +345,17 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
         train_set = get_dataset(data, "train", data_dir)
     if test_set is None:
         test_set = get_dataset(data, "test", data_dir)
+    if val_set is None:
+        # The validation images come out of the training data before any subset is
+        # drawn, so no run, however small, trains on them or decides on test images.
+        train_set, val_set = split_train_val(train_set, int(val) if val else val, seed)
     if subset is not None and hasattr(train_set, "subset"):
         train_set = train_set.subset(subset, seed)
-    result = CompressResult(model=net)
+    result = CompressResult(model=net, val_size=len(val_set), hists={} if record_hist else None)
+    # Positions in the training data of what trains and what decides (None for a
+    # Dataset that does not say): the tests check that the two never meet.
+    result.train_index = getattr(train_set, "source_index", None)
+    result.val_index = getattr(val_set, "source_index", None)
     result.rank, result.world_size = dctx.rank, dctx.world_size
     if dctx.enabled:
         log(f"[ddp] {dctx.world_size} processes ({dctx.backend}), device {dctx.device}, "
@@ -312,9 +371,10 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
               "finetune_epochs": float(finetune_epochs), "bits": repr(sorted(bits.items())),
               "init": init, "lr": float(lr), "finetune_lr": float(finetune_lr),
               "share": bool(share), "batch_size": int(batch_size), "subset": subset,
-              "seed": int(seed), "world_size": dctx.world_size}
+              "seed": int(seed), "world_size": dctx.world_size, "val": len(val_set),
+              "record_hist": bool(record_hist)}
     pruning: Pruning | None = None
-    if steps:
+    if steps and not auto:  # a planned run prunes in deepcomp.plan
         pruning = Pruning(net, keep=f"std:{std_s:g}" if std_s is not None else targets,
                           steps=steps, plan=plan)
     sharing = None
@@ -346,14 +406,19 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
             log(f"[resume] {path}: stages 1..{first} done ({names[first - 1]}), "
                 f"continuing with {names[first] if first < len(names) else 'the output'}")
 
-    def add(name: str, t0: float, bits_label: str = "32") -> Stage:
+    def add(name: str, t0: float, bits_label: str = "32", test: bool = False) -> Stage:
         seconds = time.perf_counter() - t0  # the stage's own work, not the evaluation
         kept, total = _prunable_counts(net)
-        acc = evaluate(net, test_set) if dctx.is_main else float("nan")
-        st = Stage(name, acc, kept, total, bits_label, seconds)
+        if dctx.is_main:
+            acc = evaluate(net, val_set)
+            test_acc = evaluate(net, test_set) if test else None
+        else:
+            acc, test_acc = float("nan"), None
+        st = Stage(name, acc, kept, total, bits_label, seconds, test_acc)
         result.stages.append(st)
-        log(f"[{name}] top-1 {acc:.2f}%  weights kept {100 * st.density:.2f}%  "
-            f"({st.seconds:.1f} s)")
+        log(f"[{name}] validation top-1 {acc:.2f}%"
+            + (f", test {st.test_accuracy:.2f}%" if test else "")
+            + f"  weights kept {100 * st.density:.2f}%  ({st.seconds:.1f} s)")
         return st
 
     def wrapped():
@@ -393,11 +458,24 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
             if k == 0:
                 torch.manual_seed(seed)
                 try:
-                    add("dense", t0)
+                    add("dense", t0, test=True)
                 except RuntimeError as e:
                     raise ModelError(
                         f"the model cannot run on {data} batches (N x 1 x 28 x 28, 10 classes): "
                         f"{str(e).splitlines()[0]}") from None
+                result.record_hist("dense")
+                _note_val_test_gap(result.stages[0], len(val_set), log)
+                if auto:
+                    from deepcomp.plan import run_planned
+
+                    run_planned(net, result, train_set=train_set, val_set=val_set, add=add,
+                                log=log, max_drop=max_drop, target_size=target_size,
+                                prune_steps=prune_steps, epochs=epochs,
+                                finetune_epochs=finetune_epochs, lr=lr, finetune_lr=finetune_lr,
+                                batch_size=batch_size, seed=seed, progress=progress,
+                                sensitivity_plot=sensitivity_plot, out=out, init=init,
+                                distill_alpha=distill)
+                    break
             elif k <= steps:
                 # Iterative pruning with retraining: each round's masks include the last's.
                 i = k - 1
@@ -426,6 +504,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
                 sharing = None
                 net.eval()
                 add(name, t0, label)
+            if k == steps:
+                result.record_hist("pruned")
             finish_stage(k)
         if pruning is not None:
             pruning.remove()
@@ -435,13 +515,18 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
             log(f"[checkpoints] {len(names) - first} written to {checkpoint_dir} "
                 f"({result.checkpoint_seconds:.2f} s)")
 
+        # The final model's test top-1: reported only, never decided on.
+        last = result.stages[-1]
+        if dctx.is_main:
+            last.test_accuracy = evaluate(net, test_set)
+            log(f"[{last.name}] test top-1 {last.test_accuracy:.2f}% (reported only)")
         if out is not None:
             t0 = time.perf_counter()
             out = Path(out)
             if dctx.is_main:
-                meta = {"pipeline": {"stages": [s.__dict__ for s in result.stages],
-                                     "bits": bits, "init": init, "keep": targets or keep,
-                                     "seed": seed, "processes": dctx.world_size}}
+                meta = pipeline_meta(result, seed=seed, init=init, keep=None if auto else (targets or keep),
+                                     bits=None if auto else bits)
+                meta["pipeline"]["processes"] = dctx.world_size
                 if plan is not None:
                     meta["pipeline"]["plan"] = plan
                 # No bits: the weights are already shared (at most 2**bits values per
@@ -456,6 +541,39 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
         if pruning is not None:
             pruning.remove()
         dctx.close()
+    return result
+
+
+def _note_val_test_gap(dense: Stage, val_size: int, log) -> None:
+    if dense.test_accuracy is not None and dense.accuracy - dense.test_accuracy > 3.0:
+        log(f"note: the dense model scores {dense.accuracy:.2f}% on the held-out validation "
+            f"images but {dense.test_accuracy:.2f}% on test: it was probably trained on them "
+            f"(the shipped checkpoints saw all 60,000 training images), so validation "
+            f"overstates it and decisions made there are biased; compress a model trained "
+            f"without them (benchmarks/train_baselines.py --holdout {val_size})")
+
+
+def pipeline_meta(result: CompressResult, *, seed: int, init: str, keep=None, bits=None) -> dict:
+    """The file's meta for a pipeline run: stages (rounded), the recipe or the plan."""
+    def r2(v):
+        return None if v is None else round(float(v), 2)
+
+    # A planned run's pruning rounds are in the plan's history already; repeating them
+    # as stage rows would cost a small file several percent of its size.
+    stages = [{"name": s.name, "val": r2(s.accuracy), "test": r2(s.test_accuracy),
+               "kept": s.kept, "total": s.total, "bits": s.bits, "seconds": r2(s.seconds)}
+              for s in result.stages
+              if result.plan is None or not s.name.startswith("prune round")]
+    meta = {"stages": stages, "init": init, "seed": seed, "val": result.val_size}
+    if result.hists:
+        meta["weight_hist"] = {n: {k: h[n] for k, h in result.hists.items() if n in h}
+                               for n in result.hists.get("dense", {})}
+    if result.plan is not None:
+        meta["plan"] = result.plan.to_dict()
+    else:
+        meta["bits"], meta["keep"] = bits, keep
+    return {"pipeline": meta}
+
     return result
 
 
@@ -524,6 +642,20 @@ def add_compress_command(sub) -> None:
     p.add_argument("--dist-timeout", type=float, default=1800.0, metavar="S",
                    help="under torchrun: seconds a collective (barrier, all-gather) may wait "
                         "for the other processes before the run fails (default 1800)")
+    p.add_argument("--val", type=int, default=5000, metavar="N",
+                   help="training images held out (seeded) on which every decision is made; "
+                        "the test set is only reported (default 5000)")
+    p.add_argument("--max-drop", type=float, default=None, metavar="D",
+                   help="plan per-layer kept fraction and bits for the smallest file within D "
+                        "points of the dense model's validation top-1 (--keep/--bits then "
+                        "do not apply)")
+    p.add_argument("--target-size", type=int, default=None, metavar="BYTES",
+                   help="plan for the most accurate model whose file fits BYTES")
+    p.add_argument("--sensitivity-plot", default=None, metavar="F.png",
+                   help="with --max-drop / --target-size, also plot the per-layer sensitivity")
+    p.add_argument("--record-hist", action="store_true",
+                   help="store weight histograms before and after pruning in the file's meta "
+                        "(about 1 KB) for 'deepcomp info --plot'")
     p.set_defaults(func=_run_compress)
 
 
@@ -543,13 +675,23 @@ def _run_compress(args) -> int:
         lr=args.lr, finetune_lr=args.finetune_lr, batch_size=args.batch_size,
         subset=args.subset, seed=args.seed, progress=not args.quiet,
         device=args.device, amp=args.amp, checkpoint_dir=args.checkpoint_dir,
-        resume=args.resume, dist_timeout=args.dist_timeout,
+        resume=args.resume, dist_timeout=args.dist_timeout, val=args.val,
+        max_drop=args.max_drop, target_size=args.target_size,
+        sensitivity_plot=args.sensitivity_plot, record_hist=args.record_hist,
     )
     if res.rank != 0:  # rank 0 reports for the run
         return 0
     print(res.table())
+    if res.plan is not None:
+        print()
+        print(res.plan.table())
     if res.prune_report is not None:
         print()
         print(res.prune_report.table())
-    print(f"\nwrote {res.out}")
+    if res.codec_summary is not None:
+        s = res.codec_summary
+        print(f"\nwrote {res.out}: {s['file_bytes']} bytes, {s['ratio']:.1f}x smaller than the "
+              f"{s['dense_bytes']} bytes of dense fp32 tensors")
+    else:
+        print(f"\nwrote {res.out}")
     return 0

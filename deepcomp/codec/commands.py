@@ -34,6 +34,9 @@ def add_codec_commands(sub) -> None:
     i = sub.add_parser("info", help="per-tensor size table of a .dcz file")
     i.add_argument("input")
     i.add_argument("--json", action="store_true", help="print the table as JSON")
+    i.add_argument("--plot", metavar="F.png", default=None,
+                   help="also plot, per layer, the weight histograms and the codebook with its "
+                        "cluster counts")
     i.set_defaults(func=_info)
 
 
@@ -71,6 +74,13 @@ def _info(args: argparse.Namespace) -> int:
     from deepcomp.codec.info import render, table
     from deepcomp.codec.reader import open_dcz
 
-    t = table(open_dcz(args.input))
+    f = open_dcz(args.input)
+    t = table(f)
     print(json.dumps(t, indent=1) if args.json else render(t))
+    if getattr(args, "plot", None):
+        from deepcomp.codec.plot import plot_file
+
+        plot_file(f, args.plot)
+        if not args.json:
+            print(f"wrote {args.plot}")
     return 0

@@ -107,6 +107,20 @@ def _write_v2(sd: Mapping, path, *, graph, meta, fp16) -> dict:
     }
 
 
+def tensor_bytes(name: str, t: torch.Tensor, *, fp16: bool = False) -> int:
+    """The exact bytes `t`'s section would take in a .dcz file written now.
+
+    This is the writer's own per-tensor path (every candidate encoding priced, the
+    smallest kept), so a planner that prices choices with it follows any coder the
+    writer gains. Header entry, alignment padding and meta are not included.
+    """
+    if L.WRITE_VERSION >= 2:
+        from deepcomp.codec.v2 import choose_encoding_v2
+
+        return len(choose_encoding_v2(name, t, fp16=fp16).payload)
+    return len(choose_encoding(name, t, fp16=fp16).payload)
+
+
 def assemble(encoded: list, blobs: list) -> tuple[bytearray, list]:
     """Lay out prefix, header and sections (docs/FORMAT.md); returns the image and entries."""
     # Offsets depend on the header length and the header lists the offsets, so lay the

@@ -1,0 +1,134 @@
+"""Planned compression (compress --max-drop / --target-size) against the fixed paper recipe.
+
+    .venv/bin/python benchmarks/train_baselines.py --holdout 5000 --out benchmarks/checkpoints
+    .venv/bin/python benchmarks/bench_plan.py --model lenet300 --max-drop 0.5 --json r.json
+    .venv/bin/python benchmarks/bench_plan.py --model lenet5 --fixed --json r.json
+    .venv/bin/python benchmarks/bench_plan.py --table r1.json r2.json ... [--plot curve.png]
+
+Each run compresses the dense checkpoint trained *without* the 5,000 validation images
+(train_baselines.py --holdout 5000), so validation is a held-out set for it; the test set
+is evaluated on the dense and on the final model only. File bytes are the real file's;
+the ratio is against the dense fp32 parameters (4 bytes each).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import deepcomp  # noqa: F401  (OMP_WAIT_POLICY before torch)
+import torch
+
+from deepcomp.pipeline import compress
+
+HERE = Path(__file__).resolve().parent
+
+
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    ck = args.checkpoint or HERE / "checkpoints" / f"{args.model}-holdout{args.val}.pt"
+    out = Path(args.out or f"/tmp/bench_plan_{args.model}_{args.label()}.dcz")
+    kw = dict(arch=f"deepcomp:{args.model}", data="fashion-mnist", val=args.val, seed=args.seed,
+              epochs=args.epochs, finetune_epochs=args.finetune_epochs, progress=False,
+              prune_steps=args.prune_steps, lr=args.lr)
+    if args.max_drop is not None or args.target_size is not None:
+        kw["distill"] = args.distill
+    if args.max_drop is not None:
+        kw["max_drop"] = args.max_drop
+    elif args.target_size is not None:
+        kw["target_size"] = args.target_size
+    t0 = time.perf_counter()
+    r = compress(str(ck), out, **kw)
+    wall = time.perf_counter() - t0
+    print(r.table())
+    if r.plan is not None:
+        print(r.plan.table())
+    dense, final = r.stage("dense"), r.stages[-1]
+    rec = {"model": args.model, "label": args.label(), "file_bytes": out.stat().st_size,
+           "dense_param_bytes": 4 * sum(p.numel() for p in r.model.parameters()),
+           "val_dense": dense.accuracy, "val_final": final.accuracy,
+           "test_dense": dense.test_accuracy, "test_final": final.test_accuracy,
+           "wall_s": wall, "threads": args.threads, "epochs": args.epochs,
+           "finetune_epochs": args.finetune_epochs,
+           "plan": r.plan.to_dict() if r.plan is not None else None,
+           "density": final.density, "bits": final.bits,
+           "stages": [s.__dict__ for s in r.stages], "command": " ".join(sys.argv)}
+    rec["ratio"] = rec["dense_param_bytes"] / rec["file_bytes"]
+    return rec
+
+
+def table(paths, plot=None) -> None:
+    recs = [json.loads(Path(p).read_text()) for p in paths]
+    head = (f"{'model':<9} {'run':<14} {'bytes':>7} {'ratio':>6} {'val dense':>9} {'val':>6} "
+            f"{'test dense':>10} {'test':>6} {'Δtest':>6} {'kept':>6} {'wall s':>7}")
+    print(head)
+    for r in sorted(recs, key=lambda r: (r["model"], -r["file_bytes"])):
+        print(f"{r['model']:<9} {r['label']:<14} {r['file_bytes']:>7} {r['ratio']:>5.1f}x "
+              f"{r['val_dense']:>8.2f}% {r['val_final']:>5.2f}% {r['test_dense']:>9.2f}% "
+              f"{r['test_final']:>5.2f}% {r['test_final'] - r['test_dense']:>+6.2f} "
+              f"{100 * r['density']:>5.2f}% {r['wall_s']:>7.0f}")
+    if plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        models = sorted({r["model"] for r in recs})
+        fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
+        for ax, m in zip(axes[0], models):
+            rs = sorted((r for r in recs if r["model"] == m), key=lambda r: r["file_bytes"])
+            planned = [r for r in rs if r["plan"] is not None]
+            fixed = [r for r in rs if r["plan"] is None]
+            ax.plot([r["file_bytes"] for r in planned], [r["test_final"] for r in planned], "o-",
+                    label="planned (--max-drop / --target-size)")
+            for r in planned:
+                ax.annotate(r["label"], (r["file_bytes"], r["test_final"]), fontsize=7)
+            ax.plot([r["file_bytes"] for r in fixed], [r["test_final"] for r in fixed], "s",
+                    color="tab:red", label="fixed paper recipe")
+            ax.axhline(rs[0]["test_dense"], color="grey", ls="--", lw=0.8, label="dense")
+            ax.set_xlabel("file bytes")
+            ax.set_ylabel("test top-1 (%)")
+            ax.set_title(m)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(plot, dpi=110)
+        print(f"wrote {plot}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=["lenet300", "lenet5"])
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--max-drop", type=float, default=None)
+    ap.add_argument("--target-size", type=int, default=None)
+    ap.add_argument("--fixed", action="store_true", help="the fixed paper recipe (keep/bits defaults)")
+    ap.add_argument("--val", type=int, default=5000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--finetune-epochs", type=float, default=1.0)
+    ap.add_argument("--prune-steps", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=2e-3, help="retraining learning rate (Adam)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--distill", type=float, default=0.0, help="planned runs: distillation weight")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--table", nargs="*", default=None, help="print a table of earlier --json files")
+    ap.add_argument("--plot", default=None)
+    args = ap.parse_args(argv)
+    if args.table is not None:
+        table(args.table, args.plot)
+        return 0
+    args.label = lambda: (f"max-drop {args.max_drop:g}" if args.max_drop is not None else
+                          f"target {args.target_size}" if args.target_size is not None else "fixed recipe")
+    rec = run(args)
+    print(json.dumps({k: v for k, v in rec.items() if k not in ("stages",)}, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rec, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Planning: validation split, sensitivity, byte prices, allocation and the planned pipeline."""
+import json
+
+import pytest
+import torch
+
+from deepcomp.cli import main
+from deepcomp.codec import open_dcz, tensor_bytes, write_state_dict
+from deepcomp.data import TensorImageDataset, fashion_mnist, split_train_val
+from deepcomp.errors import DataError
+from deepcomp.models import LeNet300
+from deepcomp.pipeline import compress
+from deepcomp.plan import (Plan, Sensitivity, allocate, choose_bits, price_table, sensitivity,
+                           tolerance_schedule)
+from deepcomp.train import train
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A LeNet-300-100 trained briefly on 3,000 images that never include the 1,000
+    validation images split_train_val holds out of the same 4,000 (seed 0)."""
+    torch.manual_seed(0)
+    full = fashion_mnist("train").subset(4000, seed=3)
+    tr, va = split_train_val(full, 1000, seed=0)
+    net = LeNet300()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    train(net, tr, epochs=4, lr=2e-3, seed=0, progress=False)
+    torch.set_num_threads(before)
+    return net, full, tr, va
+
+
+# ----------------------------------------------------------------------------- split
+
+def test_split_is_seeded_disjoint_and_complete():
+    ds = fashion_mnist("test").subset(3000, seed=1)
+    tr, va = split_train_val(ds, 500, seed=4)
+    tr2, va2 = split_train_val(ds, 500, seed=4)
+    _, va3 = split_train_val(ds, 500, seed=5)
+    a, b = set(tr.source_index.tolist()), set(va.source_index.tolist())
+    assert len(b) == 500 and not a & b and len(a | b) == 3000
+    assert torch.equal(va.source_index, va2.source_index)
+    assert not torch.equal(va.source_index, va3.source_index)
+    # The subset's own source positions carry through, so they name the original split.
+    assert set(va.source_index.tolist()) <= set(ds.source_index.tolist())
+    assert torch.equal(va.images, ds.images[[ds.source_index.tolist().index(i)
+                                             for i in va.source_index.tolist()]])
+    for bad in (0, 3000, -1):
+        with pytest.raises(DataError, match="--val"):
+            split_train_val(ds, bad)
+
+
+def test_compress_decides_on_validation_and_tests_twice(tmp_path, one_thread, monkeypatch):
+    import deepcomp.pipeline as P
+
+    full = fashion_mnist("train")
+    test = fashion_mnist("test").subset(1000, seed=0)
+    seen = []
+    real = P.evaluate
+    monkeypatch.setattr(P, "evaluate", lambda m, ds, *a, **k: seen.append(ds) or real(m, ds, *a, **k))
+    r = compress("deepcomp:lenet300", None, keep=0.5, prune_steps=2, epochs=0.05,
+                 finetune_epochs=0.05, subset=1500, val=700, seed=3, progress=False,
+                 log=lambda s: None, train_set=full, test_set=test)
+    tr, va = set(r.train_index.tolist()), set(r.val_index.tolist())
+    assert len(va) == 700 and len(tr) == 1500 and not tr & va
+    # The test split is read for the dense model and for the final one, never between.
+    assert sum(ds is test for ds in seen) == 2
+    assert all(len(ds) == 700 for ds in seen if ds is not test)
+    with_test = [s.name for s in r.stages if s.test_accuracy is not None]
+    assert with_test == ["dense", "share + fine-tune"]
+    assert "val top-1" in r.table() and "test top-1" in r.table()
+
+
+# ----------------------------------------------------------------------------- prices
+
+def test_tensor_bytes_is_the_section_the_writer_writes(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(120, 90, generator=g)
+    w[torch.rand(120, 90, generator=g) < 0.9] = 0
+    from deepcomp.share import share_tensor
+
+    sd = {"a.weight": share_tensor(w, 4), "b.weight": torch.randn(7, 5, generator=g),
+          "a.bias": torch.randn(120, generator=g)}
+    s = write_state_dict(sd, tmp_path / "x.dcz")
+    f = open_dcz(tmp_path / "x.dcz")
+    for name, t in sd.items():
+        assert tensor_bytes(name, t) == f.record(name).length == s["tensors"][name]["bytes"]
+
+
+def test_price_table_is_exact_and_falls_with_keep_and_bits(small):
+    net = small[0]
+    p = price_table(net, keeps=(1.0, 0.3, 0.05), bits=(6, 3))
+    assert set(p) == {"fc1.weight", "fc2.weight", "fc3.weight"}
+    for n, row in p.items():
+        assert row[(0.05, 3)] < row[(0.3, 3)] < row[(1.0, 3)]
+        assert row[(0.3, 3)] < row[(0.3, 6)]
+    from deepcomp.plan import _pruned, _shared
+
+    w = _shared("fc2.weight", _pruned(net.fc2.weight, 0.3), 3, 0)
+    assert p["fc2.weight"][(0.3, 3)] == tensor_bytes("fc2.weight", w)
+
+
+# ----------------------------------------------------------------------------- allocation
+
+def _synthetic():
+    # 'big' is large and robust, 'small' is tiny and fragile.
+    keeps, bits = (1.0, 0.5, 0.1, 0.02), (8, 4, 2)
+    sens = Sensitivity(90.0, 0.3)
+    sens.keep = {"big": [(k, 90.0 - d, 0) for k, d in zip(keeps, (0, 0.1, 0.5, 6.0))],
+                 "small": [(k, 90.0 - d, 0) for k, d in zip(keeps, (0, 2.0, 10.0, 30.0))]}
+    sens.bits = {"big": [(b, 90.0 - d, 0) for b, d in zip(bits, (0, 0.05, 1.0))],
+                 "small": [(b, 90.0 - d, 0) for b, d in zip(bits, (0, 0.5, 5.0))]}
+    prices = {"big": {(k, b): int(100000 * k * (b + 4)) + 10 for k in keeps for b in bits},
+              "small": {(k, b): int(1000 * k * (b + 4)) + 10 for k in keeps for b in bits}}
+    return sens, prices
+
+
+def test_allocate_spends_tolerance_where_bytes_are():
+    sens, prices = _synthetic()
+    plan = allocate(sens, prices, tolerance=1.0)
+    assert plan.est_drop <= 1.0
+    assert plan.keep == {"big": 0.1, "small": 1.0}
+    assert plan.bits["big"] == 4 and plan.bits["small"] == 8
+    assert plan.tensor_bytes == prices["big"][(0.1, 4)] + prices["small"][(1.0, 8)]
+    # A looser tolerance never costs more bytes.
+    loose = allocate(sens, prices, tolerance=8.0)
+    assert loose.tensor_bytes < plan.tensor_bytes and loose.est_drop <= 8.0
+
+
+def test_allocate_to_a_target_and_never_regrows():
+    sens, prices = _synthetic()
+    plan = allocate(sens, prices, target_bytes=50000)
+    assert plan.tensor_bytes <= 50000
+    capped = allocate(sens, prices, tolerance=0.0, max_keep={"big": 0.1})
+    assert capped.keep["big"] == 0.1
+    frozen = allocate(sens, prices, tolerance=8.0, frozen_keep={"big"})
+    assert frozen.keep["big"] == 1.0 and frozen.keep["small"] < 1.0 and frozen.bits["big"] < 8
+
+
+def test_tolerance_schedule_rises_from_half_the_budget():
+    t = tolerance_schedule(0.5)
+    assert t[0] == 0.25 and all(b > a for a, b in zip(t, t[1:])) and t[-1] <= 100
+
+
+def test_plan_round_trips_as_data():
+    p = Plan({"fc1.weight": 0.05, "fc2.weight": 0.1}, {"fc1.weight": 4, "fc2.weight": 5},
+             {"fc1.weight": 100, "fc2.weight": 50}, budget={"max_drop": 0.5}, seed=3,
+             history=[{"tolerance": 0.25, "val": 88.1, "kept": True}])
+    d = json.loads(json.dumps(p.to_dict()))
+    q = Plan.from_dict(d)
+    assert q.to_dict() == p.to_dict() and q.tensor_bytes == 150
+    assert "fc1.weight" in p.table()
+
+
+# ----------------------------------------------------------------------------- measured pieces
+
+def test_sensitivity_measures_one_layer_at_a_time(small):
+    net, _, _, va = small
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    s = sensitivity(net, va, keeps=(1.0, 0.2, 0.01), bits=(8, 2))
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    from deepcomp.plan import evaluate_loss
+
+    base = evaluate_loss(net, va)
+    assert (s.base_acc, s.base_loss) == base
+    for n in s.keep:
+        assert s.keep[n][0][1] == base[0]              # 100 % kept is the model itself
+        assert s.keep[n][-1][1] < base[0] - 5          # 1 % kept of any layer hurts
+        assert s.keep[n][-1][2] > base[1]
+    # The first layer holds 88 % of the weights; cutting it to 1 % costs more than
+    # cutting the classifier to 1 % costs... either way, each row is one layer alone:
+    # pruning fc1 to 20 % changes no other layer's curve.
+    assert len(s.bits["fc1.weight"]) == 2
+
+
+def test_choose_bits_holds_the_budget_it_measures(small):
+    net, _, _, va = small
+    from deepcomp.plan import evaluate_loss
+
+    base = evaluate_loss(net, va)[0]
+    bits, sizes, acc = choose_bits(net, va, base_acc=base, max_drop=0.5, bits=(8, 6, 4, 3, 2))
+    assert base - acc <= 0.5
+    assert min(bits.values()) < 8
+    from deepcomp.share import quantize_model, finalize
+    import copy
+
+    q = copy.deepcopy(net)
+    quantize_model(q, bits, "linear", 0)
+    finalize(q)
+    assert evaluate_loss(q, va)[0] == acc
+    for n, p in q.named_parameters():
+        if n in sizes:
+            assert sizes[n] == tensor_bytes(n, p.detach())
+    tight = choose_bits(net, va, base_acc=base, target_bytes=sum(sizes.values()) // 2,
+                        bits=(8, 6, 4, 3, 2))
+    assert sum(tight[1].values()) <= sum(sizes.values()) // 2 or min(tight[0].values()) == 2
+
+
+def test_distill_pulls_the_pruned_model_to_the_teacher(small, one_thread):
+    import copy
+
+    import torch.nn.functional as F
+
+    from deepcomp.plan import distill
+    from deepcomp.prune import MaskSet
+
+    net, _, tr, va = small
+    student = copy.deepcopy(net)
+    masks = MaskSet.from_targets(student, {"fc1": 0.05, "fc2": 0.1})
+    masks.apply()
+
+    def kl():
+        with torch.no_grad():
+            return float(F.kl_div(F.log_softmax(student(va.images), 1),
+                                  F.log_softmax(net(va.images), 1), log_target=True,
+                                  reduction="batchmean"))
+
+    before = kl()
+    distill(student, net, tr, epochs=2, lr=1e-3, masks=masks, seed=0, alpha=1.0)
+    for n, m in masks.masks.items():
+        assert not dict(student.named_parameters())[n].detach()[~m].any(), n
+    assert not masks._handles                      # hooks removed afterwards
+    assert kl() < 0.7 * before
+
+
+# ----------------------------------------------------------------------------- the planned pipeline
+
+def test_max_drop_run_respects_budget_and_prices_the_file(small, tmp_path, one_thread):
+    net, full, _, _ = small
+    out = tmp_path / "p.dcz"
+    test = fashion_mnist("test").subset(1000, seed=0)
+    r = compress(net, out, train_set=full, test_set=test, val=1000, seed=0, max_drop=1.0,
+                 epochs=0.5, finetune_epochs=0.3, prune_steps=2, progress=False,
+                 log=lambda s: None, record_hist=True)
+    dense, final = r.stage("dense"), r.stages[-1]
+    assert dense.accuracy - final.accuracy <= 1.0
+    assert final.density < 0.9                    # it did prune
+    f = open_dcz(out)
+    meta_plan = f.meta["pipeline"]["plan"]
+    assert Plan.from_dict(meta_plan).to_dict() == r.plan.to_dict()
+    for n, b in r.plan.bytes.items():
+        assert f.record(n).length == b, n         # priced bytes are the file's bytes
+        assert r.plan.keep[n] == pytest.approx(float((r.model.state_dict()[n] != 0).float().mean()))
+    assert meta_plan["budget"] == {"max_drop": 1.0}
+    # Reproducible from the seed: the same plan again.
+    r2 = compress(net, None, train_set=full, test_set=test, val=1000, seed=0, max_drop=1.0,
+                  epochs=0.5, finetune_epochs=0.3, prune_steps=2, progress=False,
+                  log=lambda s: None)
+    assert r2.plan.to_dict() == r.plan.to_dict()
+    png = tmp_path / "info.png"
+    assert main(["info", str(out), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(f.meta["pipeline"]["weight_hist"]) == set(r.plan.keep)
+
+
+def test_target_size_fits(small, tmp_path, one_thread):
+    net, full, _, _ = small
+    out = tmp_path / "t.dcz"
+    r = compress(net, out, train_set=full, test_set=fashion_mnist("test").subset(500, seed=0),
+                 val=1000, seed=0, target_size=30000, epochs=0.3, finetune_epochs=0.2,
+                 prune_steps=2, progress=False, log=lambda s: None)
+    assert out.stat().st_size <= 30000
+    assert r.plan.budget == {"target_size": 30000}
+
+
+def test_target_size_out_of_reach_is_one_line(capsys, tmp_path):
+    rc = main(["compress", "deepcomp:lenet300", str(tmp_path / "o.dcz"), "--data",
+               "fashion-mnist", "--target-size", "600", "--subset", "500", "--val", "500",
+               "--quiet", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--target-size 600" in err and "Traceback" not in err
+
+
+def test_sensitivity_command_writes_table_json_and_png(tmp_path, capsys, one_thread):
+    j, png = tmp_path / "s.json", tmp_path / "s.png"
+    rc = main(["sensitivity", "deepcomp:lenet300", "--data", "fashion-mnist", "--val", "500",
+               "--keeps", "1,0.1", "--bits", "8,3", "--json", str(j), "--plot", str(png),
+               "--threads", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "fc1.weight" in out and "layer / kept" in out
+    d = json.loads(j.read_text())
+    assert set(d["layers"]) == {"fc1.weight", "fc2.weight", "fc3.weight"}
+    assert [e["keep"] for e in d["layers"]["fc2.weight"]["keep"]] == [1.0, 0.1]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    rc = main(["sensitivity", "deepcomp:lenet300", "--data", "fashion-mnist", "--bits", "9"])
+    assert rc == 2 and "--bits" in capsys.readouterr().err
