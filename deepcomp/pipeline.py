@@ -417,7 +417,7 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
         st = Stage(name, acc, kept, total, bits_label, seconds, test_acc)
         result.stages.append(st)
         log(f"[{name}] validation top-1 {acc:.2f}%"
-            + (f", test {st.test_accuracy:.2f}%" if test else "")
+            + (f", test {st.test_accuracy:.2f}%" if st.test_accuracy is not None else "")
             + f"  weights kept {100 * st.density:.2f}%  ({st.seconds:.1f} s)")
         return st
 

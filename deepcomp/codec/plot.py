@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepcomp.codec.reader import DczFile
+from deepcomp.codec.tensors import SharedDense
 
 
 def weight_histograms(weights: dict, bins: int = 48, ranges: dict | None = None) -> dict:
@@ -34,13 +35,15 @@ def weight_histograms(weights: dict, bins: int = 48, ranges: dict | None = None)
     return out
 
 
+SHARED_ENCODINGS = ("shared_sparse", "shared_dense", "ac_shared")  # v1 Huffman, v2 arithmetic
+
+
 def _codebook_counts(f: DczFile, name: str):
-    r = f.record(name)
     c = f.compressed(name)
     book = np.asarray(c.codebook, dtype=np.float32)
     codes = np.asarray(c.codes).astype(np.int64)
     counts = np.bincount(codes, minlength=book.size)[:book.size]
-    if r.encoding == "shared_dense":
+    if isinstance(c, SharedDense):
         # The dense form's codebook holds the pruned zeros as one of its values.
         keep = book != 0
         book, counts = book[keep], counts[keep]
@@ -55,7 +58,7 @@ def plot_file(f: DczFile, path) -> list[str]:
     import matplotlib.pyplot as plt
 
     layers = [r.name for r in f.parsed.tensors
-              if r.encoding in ("shared_sparse", "shared_dense") and len(r.shape) >= 2]
+              if r.encoding in SHARED_ENCODINGS and len(r.shape) >= 2]
     if not layers:
         from deepcomp.errors import DeepcompError
 
