@@ -4,6 +4,7 @@ Three scenarios in one process group, printed one line each: checksums that agre
 checksums that differ (both ranks must raise), and a rank that stays alive but never
 reaches a barrier (rank 0 must fail within the timeout, not hang).
 """
+import os
 import sys
 import time
 
@@ -12,22 +13,28 @@ import torch
 from deepcomp.distributed import DistributedError, setup
 
 
+def say(line: str, fd: int = 1) -> None:
+    # One write per line: both ranks share the pipe, and print() may split a line from
+    # its newline, which interleaves the ranks' lines.
+    os.write(fd, (line + "\n").encode())
+
+
 def main() -> int:
     d = setup("cpu", timeout_s=3.0)
     t = {"a": torch.arange(10.0), "m": torch.tensor([True, False])}
     crcs = d.check_identical({"masks": t}, "agree")
-    print(f"agree rank {d.rank} crc {crcs['masks']:08x}", flush=True)
+    say(f"agree rank {d.rank} crc {crcs['masks']:08x}")
     try:
         d.check_identical({"codebooks": {"a": torch.arange(10.0) + d.rank}}, "differ")
-        print(f"differ rank {d.rank} passed", flush=True)
+        say(f"differ rank {d.rank} passed")
     except DistributedError as e:
-        print(f"differ rank {d.rank} raised: {e}", flush=True)
+        say(f"differ rank {d.rank} raised: {e}")
     if d.rank == 1:
         time.sleep(60)  # alive, but never arrives; torchrun ends it when rank 0 fails
     try:
         d.barrier("stall")
     except DistributedError as e:
-        print(f"stall rank {d.rank} raised: {e}", file=sys.stderr, flush=True)
+        say(f"stall rank {d.rank} raised: {e}", 2)
         return 2
     return 0
 
