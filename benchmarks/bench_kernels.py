@@ -123,7 +123,7 @@ def kernel_paths() -> str:
     from deepcomp import _C
 
     dc = "scalar" if ops.isa() == "scalar" else "avx2" + ("+avx512" if _C.avx512_usable() else "") + (
-        "+vnni" if _C.int8_vnni_enabled() else "")
+        "+vnni" if _C.int8_vnni_enabled() else "+vnni512" if _C.int8_vnni512_enabled() else "")
     env = [f"{k}={os.environ[k]}" for k in PATH_SWITCHES if os.environ.get(k)]
     return ", ".join([f"deepcomp {dc}"] + env)
 

@@ -395,9 +395,11 @@ PYBIND11_MODULE(_C, m) {
       py::arg("indptr").noconvert(), py::arg("indices"), py::arg("n_in"),
       "Column block table for spmm (indices sorted within rows; contents must have passed check_csr).");
   m.def("int8_vnni_available", &kernels::int8_vnni_available, "True when the CPU has AVX-VNNI (and AVX2).");
-  m.def("int8_vnni_enabled", &kernels::int8_vnni_enabled, "Whether the int8 GEMM uses AVX-VNNI now.");
+  m.def("int8_vnni_enabled", &kernels::int8_vnni_enabled, "Whether the int8 GEMM uses AVX-VNNI (ymm) now.");
+  m.def("int8_vnni512_enabled", &kernels::int8_vnni512_enabled,
+        "Whether the int8 kernels use AVX512-VNNI (zmm) now.");
   m.def("set_int8_vnni", &kernels::set_int8_vnni, py::arg("enabled"),
-        "Use (or stop using) AVX-VNNI in the int8 GEMM; DEEPCOMP_NO_VNNI=1 disables it at start-up.");
+        "Use (or stop using) VNNI in the int8 kernels; DEEPCOMP_NO_VNNI=1 disables it at start-up.");
   m.def(
       "int8_pack",
       [](carray<int8_t> q) {

@@ -169,7 +169,7 @@ def test_vnni_and_maddubs_paths_agree(batch):
     w = torch.randn(40, 2100, generator=g)  # K spans several 2048-wide chunks
     x = torch.randn(batch, 2100, generator=g)
     packed = ops.pack_int8(w)
-    before = _C.int8_vnni_enabled()
+    before = _C.int8_vnni_enabled() or _C.int8_vnni512_enabled()
     try:
         _C.set_int8_vnni(False)
         y_madd = ops.gemm_int8(x, packed, relu=True)
@@ -197,13 +197,43 @@ def test_ymm_paths_equal_scalar(vnni, shape, batch):
     x[0, ::7] = 0.0
     bias = torch.randn(out_f, generator=g)
     packed = ops.pack_int8(w)
-    before = _C.int8_vnni_enabled()
+    before = _C.int8_vnni_enabled() or _C.int8_vnni512_enabled()
     try:
         _C.set_int8_vnni(vnni)
         ys, yv = scalar_and_avx2(lambda: ops.gemm_int8(x, packed, bias=bias, relu=True))
     finally:
         _C.set_int8_vnni(before)
     assert torch.equal(ys, yv)
+
+
+@pytest.mark.parametrize("shape,batch", [((70, 4100), 129), ((16, 8200), 256), ((40, 25088), 24),
+                                         ((37, 1030), 9), ((300, 784), 4), ((50, 2053), 5)])
+def test_zmm_vnni_path_equals_scalar(shape, batch):
+    """The AVX512-VNNI kernel (batches >= 4) bit for bit against the scalar twin. It runs on
+    every CPU with AVX512-VNNI, also those without AVX-VNNI (Zen 4, Ice Lake servers)."""
+    from isa_paths import _forced, _restore
+
+    out_f, in_f = shape
+    g = torch.Generator().manual_seed(in_f * 5 + batch)
+    w = torch.randn(out_f, in_f, generator=g)
+    x = torch.randn(batch, in_f, generator=g) * 1.5 + 0.2
+    x[1, ::5] = 0.0
+    bias = torch.randn(out_f, generator=g)
+    packed = ops.pack_int8(w)
+    forced, before = _forced(), _C.int8_vnni_enabled() or _C.int8_vnni512_enabled()
+    try:
+        _C.set_force_scalar(False)
+        _C.set_allow_avx512(True)
+        _C.set_int8_vnni(True)
+        if not _C.int8_vnni512_enabled():
+            pytest.skip("CPU without AVX512-VNNI")
+        yz = ops.gemm_int8(x, packed, bias=bias, relu=True)
+        _C.set_force_scalar(True)
+        ys = ops.gemm_int8(x, packed, bias=bias, relu=True)
+    finally:
+        _C.set_int8_vnni(before)
+        _restore(forced)
+    assert torch.equal(ys, yz)
 
 
 @pytest.mark.parametrize("in_f", [31, 32, 33, 95, 100, 129])

@@ -139,23 +139,29 @@ void int8_row_params(const float* x, int64_t k, float* scale, float* inv_scale, 
 }
 
 namespace {
-std::atomic<int> g_vnni{-1};  // -1: not decided yet
-}
+std::atomic<int> g_vnni{-1};  // the VNNI switch (set_int8_vnni / DEEPCOMP_NO_VNNI); -1: not read yet
 
-bool int8_vnni_available() { return cpu_has_avx2() && int8_vnni_supported(); }
-
-void set_int8_vnni(bool enabled) { g_vnni.store(enabled && int8_vnni_available() ? 1 : 0); }
-
-bool int8_vnni_enabled() {
+bool vnni_allowed() {
   int v = g_vnni.load(std::memory_order_relaxed);
   if (v < 0) {
     const char* env = std::getenv("DEEPCOMP_NO_VNNI");
     const bool off = env != nullptr && env[0] != '\0' && std::strcmp(env, "0") != 0;
-    v = (!off && int8_vnni_available()) ? 1 : 0;
+    v = off ? 0 : 1;
     g_vnni.store(v, std::memory_order_relaxed);
   }
   return v == 1;
 }
+}  // namespace
+
+bool int8_vnni_available() { return cpu_has_avx2() && int8_vnni_supported(); }
+
+void set_int8_vnni(bool enabled) { g_vnni.store(enabled ? 1 : 0); }
+
+// The switch governs both VNNI forms, which CPUs have independently (Zen 4 and Ice Lake
+// servers: AVX512-VNNI only; Alder Lake: AVX-VNNI only; Sapphire Rapids: both).
+bool int8_vnni_enabled() { return vnni_allowed() && int8_vnni_available(); }
+
+bool int8_vnni512_enabled() { return vnni_allowed() && avx512_usable(/*need_vnni=*/true); }
 
 void gemm_int8(Int8Args& a) {
   if (a.batch == 0 || a.n == 0) return;
@@ -187,7 +193,7 @@ void gemm_int8(Int8Args& a) {
   if (avx2) {
     std::unique_ptr<int32_t[]> part(new int32_t[static_cast<size_t>(nt * a.batch * 16)]);
     a.part = part.get();
-    gemm_int8_avx2(a, nt, int8_vnni_enabled());
+    gemm_int8_avx2(a, nt, int8_vnni_enabled(), int8_vnni512_enabled());
     a.part = nullptr;
   } else {
     gemm_int8_ref(a, nt);
@@ -233,13 +239,9 @@ void conv_int8(const ConvInt8Args& a) {
   const double work = static_cast<double>(a.n) * static_cast<double>(a.o) * static_cast<double>(a.oh * a.ow) *
                       static_cast<double>(a.c * a.kh * a.kw);
   const int nt = threads_for(work / 32.0);
-  // zmm vpdpbusd unless the zmm variants are off (DEEPCOMP_NO_AVX512) or VNNI is
-  // (DEEPCOMP_NO_VNNI=1, the int8 GEMM's switch; read once): then AVX2 maddubs.
-  static const bool no_vnni = [] {
-    const char* env = std::getenv("DEEPCOMP_NO_VNNI");
-    return env != nullptr && env[0] != '\0' && std::strcmp(env, "0") != 0;
-  }();
-  const bool zmm = !no_vnni && avx512_usable(/*need_vnni=*/true);
+  // zmm vpdpbusd unless the zmm variants (DEEPCOMP_NO_AVX512) or VNNI (DEEPCOMP_NO_VNNI,
+  // set_int8_vnni) are off: then AVX2 maddubs.
+  const bool zmm = int8_vnni512_enabled();
   if (avx2) conv_int8_avx2(a, scale.data(), inv.data(), zp.data(), nt, zmm);
   else conv_int8_ref(a, scale.data(), inv.data(), zp.data(), nt);
 }

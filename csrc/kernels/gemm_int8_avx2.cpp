@@ -473,10 +473,10 @@ bool int8_vnni_supported() {
   return ok;
 }
 
-void gemm_int8_avx2(const Int8Args& a, int nthreads, bool vnni) {
-  // AVX512-VNNI (with VNNI enabled): from 4 batch rows up, where a tile of 8 (or 4) rows
-  // reuses each repacked weight vector; below, the ymm path's 1-row tile is as fast.
-  if (vnni && a.batch >= 4 && avx512_usable(/*need_vnni=*/true)) {
+void gemm_int8_avx2(const Int8Args& a, int nthreads, bool vnni, bool zmm) {
+  // AVX512-VNNI: from 4 batch rows up, where a tile of 8 (or 4) rows reuses each repacked
+  // weight vector; below, the ymm path's 1-row tile is as fast.
+  if (zmm && a.batch >= 4) {
     gemm_int8_zmm(a, nthreads);
     return;
   }

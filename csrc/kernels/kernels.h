@@ -114,12 +114,15 @@ struct Int8Args {
 };
 void gemm_int8(Int8Args& a);
 
-// AVX-VNNI for the int8 GEMM's AVX2 path: used when the CPU has it unless disabled
-// (DEEPCOMP_NO_VNNI=1, or set_int8_vnni(false) for tests). Results are identical. With it
-// enabled, a CPU with AVX512-VNNI runs batches >= 4 on zmm (DEEPCOMP_NO_AVX512=1: not).
+// VNNI (vpdpbusd) for the int8 kernels: used where the CPU has it unless switched off
+// (DEEPCOMP_NO_VNNI=1, or set_int8_vnni(false) for tests); then AVX2 maddubs. Results are
+// identical. Two forms: AVX-VNNI on ymm (int8_vnni_enabled) and AVX512-VNNI on zmm
+// (int8_vnni512_enabled; also off with DEEPCOMP_NO_AVX512=1), for GEMM batches >= 4 and
+// the direct convolution.
 bool int8_vnni_available();
 void set_int8_vnni(bool enabled);
 bool int8_vnni_enabled();
+bool int8_vnni512_enabled();
 
 // Per-row activation quantization parameters (shared by both paths so that they agree
 // bit for bit).

@@ -24,7 +24,8 @@ void int8_quantize_row_ref(const float* x, int64_t k, float inv_scale, int32_t z
 void int8_quantize_row_avx2(const float* x, int64_t k, float inv_scale, int32_t zp, uint8_t* q);
 void gemm_int8_ref(const Int8Args& a, int nthreads);
 // vnni: use AVX-VNNI's vpdpbusd (only when int8_vnni_supported()).
-void gemm_int8_avx2(const Int8Args& a, int nthreads, bool vnni);
+// zmm: the AVX512-VNNI kernel for batch >= 4 (only when int8_vnni512_enabled()).
+void gemm_int8_avx2(const Int8Args& a, int nthreads, bool vnni, bool zmm);
 bool int8_vnni_supported();
 
 // Codebook GEMM twins (lut_gemm.cpp dispatches): the AVX2 one runs its zmm variant when
