@@ -298,7 +298,7 @@ def classifier_input(fp32, name: str, x: torch.Tensor) -> torch.Tensor:
 
 
 def bench_model(name: str, path: Path, batches, reps: int, log, threads=(1,), use_ort: bool = True,
-                ort_int8: bool = True, work: Path | None = None) -> dict:
+                ort_int8: bool = True, work: Path | None = None, with_exact: bool = False) -> dict:
     fp32, int8 = dense_models(name, path)
     t0 = time.perf_counter()
     ours = load_runtime(name, path, "auto")
@@ -325,6 +325,7 @@ def bench_model(name: str, path: Path, batches, reps: int, log, threads=(1,), us
         # Fresh runtime models per thread count: 'auto' measures its paths at the first call.
         ours = load_runtime(name, path, "auto")
         compact = load_runtime(name, path, "compact")
+        exact = load_runtime(name, path, "exact") if with_exact else None
         sessions = {}
         if onnx is not None:
             sessions["ort_fp32"] = ort_session(onnx["fp32"], nt)
@@ -334,10 +335,13 @@ def bench_model(name: str, path: Path, batches, reps: int, log, threads=(1,), us
             x = model_input(name, b, g)
             impls = {"fp32": call(fp32), "int8": call(int8), **sessions, "deepcomp": call(ours),
                      "compact": call(compact)}
+            if exact is not None:
+                impls["exact"] = call(exact)
             med, first = time_impls(impls, x, reps)
             row = {"threads": nt, "batch": b, "fp32_ms": med["fp32"] * 1e3, "int8_ms": med["int8"] * 1e3,
                    "deepcomp_ms": med["deepcomp"] * 1e3, "calibration_s": first["deepcomp"],
-                   "compact_ms": med["compact"] * 1e3}
+                   "compact_ms": med["compact"] * 1e3,
+                   "exact_ms": med["exact"] * 1e3 if "exact" in med else None}
             for k in ("ort_fp32", "ort_int8"):
                 row[f"{k}_ms"] = med[k] * 1e3 if k in med else None
             row["vs_fp32"] = med["fp32"] / med["deepcomp"]
@@ -347,6 +351,8 @@ def bench_model(name: str, path: Path, batches, reps: int, log, threads=(1,), us
                 row["vs_ort"] = med["ort_fp32"] / min(med["deepcomp"], med["compact"])
             paths = [p for d in path_summary(ours).values() for k, p in d.items() if k.startswith(f"({b},")]
             row["paths"] = {p: paths.count(p) for p in sorted(set(paths))}
+            cpaths = [p for d in path_summary(compact).values() for k, p in d.items() if k.startswith(f"({b},")]
+            row["compact_paths"] = {p: cpaths.count(p) for p in sorted(set(cpaths))}
             res["rows"].append(row)
             ort_s = "" if "ort_fp32" not in med else (
                 f", ORT fp32 {row['ort_fp32_ms']:.3f} ms"
@@ -354,7 +360,8 @@ def bench_model(name: str, path: Path, batches, reps: int, log, threads=(1,), us
             log(f"  {name} {nt}T batch {b}: fp32 {row['fp32_ms']:.3f} ms, int8 {row['int8_ms']:.3f} ms{ort_s}, "
                 f"deepcomp {row['deepcomp_ms']:.3f} ms ({row['vs_fp32']:.2f}x fp32, "
                 f"{row['vs_best']:.2f}x best) paths {row['paths']}; compact {row['compact_ms']:.3f} ms "
-                f"({row['compact_vs_best']:.2f}x best)")
+                f"({row['compact_vs_best']:.2f}x best) paths {row['compact_paths']}"
+                + ("" if row["exact_ms"] is None else f"; exact {row['exact_ms']:.3f} ms"))
             if classifier is not None:
                 feats = classifier_input(fp32, name, x)
                 cm, _ = time_impls(dict(zip(("fp32", "int8", "deepcomp"), classifier)), feats, reps)
@@ -367,6 +374,8 @@ def bench_model(name: str, path: Path, batches, reps: int, log, threads=(1,), us
                     f"({crow['vs_fp32']:.2f}x fp32, {crow['vs_best']:.2f}x best)")
     res["resident_auto_bytes"] = resident_weight_bytes(ours)
     res["resident_compact_bytes"] = resident_weight_bytes(compact)
+    if exact is not None:
+        res["resident_exact_bytes"] = resident_weight_bytes(exact)
     return res
 
 
@@ -396,6 +405,36 @@ def ort_markdown(results: dict, meta: dict) -> str:
         lines.append(f"| {name} | {d / 1e6:.2f} MB | {r['resident_compact_bytes'] / 1e6:.2f} MB "
                      f"(1/{d / r['resident_compact_bytes']:.1f}) | {r['resident_auto_bytes'] / 1e6:.2f} MB "
                      f"(1/{d / r['resident_auto_bytes']:.1f}) | {r['file_bytes']:,} |")
+    return "\n".join(lines)
+
+
+def default_markdown(results: dict, meta: dict) -> str:
+    """The default policy ('compact') against the issue-14 bars, with 'exact' and 'auto'."""
+    def ms(v):
+        return "–" if v is None else f"{v:.3f}" if v < 10 else f"{v:.1f}"
+    lines = [f"Machine: {meta['cpu']}, kernels {meta['isa']}; torch {meta['torch']}, onnxruntime "
+             f"{meta.get('onnxruntime', '-')}; {meta['reps']} reps, round-robin medians, ms per call.", "",
+             "| model | threads | batch | PyTorch fp32 | ORT fp32 | ORT int8 | deepcomp default (compact) | "
+             "exact | auto | default vs ORT fp32 | default vs PyTorch | default's paths |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for name, r in results.items():
+        for row in r["rows"]:
+            vs_ort = "–" if row.get("ort_fp32_ms") is None else f"{row['ort_fp32_ms'] / row['compact_ms']:.2f}x"
+            paths = ", ".join(f"{k} {v}" for k, v in row.get("compact_paths", {}).items())
+            lines.append(f"| {name} | {row['threads']} | {row['batch']} | {ms(row['fp32_ms'])} | "
+                         f"{ms(row.get('ort_fp32_ms'))} | {ms(row.get('ort_int8_ms'))} | {ms(row['compact_ms'])} | "
+                         f"{ms(row.get('exact_ms'))} | {ms(row['deepcomp_ms'])} | {vs_ort} | "
+                         f"{row['fp32_ms'] / row['compact_ms']:.2f}x | {paths} |")
+    lines += ["", "| model | dense fp32 weights | resident default (compact) | resident exact | resident auto |",
+              "|---|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        d = r["dense_param_bytes"]
+
+        def mem(k):
+            v = r.get(k)
+            return "–" if not v else f"{v / 1e6:.2f} MB (1/{d / v:.2f})"
+        lines.append(f"| {name} | {d / 1e6:.2f} MB | {mem('resident_compact_bytes')} | "
+                     f"{mem('resident_exact_bytes')} | {mem('resident_auto_bytes')} |")
     return "\n".join(lines)
 
 
@@ -451,6 +490,7 @@ def main(argv=None) -> int:
     p.add_argument("--lenet300-dcz", default=None, help="a pipeline-made LeNet-300-100 .dcz")
     p.add_argument("--lenet5-dcz", default=None, help="a pipeline-made LeNet-5 .dcz")
     p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--exact", action="store_true", help="also time policy 'exact' (fp32 paths only)")
     args = p.parse_args(argv)
     if args.quick:
         args.models = ["lenet5", "resnet18"] if "--models" not in (argv or sys.argv) else args.models
@@ -480,7 +520,8 @@ def main(argv=None) -> int:
         log(f"{name}: {info['source']}" + (f", encoded in {info['encode_s']:.1f} s"
                                            if info.get("encode_s") else ""))
         r = bench_model(name, path, args.minilm_batches if name == "minilm" else args.batches, args.reps, log,
-                        threads=args.threads, use_ort=not args.no_ort, ort_int8=not args.no_ort_int8, work=work)
+                        threads=args.threads, use_ort=not args.no_ort, ort_int8=not args.no_ort_int8, work=work,
+                        with_exact=args.exact)
         r.update(info)
         results[name] = r
     md = markdown(results, meta)
@@ -488,6 +529,9 @@ def main(argv=None) -> int:
     if not args.no_ort:
         print()
         print(ort_markdown(results, meta))
+    if args.exact:
+        print()
+        print(default_markdown(results, meta))
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     return 0
