@@ -295,3 +295,19 @@ def sparse_conv1x1(x, state, bias, stride, relu):
     _ops._C.conv1x1_sparse(x.numpy(), w.indptr, w.indices, w.values, w.codes, w.codebook, bias,
                            1 if relu else 0, out.numpy())
     return out
+
+
+# ---- direct sparse KxK convolution -------------------------------------------------------
+# NCHW in and out, no im2col and no transpose of the result (csrc/kernels/conv_sparse_kxk*):
+# for LeNet-sized layers the patch matrix and the NHWC-to-NCHW copy of the im2col path
+# cost more than the multiply-adds. The weight is the same packed CSR as the sparse path's.
+
+def sparse_kxk_conv(x, state, shape, bias, stride, padding, relu):
+    w = state[1]
+    o, _, kh, kw = shape
+    n, _, h, wd = x.shape
+    (sh, sw), (ph, pw) = stride, padding
+    out = torch.empty((n, o, (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1), dtype=torch.float32)
+    _ops._C.conv_sparse_kxk(x.numpy(), w.indptr, w.indices, w.values, w.codes, w.codebook, w.n_in, kh, kw,
+                            sh, sw, ph, pw, bias, 1 if relu else 0, out.numpy())
+    return out

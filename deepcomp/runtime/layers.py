@@ -39,9 +39,11 @@ ResNet-18's (random weights, 70 % sparse, 5 bits) by 3.4-4.3 %.
 tests/test_runtime_compact.py asserts the per-layer and the LeNet-5 bound.
 'exact' never takes int8: it keeps an fp32 path that matches the decoded model.
 
-Convolutions add two direct paths where they apply: `depthwise` (groups = channels,
-one filter each) and `sparse1x1` (a sparse 1x1 weight as a matmul over channels on the
-NCHW input); 'auto', 'exact' and 'compact' offer them.
+Convolutions add three direct paths where they apply: `depthwise` (groups = channels,
+one filter each), `sparse1x1` (a sparse 1x1 weight as a matmul over channels on the
+NCHW input) and `sparsekxk` (any other sparse conv with groups 1, straight on NCHW:
+no im2col, no transpose; wins on small images such as LeNet-5's); 'auto', 'exact' and
+'compact' offer them.
 """
 from __future__ import annotations
 
@@ -526,6 +528,8 @@ class RuntimeConv2d(_RuntimeLayer):
         sparse_ok = self.form.is_sparse or (self.form.kind == "raw" and self._raw_density() <= SPARSE_DENSITY)
         if self.groups == 1 and (kh, kw) == (1, 1) and self.padding == (0, 0) and sparse_ok:
             return ["sparse1x1"]
+        if self.groups == 1 and sparse_ok:
+            return ["sparsekxk"]
         return []
 
     def candidates(self) -> list[str]:
@@ -538,14 +542,20 @@ class RuntimeConv2d(_RuntimeLayer):
         return allowed
 
     def _prepare(self, path: str):
-        if path == "sparse" and path not in self._prepared and "sparse1x1" in self._prepared:
-            self._prepared[path] = self._prepared["sparse1x1"]  # the same packed CSR weight
+        if path in _PACKED_CSR_PATHS and path not in self._prepared:
+            for q in _PACKED_CSR_PATHS:  # one packed CSR weight serves all three paths
+                st = self._prepared.get(q)
+                if st is not None and st[0] == "packed":
+                    self._prepared[path] = st
+                    return st
         if path not in _CONVSP_PATHS:
             return super()._prepare(path)
         st = self._prepared.get(path)
         if st is None:
             if path == "depthwise":
                 st = K.depthwise_prepare(self.form)
+            elif path == "sparsekxk":
+                st = K.sparse_prepare(self.form)
             else:
                 st = K.conv1x1_prepare(self.form, self._prepared.get("sparse"))
             self._prepared[path] = st
@@ -554,11 +564,14 @@ class RuntimeConv2d(_RuntimeLayer):
     def _run_convsp(self, path, st, x):
         if path == "depthwise":
             return K.depthwise_conv(x, st, self._bias_np, self.stride, self.padding, self.relu)
+        if path == "sparsekxk":
+            return K.sparse_kxk_conv(x, st, self.form.shape, self._bias_np, self.stride, self.padding, self.relu)
         return K.sparse_conv1x1(x, st, self._bias_np, self.stride, self.relu)
 
 
-_CONVSP_PATHS = ("depthwise", "sparse1x1")
-_HANDICAP.update({"depthwise": 1.0, "sparse1x1": 1.0})
+_CONVSP_PATHS = ("depthwise", "sparse1x1", "sparsekxk")
+_PACKED_CSR_PATHS = ("sparse", "sparse1x1", "sparsekxk")
+_HANDICAP.update({"depthwise": 1.0, "sparse1x1": 1.0, "sparsekxk": 1.0})
 
 
 def runtime_layers(module: nn.Module):
