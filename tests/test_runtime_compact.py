@@ -208,3 +208,24 @@ def test_int8_error_end_to_end_on_lenet5_is_within_the_stated_bound(files):
         with torch.no_grad():
             ref, out = ref_model(x), m(x)
         assert float((out - ref).abs().max()) <= 0.03 * float(ref.abs().max())
+
+
+def test_compact_depthwise_decodes_on_use_and_keeps_no_fp32_copy():
+    g = torch.Generator().manual_seed(6)
+    w = torch.randn(40, 1, 3, 3, generator=g)
+    w[torch.rand(40, 1, 3, 3, generator=g) < 0.7] = 0
+    book = torch.linspace(-2, 2, 16)
+    w = torch.where(w == 0, w, book[torch.bucketize(w.clamp(-2, 2), book).clamp(max=15)])
+    form = WeightForm.from_dense("dw", w)
+    x = torch.randn(2, 40, 11, 9, generator=g)
+    ref = F.conv2d(x, w, None, 1, 1, groups=40)
+    for policy, resident_extra in (("compact", 0), ("exact", 40 * 9 * 4)):
+        layer = RuntimeConv2d("dw", form, None, padding=(1, 1), groups=40)
+        layer.set_policy(policy)
+        before = layer.resident_bytes()
+        layer.set_policy(policy)
+        layer._choice[((2, 40, 11, 9), kernels.get_num_threads(), policy)] = "depthwise"  # as if measured
+        layer._prepare("depthwise")
+        y = layer(x)
+        torch.testing.assert_close(y, ref, rtol=0, atol=1e-5)
+        assert layer.resident_bytes() == before + resident_extra, policy

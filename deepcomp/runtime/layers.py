@@ -18,7 +18,7 @@ and bias; see below), or a fixed 'sparse' / 'int8' / 'decode' / 'dense'. (`lut` 
 an fp32 path and a compact one, and can be fixed too.)
 
 'compact' and int8: the paths that keep nothing but the file's form (sparse, decode, lut,
-depthwise, sparse1x1) are always allowed; int8 is allowed when the layer was loaded from
+depthwise, sparse1x1, sparsekxk) are always allowed; int8 is allowed when the layer was loaded from
 a .dcz file and is chosen only when it measured fastest AND its packed form (int8 +
 per-channel scales and row sums) is at most 1/4 of the dense fp32 bytes plus those
 per-channel arrays (kernel-layout padding counts: a conv with 3 input channels, or a
@@ -553,7 +553,9 @@ class RuntimeConv2d(_RuntimeLayer):
         st = self._prepared.get(path)
         if st is None:
             if path == "depthwise":
-                st = K.depthwise_prepare(self.form)
+                # 'compact' decodes on use (see K.DepthwiseOnUse); raw weights are fp32 already.
+                compact = self.policy == "compact" and self.form.kind != "raw"
+                st = K.DepthwiseOnUse(self.form) if compact else K.depthwise_prepare(self.form)
             elif path == "sparsekxk":
                 st = K.sparse_prepare(self.form)
             else:
