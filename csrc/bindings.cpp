@@ -664,4 +664,68 @@ PYBIND11_MODULE(_C, m) {
       py::arg("codes").none(true), py::arg("codebook").none(true), py::arg("bias").none(true), py::arg("act"),
       py::arg("out").noconvert(),
       "1x1 conv as SpMM over channels: out[i] = W @ x[i] (+ bias) (+ act), W [rows, C] in CSR. Contents must have passed check_csr.");
+
+  // ---- direct sparse KxK convolution (section owned by the compact-policy work) -------
+  m.def(
+      "conv_sparse_kxk",
+      [](carray<float> x, carray<int32_t> indptr, py::array indices, py::object values, py::object codes,
+         py::object codebook, int64_t n_cols, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+         int64_t pw, py::object bias, int32_t act, carray<float> out) {
+        if (x.ndim() != 4 || out.ndim() != 4 || indptr.ndim() != 1 || indices.ndim() != 1)
+          throw py::value_error("x and out must be NCHW, indptr and indices 1-D");
+        if (act < 0 || act > kernels::kActHardswish) throw py::value_error("bad activation");
+        if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0)
+          throw py::value_error("need kernel and stride >= 1 and padding >= 0");
+        kernels::ConvSparseArgs a;
+        a.n = x.shape(0);
+        a.c = x.shape(1);
+        a.h = x.shape(2);
+        a.w = x.shape(3);
+        a.kh = kh, a.kw = kw, a.sh = sh, a.sw = sw, a.ph = ph, a.pw = pw;
+        if (a.c * kh * kw != n_cols) throw py::value_error("x's channels * kh * kw must equal the weight's columns");
+        if (a.h + 2 * ph < kh || a.w + 2 * pw < kw) throw py::value_error("the kernel is larger than the padded input");
+        a.oh = (a.h + 2 * ph - kh) / sh + 1;
+        a.ow = (a.w + 2 * pw - kw) / sw + 1;
+        a.c_out = indptr.shape(0) - 1;
+        if (a.c_out < 0 || out.shape(0) != a.n || out.shape(1) != a.c_out || out.shape(2) != a.oh ||
+            out.shape(3) != a.ow)
+          throw py::value_error("out must be [n, rows, oh, ow]");
+        if (!(indices.flags() & py::array::c_style)) throw py::value_error("indices must be contiguous");
+        if (indices.dtype().is(py::dtype::of<uint16_t>())) a.idx16 = static_cast<const uint16_t*>(indices.data());
+        else if (indices.dtype().is(py::dtype::of<int32_t>())) a.idx32 = static_cast<const int32_t*>(indices.data());
+        else throw py::value_error("indices must be uint16 or int32");
+        const int64_t nnz = indices.shape(0);
+        if (indptr.data()[0] != 0 || indptr.data()[a.c_out] != nnz) throw py::value_error("indptr must run from 0 to nnz");
+        carray<float> vals, cb, bs;
+        carray<uint8_t> cds;
+        if (!values.is_none()) {
+          vals = values.cast<carray<float>>();
+          if (vals.ndim() != 1 || vals.shape(0) != nnz) throw py::value_error("values must be 1-D, one per index");
+          a.values = vals.data();
+        } else {
+          cds = codes.cast<carray<uint8_t>>();
+          cb = codebook.cast<carray<float>>();
+          if (cds.ndim() != 1 || cds.shape(0) != nnz) throw py::value_error("codes must be 1-D, one per index");
+          if (cb.ndim() != 1 || cb.shape(0) < 1 || cb.shape(0) > 256) throw py::value_error("codebook must have 1..256 entries");
+          a.codes = cds.data();
+          a.codebook = cb.data();
+          a.k = static_cast<int32_t>(cb.shape(0));
+        }
+        if (!bias.is_none()) {
+          bs = bias.cast<carray<float>>();
+          if (bs.ndim() != 1 || bs.shape(0) != a.c_out) throw py::value_error("bias must have one entry per row");
+          a.bias = bs.data();
+        }
+        a.x = x.data();
+        a.indptr = indptr.data();
+        a.act = act;
+        a.y = out.mutable_data();
+        py::gil_scoped_release nogil;
+        kernels::conv_sparse_kxk(a);
+      },
+      py::arg("x").noconvert(), py::arg("indptr").noconvert(), py::arg("indices"), py::arg("values").none(true),
+      py::arg("codes").none(true), py::arg("codebook").none(true), py::arg("n_cols"), py::arg("kh"), py::arg("kw"),
+      py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("bias").none(true), py::arg("act"),
+      py::arg("out").noconvert(),
+      "Direct sparse KxK conv on NCHW (no im2col): W [rows, C*kh*kw] in CSR. Contents must have passed check_csr.");
 }

@@ -88,3 +88,11 @@ def conv1x1_sparse(x: npt.NDArray[np.float32], indptr: npt.NDArray[np.int32],
                    indices: npt.NDArray[np.uint16] | npt.NDArray[np.int32], values: npt.NDArray[np.float32] | None,
                    codes: npt.NDArray[np.uint8] | None, codebook: npt.NDArray[np.float32] | None,
                    bias: npt.NDArray[np.float32] | None, act: int, out: npt.NDArray[np.float32]) -> None: ...
+
+
+# ---- direct sparse KxK convolution (csrc/kernels/conv_sparse_kxk*; runtime/kernels.py) ----
+def conv_sparse_kxk(x: npt.NDArray[np.float32], indptr: npt.NDArray[np.int32],
+                    indices: npt.NDArray[np.uint16] | npt.NDArray[np.int32], values: npt.NDArray[np.float32] | None,
+                    codes: npt.NDArray[np.uint8] | None, codebook: npt.NDArray[np.float32] | None, n_cols: int,
+                    kh: int, kw: int, sh: int, sw: int, ph: int, pw: int, bias: npt.NDArray[np.float32] | None,
+                    act: int, out: npt.NDArray[np.float32]) -> None: ...

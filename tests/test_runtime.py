@@ -46,11 +46,14 @@ def test_fp_paths_match_decoded_dense_model(lenet_files, name, policy, batch):
     x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
         ref, out = ref_model(x), m(x)
-    assert (out - ref).abs().max().item() <= 1e-4 * ref.abs().max().item()
     paths = {path for d in path_summary(m).values() for path in d.values()}
+    # 'compact' may take int8 where it is faster and fits the memory bar; then its outputs
+    # are within int8's stated error (test_runtime_compact.py), else exact.
+    tol = 0.03 if policy == "compact" and "int8" in paths else 1e-4
+    assert (out - ref).abs().max().item() <= tol * ref.abs().max().item()
     if policy == "sparse":
         assert paths == {"sparse"}
-    if policy in ("exact", "compact"):
+    if policy == "exact":
         assert "int8" not in paths
 
 
@@ -226,7 +229,8 @@ def test_big_layers_compare_paths_one_at_a_time(lenet_files, monkeypatch):
     assert (out - ref).abs().max().item() <= 1e-4 * ref.abs().max().item()
     for layer in runtime_layers(m):
         (times,) = layer.timings.values()
-        assert set(times) == {"sparse", "decode", "dense"}
+        direct = {"sparsekxk"} if isinstance(layer, RuntimeConv2d) else set()  # the direct sparse conv
+        assert set(times) == {"sparse", "decode", "dense"} | direct
         assert set(layer._prepared) == set(layer.chosen().values())
 
 

@@ -47,16 +47,22 @@ def test_int8_form_is_a_quarter_of_dense():
     assert int8_bytes <= dense_bytes / 4 + 8 * w.shape[0]
 
 
-def test_exact_and_compact_never_pick_int8(monkeypatch):
+def test_exact_never_picks_int8_and_compact_only_with_a_file_to_reread(monkeypatch):
     layer, _, _ = _layer()
     assert "int8" in layer.candidates()
     for policy in ("exact", "compact"):
         layer.set_policy(policy)
         assert "int8" not in layer._allowed()
-    # The lead's one-line switch lets 'compact' measure int8 too.
-    monkeypatch.setattr(L, "COMPACT_ALLOWS_INT8", True)
+    # A layer loaded from a file may drop its file form for int8 (test_runtime_compact.py).
+    layer.source = (L.FileSource("unused.dcz"), "conv")
     layer.set_policy("compact")
     assert "int8" in layer._allowed()
+    layer.set_policy("exact")
+    assert "int8" not in layer._allowed()
+    # The lead's one switch turns int8 off for 'compact' again.
+    monkeypatch.setattr(L, "COMPACT_ALLOWS_INT8", False)
+    layer.set_policy("compact")
+    assert "int8" not in layer._allowed()
 
 
 def test_auto_measures_the_int8_candidate():

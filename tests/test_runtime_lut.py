@@ -39,14 +39,19 @@ def test_lut_path_matches_the_decoded_model(shared_file, policy, batch):
     x = torch.randn(batch, 96, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
         out, ref = m(x), _reference(shared_file)(x)
-    assert (out - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
     paths = {p for d in path_summary(m).values() for p in d.values()}
+    # 'compact' may take int8 where it fits the memory bar (test_runtime_compact.py), then
+    # within int8's stated error; every other path here is exact.
+    tol = 0.03 if "int8" in paths else 1e-5
+    assert (out - ref).abs().max().item() <= tol * ref.abs().max().item()
     if policy == "lut":
         assert paths == {"lut"}
     else:
         for l in layers:
             (times,) = l.timings.values()
-            assert "lut" in times and "int8" not in times
+            assert "lut" in times
+            if policy == "exact":
+                assert "int8" not in times
             if policy == "compact":
                 assert "dense" not in times
 

@@ -239,3 +239,37 @@ void conv1x1_sparse(const Conv1x1Args& a);
 
 }  // namespace kernels
 }  // namespace deepcomp
+
+namespace deepcomp {
+namespace kernels {
+
+// ---- sparse KxK convolution, direct on NCHW (conv_sparse_kxk*.cpp) ------------------
+// y[i, o] = sum over the nonzeros of W's row o (column col = (c * kh + ky) * kw + kx, in
+// storage order) of w * x[i, c, oy * sh + ky - ph, ox * sw + kx - pw] (zero outside the
+// image), + bias[o], then act. W is the [c_out, c * kh * kw] CSR matrix view of the conv
+// weight (fp32 values or uint8 codes into a codebook), with SparseArgs' preconditions
+// (indptr from 0 to nnz, indices in [0, c * kh * kw), codes in [0, k)). No im2col, and
+// no transpose of the result: for small images at high sparsity (LeNet-5) the patch
+// matrix and the NHWC-to-NCHW copy cost more than the multiply-adds.
+struct ConvSparseArgs {
+  const float* x = nullptr;  // [n, c, h, w]
+  int64_t n = 0, c = 0, h = 0, w = 0, c_out = 0;
+  int64_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0;
+  int64_t oh = 0, ow = 0;  // (h + 2 ph - kh) / sh + 1, likewise for w
+  const int32_t* indptr = nullptr;
+  const uint16_t* idx16 = nullptr;
+  const int32_t* idx32 = nullptr;
+  const float* values = nullptr;
+  const uint8_t* codes = nullptr;
+  const float* codebook = nullptr;
+  int32_t k = 0;
+  const float* bias = nullptr;  // [c_out] or null
+  int32_t act = kActNone;       // ConvAct
+  float* y = nullptr;           // [n, c_out, oh, ow]
+};
+void conv_sparse_kxk(const ConvSparseArgs& a);
+void conv_sparse_kxk_ref(const ConvSparseArgs& a, int nthreads);
+void conv_sparse_kxk_avx2(const ConvSparseArgs& a, int nthreads);
+
+}  // namespace kernels
+}  // namespace deepcomp

@@ -270,12 +270,28 @@ def depthwise_prepare(form: WeightForm) -> DepthwiseState:
     return DepthwiseState(np.ascontiguousarray(form.dense_np().reshape(c, kh, kw), dtype=np.float32))
 
 
+class DepthwiseOnUse:
+    """Policy 'compact': the depthwise weight decoded from the file form on every call and
+    dropped after (a few thousand codes, microseconds), so that no fp32 copy stays
+    resident next to it; MobileNetV2's 17 depthwise copies alone put the model over the
+    1/4 memory bar. No `values` attribute: state_arrays counts nothing extra."""
+
+    def __init__(self, form: WeightForm) -> None:
+        self.form = form
+        c, _, kh, kw = form.shape
+        self.shape = (c, kh, kw)
+
+    def weight(self) -> np.ndarray:
+        return np.ascontiguousarray(self.form.dense_np().reshape(self.shape), dtype=np.float32)
+
+
 def depthwise_conv(x, state: DepthwiseState, bias, stride, padding, relu):
     n, c, h, w = x.shape
-    _, kh, kw = state.values.shape
+    values = state.weight() if isinstance(state, DepthwiseOnUse) else state.values
+    _, kh, kw = values.shape
     (sh, sw), (ph, pw) = stride, padding
     out = torch.empty((n, c, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1), dtype=torch.float32)
-    _ops._C.depthwise_conv2d(x.numpy(), state.values, bias, sh, sw, ph, pw, 1 if relu else 0, out.numpy())
+    _ops._C.depthwise_conv2d(x.numpy(), values, bias, sh, sw, ph, pw, 1 if relu else 0, out.numpy())
     return out
 
 
@@ -294,4 +310,20 @@ def sparse_conv1x1(x, state, bias, stride, relu):
     out = torch.empty((n, w.n_out, h, wd), dtype=torch.float32)
     _ops._C.conv1x1_sparse(x.numpy(), w.indptr, w.indices, w.values, w.codes, w.codebook, bias,
                            1 if relu else 0, out.numpy())
+    return out
+
+
+# ---- direct sparse KxK convolution -------------------------------------------------------
+# NCHW in and out, no im2col and no transpose of the result (csrc/kernels/conv_sparse_kxk*):
+# for LeNet-sized layers the patch matrix and the NHWC-to-NCHW copy of the im2col path
+# cost more than the multiply-adds. The weight is the same packed CSR as the sparse path's.
+
+def sparse_kxk_conv(x, state, shape, bias, stride, padding, relu):
+    w = state[1]
+    o, _, kh, kw = shape
+    n, _, h, wd = x.shape
+    (sh, sw), (ph, pw) = stride, padding
+    out = torch.empty((n, o, (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1), dtype=torch.float32)
+    _ops._C.conv_sparse_kxk(x.numpy(), w.indptr, w.indices, w.values, w.codes, w.codebook, w.n_in, kh, kw,
+                            sh, sw, ph, pw, bias, 1 if relu else 0, out.numpy())
     return out

@@ -11,7 +11,7 @@ from deepcomp.errors import DczFormatError, ModelError
 from deepcomp.graph import validate
 from deepcomp.runtime.executor import GraphModule
 from deepcomp.runtime.legacy_exec import GraphModule as LegacyGraphModule
-from deepcomp.runtime.layers import RuntimeConv2d, RuntimeLinear, set_policy
+from deepcomp.runtime.layers import FileSource, RuntimeConv2d, RuntimeLinear, runtime_layers, set_policy
 from deepcomp.runtime.weights import WeightForm
 
 
@@ -175,9 +175,12 @@ def load(path, model: nn.Module | None = None, policy: str = "compact") -> nn.Mo
     its Linear / Conv2d layers are replaced by runtime layers and the other tensors are
     loaded into it; this is how weights-only files run.
 
-    The default policy, 'compact', keeps only the file's form in memory and picks per
-    layer between the sparse kernels and decode-on-use by measurement; 'auto' may also
-    keep int8 or dense copies where they measured faster (see runtime/layers.py).
+    The default policy, 'compact', keeps each layer within 1/4 of its dense fp32 bytes
+    (plus codebook, scales and bias) and picks per layer by measurement between the
+    sparse kernels, decode-on-use and, where it is faster and fits, int8 (which then
+    replaces the file form in memory; within the error stated in runtime/layers.py);
+    'exact' never rounds to int8; 'auto' may also keep int8 or dense copies where they
+    measured faster (see runtime/layers.py).
     """
     from deepcomp.codec import open_dcz
 
@@ -192,4 +195,8 @@ def load(path, model: nn.Module | None = None, policy: str = "compact") -> nn.Mo
             raise ModelError(f"{p} holds weights only (no model graph); pass the architecture: "
                              "deepcomp.load(path, model=MyNet()) or `deepcomp run --arch NAME`")
         m = _build_from_graph(src, src.graph)
+    # Where a layer may re-read its file form after 'compact' handed it over to int8.
+    fs = FileSource(str(p))
+    for layer in runtime_layers(m):
+        layer.source = (fs, layer.form.name)
     return set_policy(m, policy)
