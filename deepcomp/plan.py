@@ -171,13 +171,21 @@ def sensitivity(model: nn.Module, val_set, *, keeps=KEEP_GRID, bits=BITS_GRID,
 
     The bits curve quantizes the layer's current weights (zeros stay zero), so on a pruned
     model it measures sharing on top of that pruning. The model comes back unchanged.
+    ``progress``: True for a tqdm bar over the evaluations (on a terminal), or a callable
+    that gets one line per kept fraction.
     """
+    from deepcomp.train import progress_bar
+
     base_acc, base_loss = evaluate_loss(model, val_set)
     res = Sensitivity(base_acc, base_loss)
     params = prunable_weights(model)
+    todo = [n for n in params if layers is None or n in layers]
+    bar = progress_bar(len(todo) * (len(keeps) + len(bits)), "sensitivity",
+                       enabled=progress is True, unit="eval")
     for n, p in params.items():
         if layers is not None and n not in layers:
             continue
+        bar.set_postfix(layer=n, refresh=False)
         orig = p.detach().clone()
         res.numel[n] = p.numel()
         res.keep[n], res.bits[n] = [], []
@@ -185,13 +193,16 @@ def sensitivity(model: nn.Module, val_set, *, keeps=KEEP_GRID, bits=BITS_GRID,
             for k in keeps:
                 p.copy_(_pruned(orig, k))
                 res.keep[n].append((float(k), *evaluate_loss(model, val_set)))
-                if progress:
+                bar.update(1)
+                if callable(progress):
                     progress(f"sensitivity {n} kept {100 * k:g}%: top-1 {res.keep[n][-1][1]:.2f}%")
             for b in bits:
                 p.copy_(_shared(n, orig, b, seed))
                 res.bits[n].append((int(b), *evaluate_loss(model, val_set)))
+                bar.update(1)
         finally:
             p.copy_(orig)
+    bar.close()
     return res
 
 
@@ -536,13 +547,13 @@ def distill(model: nn.Module, teacher: nn.Module, dataset, *, epochs: float, lr:
     converged net drifts validation by a few tenths per round. ``masks`` (a MaskSet) is
     held through the optimizer. Adam with a cosine decay, as deepcomp.train.train.
     """
-    from deepcomp.train import Progress, _batches
+    from deepcomp.train import _batches, progress_bar
 
     teacher.eval()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     g = torch.Generator().manual_seed(seed)
     steps = max(1, int(round(epochs * math.ceil(len(dataset) / batch_size))))
-    bar = Progress(steps, desc, enabled=progress)
+    bar = progress_bar(steps, desc, enabled=progress)
     handle = masks.attach(opt) if masks is not None else None
     model.train()
     step = 0
@@ -563,7 +574,9 @@ def distill(model: nn.Module, teacher: nn.Module, dataset, *, epochs: float, lr:
                 loss.backward()
                 opt.step()
                 step += 1
-                bar.update(1, f"loss {loss.item():.4f}")
+                if not bar.disable:
+                    bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+                    bar.update(1)
     finally:
         if handle is not None:
             handle.detach()
@@ -628,7 +641,7 @@ def run_planned(net: nn.Module, result, *, train_set, val_set, add, log, max_dro
                 f"need at least {floor} bytes at {100 * min(KEEP_GRID):g}% kept and "
                 f"{min(BITS_GRID)} bits")
     t0 = time.perf_counter()
-    sens = sensitivity(net, val_set, seed=seed)
+    sens = sensitivity(net, val_set, seed=seed, progress=bool(progress))
     result.sensitivity = sens
     log(sens.table())
     if sensitivity_plot is not None:
@@ -744,6 +757,7 @@ def add_sensitivity_command(sub) -> None:
     p.add_argument("--json", default=None, metavar="F", help="write the curves as JSON")
     p.add_argument("--plot", default=None, metavar="F.png", help="plot the curves (PNG)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_sensitivity)
 
 
@@ -771,7 +785,8 @@ def _run_sensitivity(args) -> int:
     net, _ = resolve_model(args.model, args.arch)
     _, val_set = split_train_val(get_dataset(args.data, "train", args.data_dir), args.val, args.seed)
     try:
-        res = sensitivity(net, val_set, keeps=keeps, bits=bits, seed=args.seed)
+        res = sensitivity(net, val_set, keeps=keeps, bits=bits, seed=args.seed,
+                          progress=not args.quiet)
     except RuntimeError as e:
         from deepcomp.errors import ModelError
 

@@ -1,4 +1,4 @@
-"""Training and evaluation loops with a small progress bar.
+"""Training and evaluation loops with a tqdm progress bar.
 
 The loops batch directly from in-memory tensors (``dataset.images`` / ``.targets``, see
 deepcomp.data) and fall back to a DataLoader for any other Dataset. A ``after_step``
@@ -15,51 +15,20 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 
-class Progress:
-    """A one-line progress bar on stderr; on a non-terminal it prints one line at the end."""
+def progress_bar(total: int, desc: str = "", enabled: bool = True, unit: str = "step",
+                 stream=None) -> tqdm:
+    """A tqdm bar on stderr, or a silent one when ``enabled`` is off or stderr is no terminal.
 
-    def __init__(self, total: int, desc: str = "", enabled: bool = True, stream=None):
-        self.total = max(1, total)
-        self.desc = desc
-        self.enabled = enabled
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.n = 0
-        self.t0 = time.perf_counter()
-        self._last = 0.0
-        self.postfix = ""
-
-    def update(self, n: int = 1, postfix: str | None = None) -> None:
-        self.n += n
-        if postfix is not None:
-            self.postfix = postfix
-        if self.enabled and self.tty:
-            now = time.perf_counter()
-            if now - self._last > 0.1 or self.n >= self.total:
-                self._last = now
-                self.stream.write("\r" + self._line())
-                self.stream.flush()
-
-    def _line(self) -> str:
-        frac = min(1.0, self.n / self.total)
-        width = 24
-        fill = int(frac * width)
-        el = time.perf_counter() - self.t0
-        eta = el / frac - el if frac > 0 else 0.0
-        bar = "#" * fill + "." * (width - fill)
-        return (f"{self.desc:<18} [{bar}] {self.n}/{self.total} "
-                f"{el:5.1f}s<{eta:4.1f}s {self.postfix}")
-
-    def close(self) -> None:
-        if not self.enabled:
-            return
-        if self.tty:
-            self.stream.write("\r" + self._line() + "\n")
-        else:
-            self.stream.write(self._line() + "\n")
-        self.stream.flush()
+    Logs and pipes get the pipeline's one line per stage instead: a bar redrawn with
+    carriage returns is noise in a file.
+    """
+    stream = stream or sys.stderr
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    return tqdm(total=max(1, int(total)), desc=desc, unit=unit, file=stream, leave=True,
+                disable=not (enabled and tty), dynamic_ncols=True, mininterval=0.2)
 
 
 def _batches(dataset, batch_size: int, shuffle: bool,
@@ -154,11 +123,13 @@ def train(model: nn.Module, dataset, *, epochs: float = 1, lr: float = 1e-3,
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = max(1, int(round(epochs * steps_per_epoch)))
     base_lrs = [grp["lr"] for grp in opt.param_groups]
-    bar = Progress(total_steps, desc, enabled=progress)
+    bar = progress_bar(total_steps, desc, enabled=progress)
+    epochs_total = max(1, math.ceil(total_steps / max(1, steps_per_epoch)))
     model.train()
     t0 = time.perf_counter()
     step = 0
     loss_sum, loss_n = 0.0, 0
+    seen = 0
     epoch = 0
     while step < total_steps:
         loss_sum, loss_n = 0.0, 0
@@ -194,7 +165,12 @@ def train(model: nn.Module, dataset, *, epochs: float = 1, lr: float = 1e-3,
             step += 1
             loss_sum += loss.item() * y.shape[0]
             loss_n += int(y.shape[0])
-            bar.update(1, f"loss {loss_sum / loss_n:.4f}")
+            if not bar.disable:
+                el = time.perf_counter() - t0
+                seen += int(y.shape[0])
+                bar.set_postfix(epoch=f"{epoch}/{epochs_total}", loss=f"{loss_sum / loss_n:.4f}",
+                                img_s=f"{seen / el:.0f}" if el > 0 else "-", refresh=False)
+                bar.update(1)
     for grp, base in zip(opt.param_groups, base_lrs):
         grp["lr"] = base
     bar.close()
