@@ -4,7 +4,7 @@ Accepted, decided by content rather than by file name:
   * a state_dict saved with torch.save (read with weights_only=True: no code runs);
   * a torch.export archive (.pt2), whose graph is captured as well;
   * a TorchScript archive (torch.jit.save);
-  * a .safetensors file, parsed here (u64 header length, JSON header, raw bytes);
+  * a .safetensors file, read with the safetensors package (its errors made ModelErrors);
   * a fully pickled object (torch.save(model)) only with unsafe_pickle=True, because
     unpickling it runs code from the file.
 `arch` pairs a state_dict with deepcomp.models.get_model(arch), so the result is a
@@ -12,26 +12,25 @@ module whose graph can be captured.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
+import re
 import warnings
 import struct
 import zipfile
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from deepcomp.errors import ModelError, UnsupportedOpError, brief, weights_only_reason
 
-# safetensors dtype tag -> (torch dtype, stored numpy dtype, bytes per element)
+# What the codec takes from a .safetensors file; other dtypes the library reads (complex,
+# float8, unsigned wider than 8 bits) are refused with a message naming them.
 _ST_DTYPES = {
-    "F32": (torch.float32, "<f4"), "F16": (torch.float16, "<f2"), "BF16": (torch.bfloat16, "<i2"),
-    "F64": (torch.float64, "<f8"), "I64": (torch.int64, "<i8"), "I32": (torch.int32, "<i4"),
-    "I16": (torch.int16, "<i2"), "I8": (torch.int8, "i1"), "U8": (torch.uint8, "u1"),
-    "BOOL": (torch.bool, "u1"),
+    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+    torch.uint8: "U8", torch.bool: "BOOL",
 }
+# Only for recognising a safetensors file by its first bytes; parsing is the library's.
 _ST_MAX_HEADER = 100 << 20
 
 
@@ -88,48 +87,43 @@ def _looks_like_safetensors(head: bytes) -> bool:
 
 
 def read_safetensors(path) -> dict:
-    """A .safetensors file as a state_dict; every offset and size is checked first."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        data = f.read()
-    if size < 8:
-        raise ModelError(f"{path}: too short for a safetensors file")
-    (hlen,) = struct.unpack_from("<Q", data)
-    if hlen > _ST_MAX_HEADER or 8 + hlen > size:
-        raise ModelError(f"{path}: safetensors header length {hlen} does not fit the {size}-byte file")
-    try:
-        header = json.loads(data[8:8 + hlen].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise ModelError(f"{path}: safetensors header is not valid JSON") from None
-    if not isinstance(header, dict):
-        raise ModelError(f"{path}: safetensors header is not a JSON object")
-    body = memoryview(data)[8 + hlen:]
+    """A .safetensors file as a state_dict, read by the ``safetensors`` package.
+
+    The library checks the header, every offset and size (and is fuzzed upstream); its
+    errors become one-line ModelErrors here. Tensors come back in the file's data order.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = os.fspath(path)
     out = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (start, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-        except (TypeError, KeyError, ValueError):
-            raise ModelError(f"{path}: safetensors entry {name!r} lacks dtype/shape/data_offsets") from None
-        if dtype not in _ST_DTYPES:
-            raise ModelError(f"{path}: tensor {name!r} has unsupported safetensors dtype {dtype!r}")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            raise ModelError(f"{path}: tensor {name!r} has a bad shape {shape!r}")
-        tdtype, npdtype = _ST_DTYPES[dtype]
-        nbytes = math.prod(shape) * np.dtype(npdtype).itemsize
-        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= len(body)
-                and end - start == nbytes):
-            raise ModelError(f"{path}: tensor {name!r} data_offsets [{start}, {end}) do not fit "
-                             f"shape {shape} {dtype} in a {len(body)}-byte body")
-        arr = np.frombuffer(body, npdtype, math.prod(shape), start).copy()
-        t = torch.from_numpy(arr)
-        if tdtype == torch.bfloat16:
-            t = t.view(torch.bfloat16)
-        elif tdtype == torch.bool:
-            t = t.to(torch.bool)
-        out[name] = t.reshape(shape)
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            names = f.offset_keys() if hasattr(f, "offset_keys") else f.keys()
+            for name in names:
+                out[name] = f.get_tensor(name)
+    except SafetensorError as e:
+        raise ModelError(f"{path}: not a valid safetensors file ({_st_reason(e)}); it may be "
+                         f"truncated or damaged, write it again with safetensors.torch.save_file") from None
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except (TypeError, ValueError, RuntimeError) as e:  # a dtype this torch cannot hold
+        raise ModelError(f"{path}: cannot read a tensor from this safetensors file ({brief(e)})") from None
+    for name, t in out.items():
+        if t.dtype not in _ST_DTYPES:
+            raise ModelError(f"{path}: tensor {name!r} has unsupported safetensors dtype {t.dtype} "
+                             f"(deepcomp reads {', '.join(_ST_DTYPES.values())}); convert it first, "
+                             f"e.g. to float32")
     return out
+
+
+def _st_reason(e: Exception) -> str:
+    """The library's message without its prefix and JSON position ("at line 1 column 60")."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    for prefix in ("Error while deserializing header: ", "Error while deserializing: "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    msg = re.sub(r" at line \d+ column \d+$", "", msg)
+    return brief(msg, 200)
 
 
 def _load_export(path: str) -> LoadedModel:

@@ -40,26 +40,41 @@ def _st(header: dict, body: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("header,body,match", [
-    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 12]}}, b"\0" * 16, "data_offsets"),
-    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}, b"\0" * 16, "data_offsets"),
+    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 12]}}, b"\0" * 16, "offset"),
+    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}, b"\0" * 16, "offset for tensor `w`"),
     ({"w": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8, "unsupported safetensors dtype"),
-    ({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, b"\0" * 4, "bad shape"),
-    ({"w": {"shape": [1]}}, b"\0" * 4, "lacks dtype"),
-    ({"w": 3}, b"", "lacks dtype"),
+    ({"w": {"dtype": "X9", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8, "unknown variant `X9`"),
+    ({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, b"\0" * 4, "integer `-1`"),
+    ({"w": {"shape": [1]}}, b"\0" * 4, "missing field `dtype`"),
+    ({"w": 3}, b"", "not a valid safetensors file"),
 ])
 def test_safetensors_malformed(tmp_path, header, body, match):
     p = tmp_path / "bad.safetensors"
     p.write_bytes(_st(header, body))
-    with pytest.raises(ModelError, match=match):
+    with pytest.raises(ModelError, match=match) as e:
         load_model_file(p)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(str(p)) and len(msg) < 400
 
 
 def test_safetensors_header_past_end(tmp_path):
     p = tmp_path / "bad.safetensors"
     data = _st({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4)
-    p.write_bytes(data[:20])
-    with pytest.raises(ModelError):
-        load_model_file(p)
+    for cut in (20, 40, len(data) - 1):
+        p.write_bytes(data[:cut])
+        with pytest.raises(ModelError, match="truncated or damaged"):
+            read_safetensors(p)
+
+
+def test_safetensors_written_by_the_library_round_trips(tmp_path):
+    from safetensors.torch import save_file
+
+    sd = {k: v for k, v in mixed_sd().items()}
+    p = tmp_path / "lib.safetensors"
+    save_file(sd, str(p), metadata={"format": "pt"})
+    r = load_model_file(p)
+    assert r.kind == "safetensors" and set(r.obj) == set(sd)
+    assert all(torch.equal(r.obj[k], sd[k]) and r.obj[k].dtype == sd[k].dtype for k in sd)
 
 
 def test_state_dict_and_nested_checkpoint(tmp_path):
