@@ -1,4 +1,4 @@
-"""Fashion-MNIST from its IDX files, as torch datasets.
+"""Fashion-MNIST from its IDX files, and image folders, as torch datasets.
 
 The files are the ones Debian's ``dataset-fashion-mnist`` package installs
 (``/usr/share/datasets/fashion-mnist``); ``$DEEPCOMP_DATA`` or an explicit ``root``
@@ -7,6 +7,11 @@ points elsewhere. Nothing is ever downloaded at run time.
 Images come out as float32 tensors of shape 1 x 28 x 28, scaled to [0, 1] and then
 normalised with the training set's mean and standard deviation
 (``(x / 255 - 0.2860) / 0.3530``); labels are int64 class indices 0..9.
+
+``imagefolder:PATH`` names a torchvision ImageFolder with ``train/`` and ``val/``
+subfolders (one folder per class), decoded as RGB with optional resize and ImageNet
+normalisation. Any other ``torch.utils.data.Dataset`` of (image, label) works through
+the Python API.
 """
 from __future__ import annotations
 
@@ -36,7 +41,13 @@ _IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 _LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 
 # Data sets the command line accepts by name; others give a DataError listing these.
-DATASETS = ("fashion-mnist",)
+DATASETS = ("fashion-mnist", "imagefolder:PATH")
+# torchvision's ImageNet statistics, what models pretrained there expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZE = ("imagenet", "none")
+# The ImageFolder split each of deepcomp's splits reads.
+_FOLDER_SPLIT = {"train": "train", "test": "val"}
 
 
 def default_root() -> Path:
@@ -176,8 +187,96 @@ def fashion_mnist(split: str, root=None) -> TensorImageDataset:
                               f"fashion-mnist/{split}")
 
 
-def get_dataset(name: str, split: str, root=None) -> TensorImageDataset:
-    """Look a data set up by the name the command line uses."""
+def take_subset(dataset, n: int | None, seed: int = 0):
+    """A seeded random ``n`` examples of any Dataset (all of it when n >= len)."""
+    if hasattr(dataset, "subset"):
+        return dataset.subset(n, seed)
+    if n is None or n >= len(dataset):
+        return dataset
+    from torch.utils.data import Subset
+
+    g = torch.Generator().manual_seed(seed)
+    return Subset(dataset, torch.randperm(len(dataset), generator=g)[:n].sort().values.tolist())
+
+
+def num_classes(dataset) -> int | None:
+    """How many classes ``dataset`` labels (through Subsets), or None when it does not say."""
+    while hasattr(dataset, "dataset") and hasattr(dataset, "indices"):
+        dataset = dataset.dataset
+    classes = getattr(dataset, "classes", None)
+    if classes is not None and not isinstance(dataset, TensorImageDataset):
+        return len(classes)
+    targets = getattr(dataset, "targets", None)
+    if isinstance(targets, torch.Tensor) and targets.numel():
+        return int(targets.max()) + 1
+    if isinstance(targets, (list, tuple)) and targets:
+        return int(max(targets)) + 1
+    return None
+
+
+def image_folder(root, split: str, *, image_size: int | None = None,
+                 normalize: str = "imagenet"):
+    """``root/train`` ('train') or ``root/val`` ('test') as a torchvision ImageFolder.
+
+    One subfolder per class, the same class folders in both. Images are decoded as RGB,
+    resized (shorter side) and centre-cropped to ``image_size`` when it is given (else
+    they must all share one size), turned into float tensors in [0, 1] and, with
+    ``normalize='imagenet'``, normalised with the ImageNet mean and standard deviation.
+    """
+    from torchvision import transforms
+    from torchvision.datasets import ImageFolder
+
+    if split not in _FOLDER_SPLIT:
+        raise DataError(f"unknown split {split!r}; use 'train' or 'test'")
+    if normalize not in NORMALIZE:
+        raise DataError(f"--normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size < 1):
+        raise DataError(f"--image-size must be a positive number of pixels, got {image_size!r}")
+    root = Path(root)
+    layout = (f"expected {root}/train/<class>/<image> and {root}/val/<class>/<image> "
+              f"(torchvision ImageFolder layout)")
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a folder; {layout}")
+    folder = root / _FOLDER_SPLIT[split]
+    if not folder.is_dir():
+        raise DataError(f"image folder {root} has no {_FOLDER_SPLIT[split]}/ subfolder; {layout}")
+    steps = []
+    if image_size is not None:
+        steps += [transforms.Resize(image_size), transforms.CenterCrop(image_size)]
+    steps.append(transforms.ToTensor())
+    if normalize == "imagenet":
+        steps.append(transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD))
+    try:
+        ds = ImageFolder(str(folder), transform=transforms.Compose(steps))
+    except (FileNotFoundError, OSError) as e:
+        # ImageFolder says "Couldn't find any class folder" or "Found no valid file for the
+        # classes ..."; the first line is the useful part.
+        raise DataError(f"image folder {folder}: {str(e).splitlines()[0]}; {layout}") from None
+    other = root / _FOLDER_SPLIT["test" if split == "train" else "train"]
+    if other.is_dir():
+        theirs = sorted(d.name for d in other.iterdir() if d.is_dir())
+        if theirs != ds.classes:
+            raise DataError(f"image folder {root}: train/ and val/ hold different class folders "
+                            f"({', '.join(ds.classes) if split == 'train' else ', '.join(theirs)} vs "
+                            f"{', '.join(theirs) if split == 'train' else ', '.join(ds.classes)}); "
+                            f"the labels are the sorted class names, so both need the same ones")
+    ds.name = f"imagefolder:{root}/{_FOLDER_SPLIT[split]}"
+    return ds
+
+
+def get_dataset(name: str, split: str, root=None, *, image_size: int | None = None,
+                normalize: str = "imagenet"):
+    """Look a data set up by the name the command line uses.
+
+    ``imagefolder:PATH`` reads PATH/train and PATH/val (see image_folder); ``image_size``
+    and ``normalize`` apply to it only.
+    """
     if name == "fashion-mnist":
         return fashion_mnist(split, root)
+    if isinstance(name, str) and name.startswith("imagefolder:"):
+        path = name[len("imagefolder:"):]
+        if not path:
+            raise DataError("--data imagefolder:PATH needs a folder, e.g. imagefolder:/data/pets")
+        return image_folder(path, split, image_size=image_size, normalize=normalize)
     raise DataError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")

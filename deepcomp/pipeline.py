@@ -36,13 +36,13 @@ import torch
 from torch import nn
 
 from deepcomp.codec import save as codec_save
-from deepcomp.data import get_dataset, split_train_val
+from deepcomp.data import get_dataset, num_classes, split_train_val, take_subset
 from deepcomp.errors import DeepcompError, ModelError
 from deepcomp.models import LeNet5, LeNet300, get_model, load_checkpoint, load_into, \
     load_state_dict_file
 from deepcomp.prune import PruneSpecError, is_prunable, report
 from deepcomp.share import bits_for, _check_bits, _check_init
-from deepcomp.train import evaluate, make_optimizer, train
+from deepcomp.train import _device_of, evaluate, make_optimizer, train
 from deepcomp import checkpoint as ckpt
 from deepcomp.distributed import DEVICES, setup as dist_setup
 from deepcomp.training import Pruning, Sharing, _bits_spec, plain_state_dict, share_weights
@@ -273,7 +273,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
              dist_timeout: float = 1800.0, val: int = 5000, val_set=None,
              max_drop: float | None = None, target_size: int | None = None,
              sensitivity_plot=None, record_hist: bool = False,
-             distill: float = 0.0) -> CompressResult:
+             distill: float = 0.0, image_size: int | None = None,
+             normalize: str = "imagenet") -> CompressResult:
     """Run the pipeline (see the module docstring); returns a CompressResult.
 
     ``keep``: kept fraction per layer ({'fc1': 0.08, ...}, a 'fc1=0.08,...' string or one
@@ -282,7 +283,10 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     quality parameter, raised in equal steps).
     ``bits``: {'fc': 5, 'conv': 8} by default; per-layer keys allowed. ``subset``: train
     on a seeded random subset of that many training examples. ``train_set`` /
-    ``test_set`` replace the named data set (any Dataset of (image, label)).
+    ``test_set`` replace the named data set (any Dataset of (image, label); the input
+    size and the number of classes come from the data). ``data='imagefolder:PATH'``
+    reads PATH/train and PATH/val (deepcomp.data.image_folder) with ``image_size`` and
+    ``normalize`` ('imagenet' or 'none').
     ``share=False`` stops after pruning (the model keeps fp32 weights).
     ``plan``: {layer: {'keep': f, 'bits': b}} (the planner's output) instead of ``keep``
     and on top of ``bits``.
@@ -342,15 +346,16 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     std_s = _std_quality(keep) if plan is None else None
     targets = None if (std_s is not None or plan is not None) else _keep_targets(net, family, keep)
     if train_set is None:
-        train_set = get_dataset(data, "train", data_dir)
+        train_set = get_dataset(data, "train", data_dir, image_size=image_size, normalize=normalize)
     if test_set is None:
-        test_set = get_dataset(data, "test", data_dir)
+        test_set = get_dataset(data, "test", data_dir, image_size=image_size, normalize=normalize)
     if val_set is None:
         # The validation images come out of the training data before any subset is
         # drawn, so no run, however small, trains on them or decides on test images.
         train_set, val_set = split_train_val(train_set, int(val) if val else val, seed)
-    if subset is not None and hasattr(train_set, "subset"):
-        train_set = train_set.subset(subset, seed)
+    if subset is not None:
+        train_set = take_subset(train_set, subset, seed)
+    shape, classes = _data_shape(train_set)
     result = CompressResult(model=net, val_size=len(val_set), hists={} if record_hist else None)
     # Positions in the training data of what trains and what decides (None for a
     # Dataset that does not say): the tests check that the two never meet.
@@ -457,11 +462,14 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
             t0 = time.perf_counter()
             if k == 0:
                 torch.manual_seed(seed)
+                _check_model_fits(net, train_set, shape, classes, data)
                 try:
                     add("dense", t0, test=True)
                 except RuntimeError as e:
                     raise ModelError(
-                        f"the model cannot run on {data} batches (N x 1 x 28 x 28, 10 classes): "
+                        f"the model cannot run on {_describe_data(data, train_set)} batches "
+                        f"(N x {' x '.join(map(str, shape)) if shape else '?'}"
+                        f"{f', {classes} classes' if classes else ''}): "
                         f"{str(e).splitlines()[0]}") from None
                 result.record_hist("dense")
                 _note_val_test_gap(result.stages[0], len(val_set), log)
@@ -544,6 +552,56 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     return result
 
 
+def _describe_data(data, dataset) -> str:
+    """The data's own name (fashion-mnist/train, imagefolder:...), else its class."""
+    name = getattr(dataset, "name", None)
+    while not name and hasattr(dataset, "dataset") and hasattr(dataset, "indices"):
+        dataset = dataset.dataset
+        name = getattr(dataset, "name", None)
+    return str(name) if name else type(dataset).__name__
+
+
+def _data_shape(dataset) -> tuple[tuple[int, ...] | None, int | None]:
+    """(one input's shape, number of classes) as the data says, not assumed 1x28x28 / 10."""
+    if hasattr(dataset, "images") and isinstance(dataset.images, torch.Tensor):
+        shape = tuple(dataset.images.shape[1:])
+    else:
+        try:
+            x = dataset[0][0] if len(dataset) else None
+        except Exception as e:  # a user's Dataset: whatever it raises, say where
+            raise DeepcompError(f"cannot read the first training example: {type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else None
+    return shape, num_classes(dataset)
+
+
+def _check_model_fits(net: nn.Module, dataset, shape, classes, data) -> None:
+    """One example through the model: a wrong input size or too few outputs is a clear error."""
+    if shape is None:
+        return
+    x, _ = dataset[0]
+    if not isinstance(x, torch.Tensor):
+        return
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = net(x.unsqueeze(0).to(_device_of(net)))
+    except RuntimeError as e:
+        raise ModelError(
+            f"the model cannot run on {_describe_data(data, dataset)} inputs of shape "
+            f"{' x '.join(map(str, shape))} (one example; batches are N x that): "
+            f"{str(e).splitlines()[0]}; give a model built for this input size or resize "
+            f"the images (--image-size)") from None
+    finally:
+        net.train(was)
+    if classes is not None and isinstance(out, torch.Tensor) and out.dim() == 2 \
+            and out.shape[1] < classes:
+        raise ModelError(
+            f"the model has {out.shape[1]} outputs but {_describe_data(data, dataset)} has "
+            f"{classes} classes; build it with num_classes={classes}")
+
+
 def _note_val_test_gap(dense: Stage, val_size: int, log) -> None:
     if dense.test_accuracy is not None and dense.accuracy - dense.test_accuracy > 3.0:
         log(f"note: the dense model scores {dense.accuracy:.2f}% on the held-out validation "
@@ -601,7 +659,15 @@ def add_compress_command(sub) -> None:
                         "trained checkpoints) or a state_dict .pt file with --arch")
     p.add_argument("out", metavar="OUT", help="output path (.dcz)")
     p.add_argument("--data", required=True, metavar="NAME",
-                   help="training / test data set: fashion-mnist")
+                   help="training / test data set: fashion-mnist, or imagefolder:PATH (a "
+                        "torchvision ImageFolder: PATH/train/<class>/* trains, PATH/val/<class>/* "
+                        "is the test split)")
+    p.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="imagefolder: resize the shorter side to N and centre-crop N x N "
+                        "(default: keep the images' size, which must then be the same for all)")
+    p.add_argument("--normalize", default="imagenet", choices=["imagenet", "none"],
+                   help="imagefolder: normalise with the ImageNet mean/std (default) or only "
+                        "scale to [0, 1]")
     p.add_argument("--data-dir", default=None,
                    help="folder holding the data set's files (default $DEEPCOMP_DATA or "
                         "/usr/share/datasets/fashion-mnist)")
@@ -678,6 +744,7 @@ def _run_compress(args) -> int:
         resume=args.resume, dist_timeout=args.dist_timeout, val=args.val,
         max_drop=args.max_drop, target_size=args.target_size,
         sensitivity_plot=args.sensitivity_plot, record_hist=args.record_hist,
+        image_size=args.image_size, normalize=args.normalize,
     )
     if res.rank != 0:  # rank 0 reports for the run
         return 0
