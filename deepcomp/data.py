@@ -199,6 +199,20 @@ def take_subset(dataset, n: int | None, seed: int = 0):
     return Subset(dataset, torch.randperm(len(dataset), generator=g)[:n].sort().values.tolist())
 
 
+def source_indices(dataset) -> torch.Tensor | None:
+    """Positions of ``dataset``'s examples in the data it was split from (through Subsets)."""
+    idx = getattr(dataset, "source_index", None)
+    if idx is not None:
+        return idx
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, Subset):
+        own = torch.as_tensor(list(dataset.indices), dtype=torch.int64)
+        base = source_indices(dataset.dataset)
+        return own if base is None else base[own]
+    return None
+
+
 def num_classes(dataset) -> int | None:
     """How many classes ``dataset`` labels (through Subsets), or None when it does not say."""
     while hasattr(dataset, "dataset") and hasattr(dataset, "indices"):

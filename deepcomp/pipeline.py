@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from deepcomp.codec import save as codec_save
-from deepcomp.data import get_dataset, num_classes, split_train_val, take_subset
+from deepcomp.data import get_dataset, num_classes, source_indices, split_train_val, take_subset
 from deepcomp.errors import DeepcompError, ModelError
 from deepcomp.models import LeNet5, LeNet300, get_model, load_checkpoint, load_into, \
     load_state_dict_file
@@ -359,8 +359,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     result = CompressResult(model=net, val_size=len(val_set), hists={} if record_hist else None)
     # Positions in the training data of what trains and what decides (None for a
     # Dataset that does not say): the tests check that the two never meet.
-    result.train_index = getattr(train_set, "source_index", None)
-    result.val_index = getattr(val_set, "source_index", None)
+    result.train_index = source_indices(train_set)
+    result.val_index = source_indices(val_set)
     result.rank, result.world_size = dctx.rank, dctx.world_size
     if dctx.enabled:
         log(f"[ddp] {dctx.world_size} processes ({dctx.backend}), device {dctx.device}, "
@@ -378,6 +378,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
               "share": bool(share), "batch_size": int(batch_size), "subset": subset,
               "seed": int(seed), "world_size": dctx.world_size, "val": len(val_set),
               "record_hist": bool(record_hist)}
+    if isinstance(data, str) and data.startswith("imagefolder:"):
+        config.update(image_size=image_size, normalize=normalize)  # they change the inputs
     pruning: Pruning | None = None
     if steps and not auto:  # a planned run prunes in deepcomp.plan
         pruning = Pruning(net, keep=f"std:{std_s:g}" if std_s is not None else targets,

@@ -122,6 +122,8 @@ def test_any_dataset_through_the_api_with_validation_split(tmp_path, one_thread)
                  batch_size=10, progress=False, log=lambda s: None)
     assert r.val_size == 12
     # The split and the subset are torch Subsets of the user's Dataset: disjoint.
+    tr, va = set(r.train_index.tolist()), set(r.val_index.tolist())
+    assert len(tr) == 40 and len(va) == 12 and not tr & va and max(tr | va) < 60
     assert r.stages[-1].accuracy > 60.0  # the classes are separable by colour channel
     assert deepcomp.decode(out)["conv.weight"].shape == (8, 3, 3, 3)
 
