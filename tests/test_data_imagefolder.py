@@ -147,3 +147,16 @@ def test_cli_imagefolder_mistake_is_one_line(tmp_path, capsys):
     lines = [ln for ln in err.strip().splitlines() if not ln.startswith("note:")]
     assert rc == 2 and "Traceback" not in err and len(lines) == 1
     assert "Found no valid file" in lines[0] and "val/<class>" in lines[0]
+
+
+@pytest.mark.slow
+def test_cli_compress_imagefolder_writes_a_file(tmp_path, folder, capsys):
+    out = tmp_path / "sq.dcz"
+    rc = main(["compress", "torchvision:squeezenet1_1", str(out), "--data", f"imagefolder:{folder}",
+               "--image-size", "32", "--normalize", "none", "--val", "6", "--prune-steps", "1",
+               "--epochs", "1", "--finetune-epochs", "0.5", "--keep", "0.5", "--threads", "1",
+               "--batch-size", "8", "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "share + fine-tune" in text and out.stat().st_size > 0
+    w = deepcomp.decode(out)["classifier.1.weight"]
+    assert 0.45 < float((w != 0).float().mean()) < 0.55
