@@ -758,6 +758,10 @@ def add_sensitivity_command(sub) -> None:
     p.add_argument("--plot", default=None, metavar="F.png", help="plot the curves (PNG)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="imagefolder data: resize and centre-crop to N x N")
+    p.add_argument("--normalize", default="imagenet", choices=["imagenet", "none"],
+                   help="imagefolder data: ImageNet mean/std (default) or [0, 1] only")
     p.set_defaults(func=_run_sensitivity)
 
 
@@ -783,7 +787,9 @@ def _run_sensitivity(args) -> int:
     keeps = _floats(args.keeps, "--keeps", 1e-6, 1.0) if args.keeps else KEEP_GRID
     bits = _floats(args.bits, "--bits", 1, 8, int) if args.bits else BITS_GRID
     net, _ = resolve_model(args.model, args.arch)
-    _, val_set = split_train_val(get_dataset(args.data, "train", args.data_dir), args.val, args.seed)
+    _, val_set = split_train_val(get_dataset(args.data, "train", args.data_dir,
+                                             image_size=args.image_size,
+                                             normalize=args.normalize), args.val, args.seed)
     try:
         res = sensitivity(net, val_set, keeps=keeps, bits=bits, seed=args.seed,
                           progress=not args.quiet)
