@@ -29,6 +29,7 @@ struct Enc {
     c.put(b, v);
     return v;
   }
+  int flag(Bit& b, int v) { return bit(b, v); }
   uint32_t raw(uint32_t v, int n) {
     c.put_raw(v, n);
     return v;
@@ -38,6 +39,7 @@ struct Enc {
 struct Dec {
   Decoder c;
   int bit(Bit& b, int) { return c.get(b); }
+  int flag(Bit& b, int) { return c.get_skewed(b); }
   uint32_t raw(uint32_t, int n) { return c.get_raw(n); }
 };
 
@@ -85,7 +87,10 @@ class WeightCoder {
         C_(m.col_major ? m.rows : m.cols) {
     size_t nctx = m.value_ctx == 0 ? 1 : m.value_ctx == 1 ? 4 : 16;
     tree_.assign(nctx << depth_, Bit());
-    if (m.sparse) seen_.assign(C_, 0);
+    if (m.sparse) {
+      seen_.assign(C_, 0);
+      colctx_.assign(C_, 0);
+    }
     sig_.assign(m.sig_ctx ? 96 : 8, Bit());
   }
 
@@ -109,51 +114,52 @@ class WeightCoder {
         int any = 0;
         if (IO::kEncoding)
           for (uint64_t c = 0; c < C_ && !any; ++c) any = row[c * step_c] != 0;
-        any = io.bit(row_bits_[prev_empty], any);
+        any = io.flag(row_bits_[prev_empty], any);
         prev_empty = !any;
         if (!any) {
           if (!IO::kEncoding)
             for (uint64_t c = 0; c < C_; ++c) row[c * step_c] = 0;
           continue;
         }
+        // The column half of every significance context (above, column density so far)
+        // changes only when that column is coded, so it is set up once per row, and the
+        // per-element work left is the row half and the bin itself.
+        column_contexts(r, above, step_c);
+        const uint8_t* colctx = colctx_.data();
         int row_has = 0, left = 0;
         uint64_t row_nz = 0;
+        // row density buckets (row_nz/(c+1) in 64ths >= 4, >= 10), as column limits:
+        // 64 * nz >= 4 * (c+1)  <=>  c < 16 * nz;  64 * nz >= 10 * (c+1)  <=>  c < (32 * nz) / 5
+        uint64_t lim1 = 0, lim2 = 0;
+        size_t rbase = 0;
+        const bool dens = m_.sig_ctx != 0;
         for (uint64_t c = 0; c < C_; ++c) {
           uint16_t v = IO::kEncoding ? row[c * step_c] : 0;
           if (IO::kEncoding && v >= base_ + m_.nneg + m_.npos) return Status::SymbolOutOfRange;
-          int up = above ? above[c * step_c] != 0 : 0;
           int sig;
           if (c + 1 == C_ && !row_has) {
             sig = 1;  // the row is not empty, so its last element must be the non-zero
           } else {
-            size_t ctx;
-            if (m_.sig_ctx == 0) {
-              ctx = static_cast<size_t>(left | up << 1 | (seen_[c] != 0) << 2);
-            } else {
-              // Column density so far (dead inputs, busy inputs) and row density so far
-              // (busy neurons): both vary a lot across a pruned layer.
-              // Buckets of seen/(r+1) and row_nz/(c+1) in 64ths, by multiplication (no
-              // division in the per-element loop): x < t  <=>  seen * 64 < t * (r + 1).
-              uint64_t xs = uint64_t{seen_[c]} * 64, rr = r + 1;
-              // Sums of comparisons rather than chains of branches (they mispredict here).
-              int cb = (seen_[c] != 0) + (xs >= 2 * rr) + (xs >= 4 * rr) + (xs >= 8 * rr) + (xs >= 16 * rr);
-              uint64_t ys = row_nz * 64, cc = c + 1;
-              int rb = (row_nz != 0) + (ys >= 4 * cc) + (ys >= 10 * cc);
-              ctx = static_cast<size_t>(left | up << 1 | cb << 2) + 24 * static_cast<size_t>(rb);
-            }
-            sig = io.bit(sig_[ctx], v != 0);
+            size_t ctx = static_cast<size_t>(left | colctx[c]);
+            if (dens) ctx += rbase + 24 * static_cast<size_t>((c < lim1) + (c < lim2));
+            sig = io.flag(sig_[ctx], v != 0);
           }
           if (sig) {
-            Status st = value(io, v, prev_mag, prev_sign, up ? above[c * step_c] : 0);
+            uint16_t a = above ? above[c * step_c] : 0;
+            Status st = value(io, v, prev_mag, prev_sign, a);
             if (st != Status::Ok) return st;
             if (seen_[c] < 0xFFFFFFFFu) ++seen_[c];
             row_has = 1;
             ++row_nz;
+            lim1 = 16 * row_nz;
+            lim2 = (32 * row_nz) / 5;
+            rbase = 24;
+            left = 1;
           } else {
             v = 0;
+            left = 0;
           }
           if (!IO::kEncoding) row[c * step_c] = v;
-          left = sig;
         }
       } else {
         for (uint64_t c = 0; c < C_; ++c) {
@@ -172,6 +178,27 @@ class WeightCoder {
   }
 
  private:
+  // colctx_[c] = the significance context of column c in row r without its `left` bit:
+  // up << 1 | column bucket << 2. Column density so far (dead inputs, busy inputs) and
+  // row density so far (busy neurons) both vary a lot across a pruned layer. The
+  // buckets are of seen/(r+1) in 64ths, by multiplication: x < t <=> seen*64 < t*(r+1).
+  void column_contexts(uint64_t r, const uint16_t* above, uint64_t step_c) {
+    const uint64_t rr = r + 1;
+    const uint32_t* seen = seen_.data();
+    uint8_t* out = colctx_.data();
+    for (uint64_t c = 0; c < C_; ++c) {
+      int up = above ? above[c * step_c] != 0 : 0;
+      int cb;
+      if (m_.sig_ctx == 0) {
+        cb = seen[c] != 0;
+      } else {
+        uint64_t xs = uint64_t{seen[c]} * 64;
+        cb = (seen[c] != 0) + (xs >= 2 * rr) + (xs >= 4 * rr) + (xs >= 8 * rr) + (xs >= 16 * rr);
+      }
+      out[c] = static_cast<uint8_t>(up << 1 | cb << 2);
+    }
+  }
+
   uint32_t mag_of(uint16_t v) const {
     if (v < base_) return 0;
     uint32_t t = v - base_;
@@ -260,6 +287,7 @@ class WeightCoder {
   uint64_t R_, C_;
   std::vector<Bit> tree_;
   std::vector<uint32_t> seen_;  // non-zeros so far per scan column
+  std::vector<uint8_t> colctx_;  // see column_contexts()
   std::vector<Bit> sig_;
   Bit row_bits_[2];
   Bit sign_[3];
