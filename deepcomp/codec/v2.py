@@ -63,7 +63,7 @@ def choose_encoding_v2(name: str, t: torch.Tensor, *, fp16: bool = False) -> Enc
     sparse_ok = (nnz_book[nnz_book != 0]).size <= L.MAX_CODEBOOK
     if dense_ok or sparse_ok:
         rows, cols = matrix_view(tuple(t.shape))
-        payload, p = arith.best_shared(bits, rows, cols, sparse_ok, dense_ok)
+        payload, p = arith.best_shared(bits, rows, cols, sparse_ok, dense_ok, nnz_book)
         why["ac_shared"] = len(payload)
         if len(payload) < len(best.payload):
             best = Encoded({**base, "encoding": "ac_shared", **p}, payload)
@@ -164,7 +164,7 @@ def validate_v2(mv: memoryview, hlen: int, hcrc: int):
     for r in records:
         if r.encoding in L.ENCODINGS:
             R._parse_sections(mv, r)
-    R._each(lambda r: _decode(mv, r, R), records)
+    R.each_by_work(lambda r: _decode(mv, r, R), records, [_decode_work(r) for r in records])
     graph, meta = header.get("g"), header.get("m", {})
     if graph is not None and not isinstance(graph, dict):
         raise DczFormatError("header field 'g' (graph) must be a JSON object")
@@ -224,6 +224,11 @@ def _check_row(row, i: int, offset: int):
     r.offset = offset if length else 0
     r.fields = {**params, "name": r.name}
     return r
+
+
+def _decode_work(r) -> int:
+    """Elements of arithmetic decoding; Huffman and raw sections count ~1/64 per byte."""
+    return r.numel if r.encoding in ("ac_shared", "ac_float") else r.length // 64
 
 
 def _decode(mv: memoryview, r, R) -> None:
