@@ -92,6 +92,10 @@ class WeightCoder {
       colctx_.assign(C_, 0);
     }
     sig_.assign(m.sig_ctx ? 96 : 8, Bit());
+    // The value contexts' magnitude buckets, as tables: the division in bucket() would
+    // otherwise sit between one value and the next one's first bin.
+    for (uint32_t mag = 0; mag <= groupmax_; ++mag) mag_bucket_.push_back(static_cast<uint8_t>(bucket(mag)));
+    for (uint32_t v = 0; v < base_ + m.nneg + m.npos; ++v) idx_bucket_.push_back(static_cast<uint8_t>(bucket(mag_of(static_cast<uint16_t>(v)))));
   }
 
   // Drives the whole scan; `idx` is read (encoder) or written (decoder). Returns false
@@ -223,8 +227,9 @@ class WeightCoder {
       neg = m_.nneg != 0;
     uint32_t group = neg ? m_.nneg : m_.npos;
     size_t ctx = 0;
-    if (m_.value_ctx == 1) ctx = static_cast<size_t>(bucket(prev_mag));
-    if (m_.value_ctx == 2) ctx = static_cast<size_t>(bucket(prev_mag) * 4 + (above == 0xFFFF ? 0 : bucket(mag_of(above))));
+    // prev_mag <= groupmax_ and above < the table size (both are values already coded)
+    if (m_.value_ctx == 1) ctx = mag_bucket_[prev_mag];
+    if (m_.value_ctx == 2) ctx = mag_bucket_[prev_mag] * 4u + (above == 0xFFFF ? 0u : idx_bucket_[above]);
     Bit* nodes = tree_.data() + (ctx << depth_);
     uint32_t x = mag ? mag - 1 : 0;
     uint32_t node = 1;
@@ -288,6 +293,8 @@ class WeightCoder {
   std::vector<Bit> tree_;
   std::vector<uint32_t> seen_;  // non-zeros so far per scan column
   std::vector<uint8_t> colctx_;  // see column_contexts()
+  std::vector<uint8_t> mag_bucket_;  // bucket(mag), mag = 0..groupmax_
+  std::vector<uint8_t> idx_bucket_;  // bucket(mag_of(v)), v = a table index
   std::vector<Bit> sig_;
   Bit row_bits_[2];
   Bit sign_[3];

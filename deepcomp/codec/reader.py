@@ -200,8 +200,10 @@ def _each(fn, records: list) -> list:
 
 
 # Arithmetic-coded tensors cost ~10 ns per element to decode (and more to encode), far
-# more per byte than Huffman: their threshold counts elements of work, not bytes.
-PARALLEL_MIN_WORK = 1 << 16
+# more per byte than Huffman: their threshold counts elements of work, not bytes. Below
+# ~10 ms of work, thread start-up and a busy shared machine cost more than a second core
+# gains (LeNet files decoded 20-50 % slower on threads on a loaded 2-vCPU host).
+PARALLEL_MIN_WORK = 1 << 20
 
 
 def each_by_work(fn, items: list, work: list) -> list:
