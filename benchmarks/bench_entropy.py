@@ -182,12 +182,14 @@ def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, re
     files = {}
     for v in (1, 2):
         p = tmp / f"m.v{v}.dcz"
-        enc = []
+        enc, enc_cpu = [], []
         for _ in range(max(1, min(3, repeats))):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             write_state_dict(sd, p, graph=graph, version=v)
             enc.append(time.perf_counter() - t0)
+            enc_cpu.append(time.process_time() - c0)
         res[f"v{v}_encode_s"] = statistics.median(enc)
+        res[f"v{v}_encode_cpu_s"] = statistics.median(enc_cpu)
         files[v] = p
         res[f"v{v}_bytes"] = p.stat().st_size
         f = open_dcz(p)
@@ -202,14 +204,18 @@ def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, re
     torch.save(sd, dense_pt)
     order = [1, 2, "pt"] * repeats
     times = {1: [], 2: [], "pt": []}
+    cpu = {1: [], 2: [], "pt": []}
     for which in order:  # round robin, so load drifts hit every reader alike
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if which == "pt":
             torch.load(dense_pt, map_location="cpu", weights_only=True)
         else:
             deepcomp.decode(files[which])
         times[which].append(time.perf_counter() - t0)
+        cpu[which].append(time.process_time() - c0)
     res["v1_decode_s"], res["v2_decode_s"], res["torch_load_s"] = (statistics.median(times[k]) for k in (1, 2, "pt"))
+    res["v1_decode_cpu_s"], res["v2_decode_cpu_s"], res["torch_load_cpu_s"] = (
+        statistics.median(cpu[k]) for k in (1, 2, "pt"))
     for k in ("v1_encode", "v2_encode", "v1_decode", "v2_decode", "torch_load"):
         res[k + "_MBps"] = res["dense_MB"] / res[k + "_s"]
     if speed_only:
@@ -267,6 +273,15 @@ def print_table(rows: list) -> None:
         print(f"| {label} | " + " | ".join(f"{r[key]:,.0f}" if isinstance(r.get(key), float) else "-" for r in rows) + " |")
     print("| decode v2 / torch.load (time) | " + " | ".join(
         f"{r['v2_decode_s'] / r['torch_load_s']:.1f}x" if "torch_load_s" in r else "-" for r in rows) + " |")
+    print()
+    print("| CPU seconds, all threads (median; less sensitive to a busy host) | " + " | ".join(cols) + " |")
+    print("|---|" + "---:|" * len(cols))
+    for label, key in (("encode v1", "v1_encode_cpu_s"), ("encode v2", "v2_encode_cpu_s"),
+                       ("decode v1", "v1_decode_cpu_s"), ("decode v2", "v2_decode_cpu_s"),
+                       ("torch.load dense .pt", "torch_load_cpu_s")):
+        print(f"| {label} | " + " | ".join(f"{r[key]:.4f}" if isinstance(r.get(key), float) else "-" for r in rows) + " |")
+    print("| decode v2 / torch.load (CPU) | " + " | ".join(
+        f"{r['v2_decode_cpu_s'] / r['torch_load_cpu_s']:.1f}x" if "torch_load_cpu_s" in r else "-" for r in rows) + " |")
     for r in rows:
         if "nnc_error" in r:
             print(f"NNCodec failed on {r['model']}: {r['nnc_error']}")
@@ -286,11 +301,15 @@ def throughput(tmp: Path, repeats: int) -> dict:
     out = {}
     for v in (1, 2):
         p = tmp / f"t.v{v}.dcz"
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         write_state_dict(sd, p, version=v)
         out[f"v{v}_encode_MBps"] = mb / (time.perf_counter() - t0)
+        out[f"v{v}_encode_MB_per_cpu_s"] = mb / (time.process_time() - c0)
         out[f"v{v}_bytes"] = p.stat().st_size
         out[f"v{v}_decode_MBps"] = mb / timed(lambda: deepcomp.decode(p), repeats)
+        c0 = time.process_time()
+        deepcomp.decode(p)
+        out[f"v{v}_decode_MB_per_cpu_s"] = mb / (time.process_time() - c0)
     return out
 
 

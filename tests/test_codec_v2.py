@@ -509,3 +509,33 @@ def test_bitstream_unchanged_and_reference_agrees(p, n, digest):
     assert out == idx.tolist() and ref_book == book.tolist()
     i2, b2 = arith.decode_shared(payload, 48, 70, {**p, "k": nn + npn, "neg": nn}, "t")
     assert np.array_equal(i2, idx) and np.array_equal(b2, book)
+
+
+def _dense_shared(shape, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    book = torch.randn(k, generator=g)
+    # bell-shaped use of the centroids, like k-means on trained weights
+    codes = (torch.randn(shape, generator=g) * k / 6 + k / 2).clamp(0, k - 1).long()
+    return book.sort().values[codes]
+
+
+@pytest.mark.parametrize("case", ["dense256", "dense16", "sparse", "sparse_dense_book", "fp16"])
+def test_huffman_shortcut_picks_what_the_full_comparison_picks(case, monkeypatch):
+    import deepcomp.codec.v2 as V2
+    from deepcomp.codec.tensors import choose_encoding
+
+    w = {"dense256": lambda: _dense_shared((90, 80), 256, 1), "dense16": lambda: _dense_shared((70, 90), 16, 2),
+         "sparse": lambda: shared((120, 70), 0.1, 20, 3), "sparse_dense_book": lambda: _pruned_layer(100, 90, 4),
+         "fp16": lambda: torch.randn(80, 70)}[case]()
+    assert w.numel() > arith.FULL_GRID_NUMEL
+    fast = choose_encoding_v2("w", w, fp16=case == "fp16")
+    monkeypatch.setattr(V2, "_huffman_floor", lambda *a: 0)  # never skip the v1 pricing
+    full = choose_encoding_v2("w", w, fp16=case == "fp16")
+    assert fast.fields == full.fields and fast.payload == full.payload
+    huff = choose_encoding("w", w)
+    if huff.fields["encoding"] != "raw":
+        bits = w.view(torch.int32).numpy().view(np.uint32).reshape(-1)
+        uniq = np.unique(bits)
+        monkeypatch.undo()
+        sparse_ok = uniq[uniq != 0].size <= 256
+        assert V2._huffman_floor(_C.table_index(bits, uniq), uniq, sparse_ok) <= len(huff.payload)

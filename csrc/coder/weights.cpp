@@ -232,9 +232,13 @@ class WeightCoder {
     if (m_.value_ctx == 2) ctx = mag_bucket_[prev_mag] * 4u + (above == 0xFFFF ? 0u : idx_bucket_[above]);
     Bit* nodes = tree_.data() + (ctx << depth_);
     uint32_t x = mag ? mag - 1 : 0;
-    uint32_t node = 1;
-    for (int i = depth_ - 1; i >= 0; --i) node = (node << 1) | static_cast<uint32_t>(io.bit(nodes[node], (x >> i) & 1));
-    x = node - (1u << depth_);
+    if constexpr (IO::kEncoding) {
+      uint32_t node = 1;
+      for (int i = depth_ - 1; i >= 0; --i) node = (node << 1) | static_cast<uint32_t>(io.bit(nodes[node], (x >> i) & 1));
+      x = node - (1u << depth_);
+    } else {
+      x = io.c.get_tree(nodes, depth_);
+    }
     if (x >= group) return Status::SymbolOutOfRange;
     mag = x + 1;
     v = static_cast<uint16_t>(base_ + (neg ? mag - 1 : m_.nneg + mag - 1));

@@ -38,15 +38,15 @@ def weight_table(bits: np.ndarray, sparse: bool):
     return weight_tables(bits, (int(sparse),))[int(sparse)]
 
 
-def weight_tables(bits: np.ndarray, modes, uniq: np.ndarray | None = None) -> dict:
+def weight_tables(bits: np.ndarray, modes, uniq: np.ndarray | None = None, pos: np.ndarray | None = None) -> dict:
     """weight_table for each mode (1 sparse, 0 dense) from one pass over the tensor.
 
     Both tables are a small lookup over the sorted distinct patterns, so the per-element
     search (the costly part on a big tensor) is done once; `uniq`, np.unique(bits), may
-    be passed when the caller has it."""
+    be passed when the caller has it, and then `pos`, _C.table_index(bits, uniq)."""
     if uniq is None:
         uniq = np.unique(bits)
-    pos_all = _C.table_index(bits, uniq)
+    pos_all = _C.table_index(bits, uniq) if pos is None else pos
     out = {}
     for sp in modes:
         keep = uniq != 0 if sp else np.ones(uniq.size, bool)
@@ -106,12 +106,12 @@ def _sample_rows(rows: int, cols: int) -> np.ndarray:
 
 
 def best_shared(bits: np.ndarray, rows: int, cols: int, sparse_ok: bool, dense_ok: bool,
-                uniq: np.ndarray | None = None):
+                uniq: np.ndarray | None = None, pos: np.ndarray | None = None):
     """The smallest ac_shared payload found for this tensor: (payload, params) or None."""
     options = [sp for sp, ok in ((1, sparse_ok), (0, dense_ok)) if ok]
     if not options:
         return None
-    tabs = weight_tables(bits, options, uniq)
+    tabs = weight_tables(bits, options, uniq, pos)
     numel = rows * cols
     sample_rows = _sample_rows(rows, cols)
     samples = {}
