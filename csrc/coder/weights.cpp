@@ -125,10 +125,10 @@ class WeightCoder {
             for (uint64_t c = 0; c < C_; ++c) row[c * step_c] = 0;
           continue;
         }
-        // The column half of every significance context (above, column density so far)
-        // changes only when that column is coded, so it is set up once per row, and the
-        // per-element work left is the row half and the bin itself.
-        column_contexts(r, above, step_c);
+        // The column-density part of every significance context changes only when that
+        // column is coded, so it is set up once per row; the element above is read in the
+        // loop (a separate pass would stride through a column-major scan twice).
+        column_contexts(r);
         const uint8_t* colctx = colctx_.data();
         int row_has = 0, left = 0;
         uint64_t row_nz = 0;
@@ -144,7 +144,8 @@ class WeightCoder {
           if (c + 1 == C_ && !row_has) {
             sig = 1;  // the row is not empty, so its last element must be the non-zero
           } else {
-            size_t ctx = static_cast<size_t>(left | colctx[c]);
+            int up = above ? above[c * step_c] != 0 : 0;
+            size_t ctx = static_cast<size_t>(left | up << 1 | colctx[c]);
             if (dens) ctx += rbase + 24 * static_cast<size_t>((c < lim1) + (c < lim2));
             sig = io.flag(sig_[ctx], v != 0);
           }
@@ -182,16 +183,15 @@ class WeightCoder {
   }
 
  private:
-  // colctx_[c] = the significance context of column c in row r without its `left` bit:
-  // up << 1 | column bucket << 2. Column density so far (dead inputs, busy inputs) and
-  // row density so far (busy neurons) both vary a lot across a pruned layer. The
+  // colctx_[c] = column c's bucket << 2, the part of its significance context in row r
+  // that neither `left` nor `up` gives. Column density so far (dead inputs, busy inputs)
+  // and row density so far (busy neurons) both vary a lot across a pruned layer. The
   // buckets are of seen/(r+1) in 64ths, by multiplication: x < t <=> seen*64 < t*(r+1).
-  void column_contexts(uint64_t r, const uint16_t* above, uint64_t step_c) {
+  void column_contexts(uint64_t r) {
     const uint64_t rr = r + 1;
     const uint32_t* seen = seen_.data();
     uint8_t* out = colctx_.data();
     for (uint64_t c = 0; c < C_; ++c) {
-      int up = above ? above[c * step_c] != 0 : 0;
       int cb;
       if (m_.sig_ctx == 0) {
         cb = seen[c] != 0;
@@ -199,7 +199,7 @@ class WeightCoder {
         uint64_t xs = uint64_t{seen[c]} * 64;
         cb = (seen[c] != 0) + (xs >= 2 * rr) + (xs >= 4 * rr) + (xs >= 8 * rr) + (xs >= 16 * rr);
       }
-      out[c] = static_cast<uint8_t>(up << 1 | cb << 2);
+      out[c] = static_cast<uint8_t>(cb << 2);
     }
   }
 
