@@ -23,7 +23,10 @@ Coders:
     included, then the fp32 codebook), a table index per element (uint8) then the
     codebook for other shared tensors, raw little-endian bytes for the rest.
 Times: encode (write_state_dict) and decode (deepcomp.decode of the file) medians,
-single process; torch.load of the dense .pt for scale.
+single process (the codec's own thread pool as configured, --threads to cap it);
+torch.load of the dense .pt for scale; MB/s are of the dense fp32 state_dict.
+--resnet adds ResNet-18 (random init) at 30 % density, 5 bit; --speed-only skips the
+size rivals (general compressors, NNCodec) and the per-tensor split.
 """
 from __future__ import annotations
 
@@ -88,6 +91,19 @@ def minilm() -> tuple[dict, None]:
     model = g.load_model(device="cpu")
     sd = {k: v.detach().float().contiguous() for k, v in model.state_dict().items() if v.is_floating_point()}
     return prepare_state_dict(sd, bits={"fc": 8}), None
+
+
+def resnet18_30() -> tuple[dict, None]:
+    """ResNet-18 (torchvision, random init: no weights download) at 30 % density, 5 bit,
+    one-shot, prepared as `deepcomp.save(model, ..., prune="sparsity:0.7", bits={"fc": 5, "conv": 5})`
+    does."""
+    import torchvision
+
+    from deepcomp.codec.writer import prepare_state_dict
+
+    torch.manual_seed(0)
+    sd = torchvision.models.resnet18(weights=None).state_dict()
+    return prepare_state_dict(sd, prune="sparsity:0.7", bits={"fc": 5, "conv": 5}), None
 
 
 def quantized_view(sd: dict, v1_file):
@@ -160,14 +176,20 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(ts)
 
 
-def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, repeats: int) -> dict:
-    res = {"model": label}
+def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, repeats: int,
+              speed_only: bool = False) -> dict:
+    res = {"model": label, "dense_MB": sum(t.numel() * t.element_size() for t in sd.values()) / 1e6}
     files = {}
     for v in (1, 2):
         p = tmp / f"m.v{v}.dcz"
-        t0 = time.perf_counter()
-        write_state_dict(sd, p, graph=graph, version=v)
-        res[f"v{v}_encode_s"] = time.perf_counter() - t0
+        enc, enc_cpu = [], []
+        for _ in range(max(1, min(3, repeats))):
+            t0, c0 = time.perf_counter(), time.process_time()
+            write_state_dict(sd, p, graph=graph, version=v)
+            enc.append(time.perf_counter() - t0)
+            enc_cpu.append(time.process_time() - c0)
+        res[f"v{v}_encode_s"] = statistics.median(enc)
+        res[f"v{v}_encode_cpu_s"] = statistics.median(enc_cpu)
         files[v] = p
         res[f"v{v}_bytes"] = p.stat().st_size
         f = open_dcz(p)
@@ -177,19 +199,27 @@ def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, re
         out = f.state_dict()
         assert all(torch.equal(out[k].reshape(-1).view(torch.uint8), sd[k].contiguous().reshape(-1).view(torch.uint8))
                    for k in sd), "round trip is not exact"
-    res["per_tensor"] = bits_per_nonzero(sd, open_dcz(files[1]), open_dcz(files[2]))
+    res["per_tensor"] = [] if speed_only else bits_per_nonzero(sd, open_dcz(files[1]), open_dcz(files[2]))
     dense_pt = tmp / "dense.pt"
     torch.save(sd, dense_pt)
     order = [1, 2, "pt"] * repeats
     times = {1: [], 2: [], "pt": []}
+    cpu = {1: [], 2: [], "pt": []}
     for which in order:  # round robin, so load drifts hit every reader alike
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if which == "pt":
             torch.load(dense_pt, map_location="cpu", weights_only=True)
         else:
             deepcomp.decode(files[which])
         times[which].append(time.perf_counter() - t0)
+        cpu[which].append(time.process_time() - c0)
     res["v1_decode_s"], res["v2_decode_s"], res["torch_load_s"] = (statistics.median(times[k]) for k in (1, 2, "pt"))
+    res["v1_decode_cpu_s"], res["v2_decode_cpu_s"], res["torch_load_cpu_s"] = (
+        statistics.median(cpu[k]) for k in (1, 2, "pt"))
+    for k in ("v1_encode", "v2_encode", "v1_decode", "v2_decode", "torch_load"):
+        res[k + "_MBps"] = res["dense_MB"] / res[k + "_s"]
+    if speed_only:
+        return res
     arrs, blob = quantized_view(sd, open_dcz(files[1]))
     res["xz9"] = len(lzma.compress(blob, preset=9 | lzma.PRESET_EXTREME))
     if zstandard is not None:
@@ -234,6 +264,24 @@ def print_table(rows: list) -> None:
                        ("decode v2", "v2_decode_s"), ("torch.load dense .pt", "torch_load_s"),
                        ("NNCodec encode", "nnc_encode_s"), ("NNCodec decode", "nnc_decode_s")):
         print(f"| {label} | " + " | ".join(f"{r[key]:.4f}" if isinstance(r.get(key), float) else "-" for r in rows) + " |")
+    print()
+    print("| MB/s of dense fp32 (median) | " + " | ".join(cols) + " |")
+    print("|---|" + "---:|" * len(cols))
+    for label, key in (("encode v1", "v1_encode_MBps"), ("encode v2", "v2_encode_MBps"),
+                       ("decode v1", "v1_decode_MBps"), ("decode v2", "v2_decode_MBps"),
+                       ("torch.load dense .pt", "torch_load_MBps")):
+        print(f"| {label} | " + " | ".join(f"{r[key]:,.0f}" if isinstance(r.get(key), float) else "-" for r in rows) + " |")
+    print("| decode v2 / torch.load (time) | " + " | ".join(
+        f"{r['v2_decode_s'] / r['torch_load_s']:.1f}x" if "torch_load_s" in r else "-" for r in rows) + " |")
+    print()
+    print("| CPU seconds, all threads (median; less sensitive to a busy host) | " + " | ".join(cols) + " |")
+    print("|---|" + "---:|" * len(cols))
+    for label, key in (("encode v1", "v1_encode_cpu_s"), ("encode v2", "v2_encode_cpu_s"),
+                       ("decode v1", "v1_decode_cpu_s"), ("decode v2", "v2_decode_cpu_s"),
+                       ("torch.load dense .pt", "torch_load_cpu_s")):
+        print(f"| {label} | " + " | ".join(f"{r[key]:.4f}" if isinstance(r.get(key), float) else "-" for r in rows) + " |")
+    print("| decode v2 / torch.load (CPU) | " + " | ".join(
+        f"{r['v2_decode_cpu_s'] / r['torch_load_cpu_s']:.1f}x" if "torch_load_cpu_s" in r else "-" for r in rows) + " |")
     for r in rows:
         if "nnc_error" in r:
             print(f"NNCodec failed on {r['model']}: {r['nnc_error']}")
@@ -253,11 +301,15 @@ def throughput(tmp: Path, repeats: int) -> dict:
     out = {}
     for v in (1, 2):
         p = tmp / f"t.v{v}.dcz"
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         write_state_dict(sd, p, version=v)
         out[f"v{v}_encode_MBps"] = mb / (time.perf_counter() - t0)
+        out[f"v{v}_encode_MB_per_cpu_s"] = mb / (time.process_time() - c0)
         out[f"v{v}_bytes"] = p.stat().st_size
         out[f"v{v}_decode_MBps"] = mb / timed(lambda: deepcomp.decode(p), repeats)
+        c0 = time.process_time()
+        deepcomp.decode(p)
+        out[f"v{v}_decode_MB_per_cpu_s"] = mb / (time.process_time() - c0)
     return out
 
 
@@ -269,20 +321,33 @@ def main(argv=None) -> int:
     ap.add_argument("--only", help="run only the models whose label contains this text")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--json")
+    ap.add_argument("--resnet", action="store_true", help="add ResNet-18 at 30 %% density, 5 bit (random init)")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="sizes and times only: no general compressors, NNCodec or per-tensor bit split")
+    ap.add_argument("--threads", type=int, help="decoder/encoder thread cap (deepcomp.codec.reader.MAX_THREADS)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import deepcomp.codec.reader as reader
+
+        reader.MAX_THREADS = args.threads
+    if args.speed_only:
+        args.nnc_python = ""
     torch.set_num_threads(1)
     nnc = args.nnc_python if args.nnc_python and Path(args.nnc_python).exists() else None
     jobs = [("LeNet-300-100 5.2 %, 5 bit", lenet_sparse_52), ("LeNet-300-100 (paper)", lambda: lenet_paper("lenet300")),
             ("LeNet-5 (paper)", lambda: lenet_paper("lenet5"))]
     if not args.no_minilm:
         jobs.append(("MiniLM-L6, 8 bit", minilm))
+    if args.resnet:
+        jobs.append(("ResNet-18 30 %, 5 bit", resnet18_30))
     if args.only:
         jobs = [j for j in jobs if args.only.lower() in j[0].lower()]
     rows = []
     with tempfile.TemporaryDirectory() as td:
         for label, make in jobs:
             sd, graph = make()
-            rows.append(run_model(label, sd, graph, Path(td), nnc, args.repeats if "MiniLM" not in label else 3))
+            big = "MiniLM" in label or "ResNet" in label
+            rows.append(run_model(label, sd, graph, Path(td), nnc, args.repeats if not big else 3, args.speed_only))
             print(f"done: {label}", file=sys.stderr)
         if not args.only:
             tp = throughput(Path(td), 5)
@@ -290,6 +355,8 @@ def main(argv=None) -> int:
                 f"{k} {v:,.0f}" if "bytes" in k else f"{k} {v:.0f}" for k, v in tp.items()), file=sys.stderr)
             rows.append({"model": "throughput", **tp})
     rows, extra = [r for r in rows if r["model"] != "throughput"], [r for r in rows if r["model"] == "throughput"]
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
+          f"reader threads: {__import__('deepcomp.codec.reader', fromlist=['x']).MAX_THREADS}")
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"command: {' '.join([Path(sys.argv[0]).name] + sys.argv[1:])}")
     print_table(rows)
@@ -297,11 +364,11 @@ def main(argv=None) -> int:
     print("| model | tensor | non-zeros | Huffman pos | Huffman val | AC pos | AC val | Huffman B | AC B | AC model |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        for t in r.get("per_tensor", []):
+        for t in r.get("per_tensor") or []:
             print(f"| {r['model']} | {t['tensor']} | {t['nnz']:,} | {t['huff_pos']:.2f} | {t['huff_val']:.2f} | "
                   f"{t['ac_pos']:.2f} | {t['ac_val']:.2f} | {t['huff_bytes']:,} | {t['ac_bytes']:,} | "
                   + " ".join(f"{k}={v}" for k, v in t["model"].items()) + " |")
-    for r in rows:
+    for r in rows if not args.speed_only else []:
         print(f"\n{r['model']}: per tensor (encoding, bytes) v1 -> v2")
         for k in r["v2_tensors"]:
             a, b = r["v1_tensors"][k], r["v2_tensors"][k]

@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "coder/table_index.h"
 #include "coder/weights.h"
 #include "common/cpu.h"
 #include "huffman/huffman.h"
@@ -257,6 +258,21 @@ PYBIND11_MODULE(_C, m) {
         return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
       },
       py::arg("bits"), py::arg("shift"), "float32 bit patterns -> payload bytes (lossless).");
+  m.def(
+      "table_index",
+      [](carray<uint32_t> values, carray<uint32_t> table) {
+        if (values.ndim() != 1 || table.ndim() != 1) throw py::value_error("values and table must be 1-D");
+        if (table.shape(0) == 0) throw py::value_error("table must not be empty");
+        carray<int64_t> out(values.shape(0));
+        {
+          py::gil_scoped_release nogil;
+          coder::table_index(values.data(), static_cast<size_t>(values.shape(0)), table.data(),
+                             static_cast<size_t>(table.shape(0)), out.mutable_data());
+        }
+        return out;
+      },
+      py::arg("values"), py::arg("table"),
+      "np.searchsorted(table, values) for a sorted uint32 table (int64 positions), branch-free.");
   m.def(
       "ac_decode_floats",
       [](carray<uint8_t> payload, uint64_t count, int shift) {

@@ -368,3 +368,174 @@ def test_runtime_form_follows_density_not_the_coders_mode(tmp_path, density, k, 
         rows = np.repeat(np.arange(t.shape[0]), np.diff(form.indptr))
         back[rows, form.indices.astype(np.int64)] = form.codebook[form.codes.astype(np.int64)]
     assert same_bits(torch.from_numpy(np.ascontiguousarray(back, np.float32)).reshape(t.shape), t)
+
+
+# ---- speed paths: they must not change a byte ---------------------------------------------
+
+def test_table_index_is_searchsorted():
+    rng = np.random.default_rng(3)
+    for k in (1, 2, 3, 7, 255, 256, 257, 1000):
+        table = np.unique(rng.integers(0, 1 << 32, k, dtype=np.uint64).astype(np.uint32))
+        for vals in (rng.choice(table, 777), rng.integers(0, 1 << 32, 513, dtype=np.uint64).astype(np.uint32),
+                     np.array([0, 0xFFFFFFFF, table[0], table[-1]], np.uint32), np.zeros(0, np.uint32)):
+            assert np.array_equal(_C.table_index(vals, table), np.searchsorted(table, vals))
+    with pytest.raises(ValueError, match="empty"):
+        _C.table_index(np.zeros(3, np.uint32), np.zeros(0, np.uint32))
+
+
+def _weight_table_reference(bits, sparse):
+    """The table as FORMAT.md defines it, spelled out the slow way."""
+    vals = sorted(set(int(b) for b in bits) - ({0} if sparse else set()))
+    book = [v for v in vals if v >= 0x80000000] + [v for v in vals if v < 0x80000000]
+    where = {v: i + (1 if sparse else 0) for i, v in enumerate(book)}
+    idx = [0 if sparse and b == 0 else where[int(b)] for b in bits]
+    return idx, book, sum(v >= 0x80000000 for v in vals)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_weight_tables_match_the_definition(seed):
+    rng = np.random.default_rng(seed)
+    vals = rng.standard_normal(int(rng.integers(1, 30))).astype(np.float32)
+    if seed % 2:
+        vals = np.concatenate([vals, np.float32([0.0, -0.0])])
+    if seed % 3 == 0:
+        vals = np.abs(vals)
+    bits = rng.choice(vals, 300).view(np.uint32)
+    both = arith.weight_tables(bits, (0, 1))
+    for sp in (0, 1):
+        idx, book, nneg = _weight_table_reference(bits, bool(sp))
+        got = both[sp]
+        assert got[0].tolist() == idx and got[1].tolist() == book and got[2] == nneg
+        assert got[3] == len(book) - nneg
+        assert all(np.array_equal(a, b) for a, b in zip(arith.weight_table(bits, bool(sp)), got))
+
+
+@pytest.mark.parametrize("shape", [(300, 400), (1500, 30)])
+def test_sampled_choice_prices_exactly(tmp_path, shape):
+    """Big tensors choose their model on a sample; the price is still the written bytes."""
+    from deepcomp.codec.writer import tensor_bytes
+
+    g = torch.Generator().manual_seed(11)
+    # like a pruned, shared layer: bell-shaped code frequencies, dead and busy columns
+    w = torch.round(torch.randn(shape, generator=g) * 3) / 8
+    w = torch.where(torch.rand(shape, generator=g) < 0.2 * torch.rand(shape[1], generator=g) ** 2, w,
+                    torch.zeros(()))
+    assert w.numel() > arith.FULL_SEARCH_NUMEL
+    sd = {"w": w}
+    info = write_state_dict(sd, tmp_path / "s.dcz", version=2)
+    r = open_dcz(tmp_path / "s.dcz").record("w")
+    assert r.encoding == "ac_shared"
+    assert tensor_bytes("w", w) == r.length == info["tensors"]["w"]["bytes"]
+    assert same_bits(decode(tmp_path / "s.dcz")["w"], w)
+
+
+def test_sampled_choice_never_worse_than_the_default_model():
+    w = shared((400, 300), 0.06, 24, 12)
+    bits = w.view(torch.int32).numpy().view(np.uint32).reshape(-1)
+    payload, p = arith.best_shared(bits, 400, 300, True, False)
+    idx, book, nn, npn = arith.weight_table(bits, True)
+    default = {a: v[0] for a, v in arith.AXES.items()}
+    # the chosen model is one of those fully encoded, so it is at least as small as the start
+    assert len(payload) <= len(arith.encode_shared(idx, book, 400, 300, nn, npn, default))
+    assert arith.encode_shared(idx, book, 400, 300, nn, npn, p) == payload
+
+
+def _parallel(monkeypatch, threads: int):
+    from deepcomp.codec import reader as R
+
+    monkeypatch.setattr(R, "MAX_THREADS", threads)
+    monkeypatch.setattr(R, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(R.os, "cpu_count", lambda: 4)
+
+
+def _several():
+    return {f"l{i}.weight": shared((40 + 10 * i, 60), 0.1 + 0.2 * i, 8 + i, i) for i in range(4)} | {
+        "b": torch.randn(30, generator=torch.Generator().manual_seed(9))}
+
+
+def test_parallel_encode_and_decode_match_serial(tmp_path, monkeypatch):
+    sd = _several()
+    _parallel(monkeypatch, 1)
+    write_state_dict(sd, tmp_path / "serial.dcz", version=2)
+    serial = decode(tmp_path / "serial.dcz")
+    _parallel(monkeypatch, 4)
+    write_state_dict(sd, tmp_path / "par.dcz", version=2)
+    assert (tmp_path / "par.dcz").read_bytes() == (tmp_path / "serial.dcz").read_bytes()
+    par = decode(tmp_path / "serial.dcz")
+    assert list(par) == list(serial) and all(same_bits(par[k], serial[k]) for k in sd)
+
+
+def test_parallel_decode_reports_the_first_bad_tensor_in_order(tmp_path, monkeypatch):
+    from deepcomp.codec.reader import each_by_work
+
+    def fn(x):
+        if x in (1, 3):
+            raise DczFormatError(f"bad {x}")
+        return x * 2
+
+    _parallel(monkeypatch, 4)
+    # the biggest item (3) starts first, yet item 1's error is the one raised, as serially
+    with pytest.raises(DczFormatError, match="bad 1"):
+        each_by_work(fn, [0, 1, 2, 3], [1, 1, 1, 100])
+    assert each_by_work(fn, [0, 2, 4], [5, 1, 9]) == [0, 4, 8]
+
+
+def _pruned_layer(rows=48, cols=70, seed=2026):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.round(torch.randn(rows, cols, generator=g) * 3) / 8
+    return torch.where(torch.rand(rows, cols, generator=g) < 0.5 * torch.rand(cols, generator=g) ** 2, w,
+                       torch.zeros(()))
+
+
+# Digests of payloads written by the coder of 2026-12-02 (before the decoder's loop was
+# reworked for speed): the bitstream of files already written must not move.
+GOLDEN = [(dict(sp=1, cm=0, vc=1, sc=1, sh=7), 539, "e30acf2118e5ab2e"),
+          (dict(sp=1, cm=1, vc=2, sc=1, sh=5), 543, "dd89f049fedb036f"),
+          (dict(sp=1, cm=0, vc=0, sc=0, sh=9), 532, "4f364a46b98fc5a2"),
+          (dict(sp=0, cm=0, vc=2, sc=0, sh=6), 651, "fde35682fce321a1")]
+
+
+@pytest.mark.parametrize("p,n,digest", GOLDEN, ids=lambda x: str(x))
+def test_bitstream_unchanged_and_reference_agrees(p, n, digest):
+    import hashlib
+
+    from tests.ac_reference import decode_weights
+
+    bits = _pruned_layer().view(torch.int32).numpy().view(np.uint32).reshape(-1)
+    idx, book, nn, npn = arith.weight_table(bits, bool(p["sp"]))
+    payload = arith.encode_shared(idx, book, 48, 70, nn, npn, p)
+    assert (len(payload), hashlib.sha256(payload).hexdigest()[:16]) == (n, digest)
+    out, ref_book = decode_weights(payload, 48, 70, nn, npn, **p)
+    assert out == idx.tolist() and ref_book == book.tolist()
+    i2, b2 = arith.decode_shared(payload, 48, 70, {**p, "k": nn + npn, "neg": nn}, "t")
+    assert np.array_equal(i2, idx) and np.array_equal(b2, book)
+
+
+def _dense_shared(shape, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    book = torch.randn(k, generator=g)
+    # bell-shaped use of the centroids, like k-means on trained weights
+    codes = (torch.randn(shape, generator=g) * k / 6 + k / 2).clamp(0, k - 1).long()
+    return book.sort().values[codes]
+
+
+@pytest.mark.parametrize("case", ["dense256", "dense16", "sparse", "sparse_dense_book", "fp16"])
+def test_huffman_shortcut_picks_what_the_full_comparison_picks(case, monkeypatch):
+    import deepcomp.codec.v2 as V2
+    from deepcomp.codec.tensors import choose_encoding
+
+    w = {"dense256": lambda: _dense_shared((90, 80), 256, 1), "dense16": lambda: _dense_shared((70, 90), 16, 2),
+         "sparse": lambda: shared((120, 70), 0.1, 20, 3), "sparse_dense_book": lambda: _pruned_layer(100, 90, 4),
+         "fp16": lambda: torch.randn(80, 70)}[case]()
+    assert w.numel() > arith.FULL_GRID_NUMEL
+    fast = choose_encoding_v2("w", w, fp16=case == "fp16")
+    monkeypatch.setattr(V2, "_huffman_floor", lambda *a: 0)  # never skip the v1 pricing
+    full = choose_encoding_v2("w", w, fp16=case == "fp16")
+    assert fast.fields == full.fields and fast.payload == full.payload
+    huff = choose_encoding("w", w)
+    if huff.fields["encoding"] != "raw":
+        bits = w.view(torch.int32).numpy().view(np.uint32).reshape(-1)
+        uniq = np.unique(bits)
+        monkeypatch.undo()
+        sparse_ok = uniq[uniq != 0].size <= 256
+        assert V2._huffman_floor(_C.table_index(bits, uniq), uniq, sparse_ok) <= len(huff.payload)

@@ -63,6 +63,7 @@ class Encoder {
 
   void put(Bit& b, int bit) {
     uint32_t bound = (range_ >> kProbBits) * b.p0;
+    // Selects, not a branch: magnitude-tree bits are close to coin flips.
     if (bit) {
       low_ += bound;
       range_ -= bound;
@@ -138,6 +139,71 @@ class Decoder {
       code_ = (code_ << 8) | next();
     }
     return static_cast<int>(bit);
+  }
+
+  // The same bin as get(), with a branch instead of selects: for bins that are nearly
+  // always one value (significance and empty-row flags of a pruned layer) the branch is
+  // predicted, so the next bin's context and probability need not wait for this
+  // comparison, which the select version puts on the critical path of every element.
+  int get_skewed(Bit& b) {
+    uint32_t bound = (range_ >> kProbBits) * b.p0;
+    int s = step_shift(b.n, limit_);
+    uint32_t p = b.p0;
+    b.n = static_cast<uint16_t>(b.n + (b.n < 0xFFFF));
+    int bit;
+    if (__builtin_expect(code_ < bound, 1)) {
+      range_ = bound;
+      b.p0 = static_cast<uint16_t>(p + ((kProbOne - p) >> s));
+      bit = 0;
+    } else {
+      code_ -= bound;
+      range_ -= bound;
+      b.p0 = static_cast<uint16_t>(p - (p >> s));
+      bit = 1;
+    }
+    while (range_ < kTop) {
+      range_ <<= 8;
+      code_ = (code_ << 8) | next();
+    }
+    return bit;
+  }
+
+  // `depth` bins down a binary tree of adaptive bits (node 1 the root, children 2k and
+  // 2k+1), MSB first: the same bins as get() on each node. Both children's state is
+  // loaded before this node's bit is known and the bit then selects one, so the next
+  // bin waits for a select instead of a load whose address needs the bit.
+  uint32_t get_tree(Bit* nodes, int depth) {
+    if (depth == 0) return 0;
+    uint32_t node = 1;
+    uint32_t p = nodes[1].p0, n = nodes[1].n;
+    for (int i = depth; i > 0; --i) {
+      uint32_t pl = 0, pr = 0, nl = 0, nr = 0;
+      if (i > 1) {
+        const Bit* ch = nodes + 2 * node;
+        pl = ch[0].p0;
+        nl = ch[0].n;
+        pr = ch[1].p0;
+        nr = ch[1].n;
+      }
+      uint32_t bound = (range_ >> kProbBits) * p;
+      uint32_t bit = code_ >= bound;
+      uint32_t mask = 0u - bit;
+      code_ -= bound & mask;
+      range_ = (bound & ~mask) | ((range_ - bound) & mask);
+      int s = step_shift(static_cast<uint16_t>(n), limit_);
+      uint32_t down = p - (p >> s);
+      uint32_t up = p + ((kProbOne - p) >> s);
+      nodes[node].p0 = static_cast<uint16_t>((down & mask) | (up & ~mask));
+      nodes[node].n = static_cast<uint16_t>(n + (n < 0xFFFF));
+      while (range_ < kTop) {
+        range_ <<= 8;
+        code_ = (code_ << 8) | next();
+      }
+      node = 2 * node + bit;
+      p = (pr & mask) | (pl & ~mask);
+      n = (nr & mask) | (nl & ~mask);
+    }
+    return node - (1u << depth);
   }
 
   uint32_t get_raw(int n) {

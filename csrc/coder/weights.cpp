@@ -29,6 +29,7 @@ struct Enc {
     c.put(b, v);
     return v;
   }
+  int flag(Bit& b, int v) { return bit(b, v); }
   uint32_t raw(uint32_t v, int n) {
     c.put_raw(v, n);
     return v;
@@ -38,6 +39,7 @@ struct Enc {
 struct Dec {
   Decoder c;
   int bit(Bit& b, int) { return c.get(b); }
+  int flag(Bit& b, int) { return c.get_skewed(b); }
   uint32_t raw(uint32_t, int n) { return c.get_raw(n); }
 };
 
@@ -85,8 +87,15 @@ class WeightCoder {
         C_(m.col_major ? m.rows : m.cols) {
     size_t nctx = m.value_ctx == 0 ? 1 : m.value_ctx == 1 ? 4 : 16;
     tree_.assign(nctx << depth_, Bit());
-    if (m.sparse) seen_.assign(C_, 0);
+    if (m.sparse) {
+      seen_.assign(C_, 0);
+      colctx_.assign(C_, 0);
+    }
     sig_.assign(m.sig_ctx ? 96 : 8, Bit());
+    // The value contexts' magnitude buckets, as tables: the division in bucket() would
+    // otherwise sit between one value and the next one's first bin.
+    for (uint32_t mag = 0; mag <= groupmax_; ++mag) mag_bucket_.push_back(static_cast<uint8_t>(bucket(mag)));
+    for (uint32_t v = 0; v < base_ + m.nneg + m.npos; ++v) idx_bucket_.push_back(static_cast<uint8_t>(bucket(mag_of(static_cast<uint16_t>(v)))));
   }
 
   // Drives the whole scan; `idx` is read (encoder) or written (decoder). Returns false
@@ -109,51 +118,53 @@ class WeightCoder {
         int any = 0;
         if (IO::kEncoding)
           for (uint64_t c = 0; c < C_ && !any; ++c) any = row[c * step_c] != 0;
-        any = io.bit(row_bits_[prev_empty], any);
+        any = io.flag(row_bits_[prev_empty], any);
         prev_empty = !any;
         if (!any) {
           if (!IO::kEncoding)
             for (uint64_t c = 0; c < C_; ++c) row[c * step_c] = 0;
           continue;
         }
+        // The column-density part of every significance context changes only when that
+        // column is coded, so it is set up once per row; the element above is read in the
+        // loop (a separate pass would stride through a column-major scan twice).
+        column_contexts(r);
+        const uint8_t* colctx = colctx_.data();
         int row_has = 0, left = 0;
         uint64_t row_nz = 0;
+        // row density buckets (row_nz/(c+1) in 64ths >= 4, >= 10), as column limits:
+        // 64 * nz >= 4 * (c+1)  <=>  c < 16 * nz;  64 * nz >= 10 * (c+1)  <=>  c < (32 * nz) / 5
+        uint64_t lim1 = 0, lim2 = 0;
+        size_t rbase = 0;
+        const bool dens = m_.sig_ctx != 0;
         for (uint64_t c = 0; c < C_; ++c) {
           uint16_t v = IO::kEncoding ? row[c * step_c] : 0;
           if (IO::kEncoding && v >= base_ + m_.nneg + m_.npos) return Status::SymbolOutOfRange;
-          int up = above ? above[c * step_c] != 0 : 0;
           int sig;
           if (c + 1 == C_ && !row_has) {
             sig = 1;  // the row is not empty, so its last element must be the non-zero
           } else {
-            size_t ctx;
-            if (m_.sig_ctx == 0) {
-              ctx = static_cast<size_t>(left | up << 1 | (seen_[c] != 0) << 2);
-            } else {
-              // Column density so far (dead inputs, busy inputs) and row density so far
-              // (busy neurons): both vary a lot across a pruned layer.
-              // Buckets of seen/(r+1) and row_nz/(c+1) in 64ths, by multiplication (no
-              // division in the per-element loop): x < t  <=>  seen * 64 < t * (r + 1).
-              uint64_t xs = uint64_t{seen_[c]} * 64, rr = r + 1;
-              // Sums of comparisons rather than chains of branches (they mispredict here).
-              int cb = (seen_[c] != 0) + (xs >= 2 * rr) + (xs >= 4 * rr) + (xs >= 8 * rr) + (xs >= 16 * rr);
-              uint64_t ys = row_nz * 64, cc = c + 1;
-              int rb = (row_nz != 0) + (ys >= 4 * cc) + (ys >= 10 * cc);
-              ctx = static_cast<size_t>(left | up << 1 | cb << 2) + 24 * static_cast<size_t>(rb);
-            }
-            sig = io.bit(sig_[ctx], v != 0);
+            int up = above ? above[c * step_c] != 0 : 0;
+            size_t ctx = static_cast<size_t>(left | up << 1 | colctx[c]);
+            if (dens) ctx += rbase + 24 * static_cast<size_t>((c < lim1) + (c < lim2));
+            sig = io.flag(sig_[ctx], v != 0);
           }
           if (sig) {
-            Status st = value(io, v, prev_mag, prev_sign, up ? above[c * step_c] : 0);
+            uint16_t a = above ? above[c * step_c] : 0;
+            Status st = value(io, v, prev_mag, prev_sign, a);
             if (st != Status::Ok) return st;
             if (seen_[c] < 0xFFFFFFFFu) ++seen_[c];
             row_has = 1;
             ++row_nz;
+            lim1 = 16 * row_nz;
+            lim2 = (32 * row_nz) / 5;
+            rbase = 24;
+            left = 1;
           } else {
             v = 0;
+            left = 0;
           }
           if (!IO::kEncoding) row[c * step_c] = v;
-          left = sig;
         }
       } else {
         for (uint64_t c = 0; c < C_; ++c) {
@@ -172,6 +183,26 @@ class WeightCoder {
   }
 
  private:
+  // colctx_[c] = column c's bucket << 2, the part of its significance context in row r
+  // that neither `left` nor `up` gives. Column density so far (dead inputs, busy inputs)
+  // and row density so far (busy neurons) both vary a lot across a pruned layer. The
+  // buckets are of seen/(r+1) in 64ths, by multiplication: x < t <=> seen*64 < t*(r+1).
+  void column_contexts(uint64_t r) {
+    const uint64_t rr = r + 1;
+    const uint32_t* seen = seen_.data();
+    uint8_t* out = colctx_.data();
+    for (uint64_t c = 0; c < C_; ++c) {
+      int cb;
+      if (m_.sig_ctx == 0) {
+        cb = seen[c] != 0;
+      } else {
+        uint64_t xs = uint64_t{seen[c]} * 64;
+        cb = (seen[c] != 0) + (xs >= 2 * rr) + (xs >= 4 * rr) + (xs >= 8 * rr) + (xs >= 16 * rr);
+      }
+      out[c] = static_cast<uint8_t>(cb << 2);
+    }
+  }
+
   uint32_t mag_of(uint16_t v) const {
     if (v < base_) return 0;
     uint32_t t = v - base_;
@@ -196,13 +227,18 @@ class WeightCoder {
       neg = m_.nneg != 0;
     uint32_t group = neg ? m_.nneg : m_.npos;
     size_t ctx = 0;
-    if (m_.value_ctx == 1) ctx = static_cast<size_t>(bucket(prev_mag));
-    if (m_.value_ctx == 2) ctx = static_cast<size_t>(bucket(prev_mag) * 4 + (above == 0xFFFF ? 0 : bucket(mag_of(above))));
+    // prev_mag <= groupmax_ and above < the table size (both are values already coded)
+    if (m_.value_ctx == 1) ctx = mag_bucket_[prev_mag];
+    if (m_.value_ctx == 2) ctx = mag_bucket_[prev_mag] * 4u + (above == 0xFFFF ? 0u : idx_bucket_[above]);
     Bit* nodes = tree_.data() + (ctx << depth_);
     uint32_t x = mag ? mag - 1 : 0;
-    uint32_t node = 1;
-    for (int i = depth_ - 1; i >= 0; --i) node = (node << 1) | static_cast<uint32_t>(io.bit(nodes[node], (x >> i) & 1));
-    x = node - (1u << depth_);
+    if constexpr (IO::kEncoding) {
+      uint32_t node = 1;
+      for (int i = depth_ - 1; i >= 0; --i) node = (node << 1) | static_cast<uint32_t>(io.bit(nodes[node], (x >> i) & 1));
+      x = node - (1u << depth_);
+    } else {
+      x = io.c.get_tree(nodes, depth_);
+    }
     if (x >= group) return Status::SymbolOutOfRange;
     mag = x + 1;
     v = static_cast<uint16_t>(base_ + (neg ? mag - 1 : m_.nneg + mag - 1));
@@ -260,6 +296,9 @@ class WeightCoder {
   uint64_t R_, C_;
   std::vector<Bit> tree_;
   std::vector<uint32_t> seen_;  // non-zeros so far per scan column
+  std::vector<uint8_t> colctx_;  // see column_contexts()
+  std::vector<uint8_t> mag_bucket_;  // bucket(mag), mag = 0..groupmax_
+  std::vector<uint8_t> idx_bucket_;  // bucket(mag_of(v)), v = a table index
   std::vector<Bit> sig_;
   Bit row_bits_[2];
   Bit sign_[3];

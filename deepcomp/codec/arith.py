@@ -35,26 +35,34 @@ def weight_table(bits: np.ndarray, sparse: bool):
     then the others by increasing magnitude, so a magnitude rank means the same thing on
     both sides of zero. In sparse mode +0.0 is table entry 0 and not in the codebook.
     """
-    uniq = np.unique(bits)
-    if sparse:
-        uniq = uniq[uniq != 0]
-    neg = uniq[uniq >= 0x80000000]
-    pos = uniq[uniq < 0x80000000]
-    # within one sign, the bit pattern as an integer grows with the magnitude (NaNs last)
-    book = np.concatenate([neg, pos]).astype(np.uint32)
-    base = 1 if sparse else 0
-    idx = np.searchsorted(uniq, bits)
-    # uniq, sorted as unsigned, lists the positive patterns first: remap to book order
-    rank = np.empty(uniq.size, np.int64)
-    rank[uniq < 0x80000000] = np.arange(pos.size) + neg.size
-    rank[uniq >= 0x80000000] = np.arange(neg.size)
-    out = np.zeros(bits.size, np.uint16)
-    if sparse:
-        nz = bits != 0
-        out[nz] = base + rank[idx[nz]]
-    else:
-        out[:] = rank[idx]
-    return out, book, int(neg.size), int(pos.size)
+    return weight_tables(bits, (int(sparse),))[int(sparse)]
+
+
+def weight_tables(bits: np.ndarray, modes, uniq: np.ndarray | None = None, pos: np.ndarray | None = None) -> dict:
+    """weight_table for each mode (1 sparse, 0 dense) from one pass over the tensor.
+
+    Both tables are a small lookup over the sorted distinct patterns, so the per-element
+    search (the costly part on a big tensor) is done once; `uniq`, np.unique(bits), may
+    be passed when the caller has it, and then `pos`, _C.table_index(bits, uniq)."""
+    if uniq is None:
+        uniq = np.unique(bits)
+    pos_all = _C.table_index(bits, uniq) if pos is None else pos
+    out = {}
+    for sp in modes:
+        keep = uniq != 0 if sp else np.ones(uniq.size, bool)
+        u = uniq[keep]
+        # within one sign, the bit pattern as an integer grows with the magnitude (NaNs
+        # last); sorted as unsigned, u lists the positive patterns first
+        neg = u >= 0x80000000
+        nneg = int(neg.sum())
+        book = np.concatenate([u[neg], u[~neg]]).astype(np.uint32)
+        rank = np.empty(u.size, np.int64)
+        rank[~neg] = np.arange(u.size - nneg) + nneg
+        rank[neg] = np.arange(nneg)
+        lut = np.zeros(uniq.size, np.uint16)  # in sparse mode +0.0 stays entry 0
+        lut[keep] = rank + (1 if sp else 0)
+        out[sp] = (lut[pos_all], book, nneg, int(u.size - nneg))
+    return out
 
 
 def encode_shared(idx, book, rows, cols, nneg, npos, p: dict) -> bytes:
@@ -63,14 +71,20 @@ def encode_shared(idx, book, rows, cols, nneg, npos, p: dict) -> bytes:
 
 
 AXES = {"sp": (1, 0), "cm": (0, 1), "vc": (0, 1, 2), "sc": (1, 0), "sh": (7, 5, 6, 8, 9)}
-# Tensors up to FULL_GRID_NUMEL elements try every model; bigger ones search one parameter
-# at a time (two rounds up to SAMPLE_NUMEL elements), on the whole tensor up to
-# FULL_SEARCH_NUMEL elements and on about SAMPLE_NUMEL elements' worth of evenly spread
-# rows beyond, then encode once in full.
+# Tensors up to FULL_GRID_NUMEL elements try every model. Bigger ones search one
+# parameter at a time (two rounds up to SAMPLE_NUMEL elements): on the whole tensor up to
+# FULL_SEARCH_NUMEL elements, beyond on evenly spread blocks of rows holding about
+# 1/TRIAL_FRACTION of it (at least FULL_SEARCH_NUMEL elements), so the ~8 trials cost
+# about one full encode; then they encode once in full, plus up to MAX_FINALS full trials
+# of what a sample cannot judge (best_shared). On the benchmark models this costs 0-10
+# bytes per model against a search on the whole tensor, at about a third of the coder
+# work (a second final bought 1 KB of MiniLM's 15.4 MB for a quarter of its encode).
 FULL_GRID_NUMEL = 1 << 12
-FULL_SEARCH_NUMEL = 1 << 19
-BIG_SAMPLE_NUMEL = 1 << 18
+FULL_SEARCH_NUMEL = 1 << 15
+TRIAL_FRACTION = 8
 SAMPLE_BLOCKS = 8
+FINALS_MARGIN = 0.01
+MAX_FINALS = 1
 
 
 def _valid(p, rows, cols, options) -> bool:
@@ -79,22 +93,28 @@ def _valid(p, rows, cols, options) -> bool:
     return p["sp"] or p["sc"] == 0  # dense mode has no significance flags
 
 
-def best_shared(bits: np.ndarray, rows: int, cols: int, sparse_ok: bool, dense_ok: bool):
+def _sample_rows(rows: int, cols: int) -> np.ndarray:
+    numel = rows * cols
+    if numel <= FULL_SEARCH_NUMEL:
+        return np.arange(rows)
+    # blocks of consecutive rows (so "above" keeps its meaning) spread over the whole
+    # tensor, whose first rows need not be typical
+    want = max(FULL_SEARCH_NUMEL, numel // TRIAL_FRACTION)
+    n = max(1, min(rows, want // max(cols, 1)))
+    per = max(1, n // SAMPLE_BLOCKS)
+    starts = np.linspace(0, rows - per, SAMPLE_BLOCKS).astype(np.int64)
+    return np.unique((starts[:, None] + np.arange(per)[None, :]).reshape(-1))
+
+
+def best_shared(bits: np.ndarray, rows: int, cols: int, sparse_ok: bool, dense_ok: bool,
+                uniq: np.ndarray | None = None, pos: np.ndarray | None = None):
     """The smallest ac_shared payload found for this tensor: (payload, params) or None."""
     options = [sp for sp, ok in ((1, sparse_ok), (0, dense_ok)) if ok]
     if not options:
         return None
-    tabs = {sp: weight_table(bits, bool(sp)) for sp in options}
+    tabs = weight_tables(bits, options, uniq, pos)
     numel = rows * cols
-    if numel <= FULL_SEARCH_NUMEL:
-        sample_rows = np.arange(rows)
-    else:
-        # blocks of consecutive rows (so "above" keeps its meaning) spread over the whole
-        # tensor, whose first rows need not be typical
-        n = max(1, min(rows, BIG_SAMPLE_NUMEL // max(cols, 1)))
-        per = max(1, n // SAMPLE_BLOCKS)
-        starts = np.linspace(0, rows - per, SAMPLE_BLOCKS).astype(np.int64)
-        sample_rows = np.unique((starts[:, None] + np.arange(per)[None, :]).reshape(-1))
+    sample_rows = _sample_rows(rows, cols)
     samples = {}
     for sp, (idx, book, nn, npn) in tabs.items():
         sub = idx if sample_rows.size == rows else np.ascontiguousarray(idx.reshape(rows, cols)[sample_rows].reshape(-1))
@@ -119,6 +139,9 @@ def best_shared(bits: np.ndarray, rows: int, cols: int, sparse_ok: bool, dense_o
             best["sc"] = 0
         for _round in range(2 if numel <= SAMPLE_NUMEL else 1):
             for axis, values in AXES.items():
+                if axis == "sh":
+                    best = _best_shift(best, size)
+                    continue
                 for v in values:
                     q = {**best, axis: v}
                     if _valid(q, rows, cols, options) and size(q) < size(best):
@@ -126,19 +149,48 @@ def best_shared(bits: np.ndarray, rows: int, cols: int, sparse_ok: bool, dense_o
     idx, book, nn, npn = tabs[best["sp"]]
     payload = encode_shared(idx, book, rows, cols, nn, npn, best)
     if trial_rows < rows:
-        # What a sample cannot show: a long tensor settles on slower adaptation, and a
-        # column-major scan pays off when each column has its own statistics (embedding
-        # dimensions) that only long columns reveal. One full trial each.
+        # What a sample cannot show: a shorter scan favours models that learn fast (few
+        # contexts, fast adaptation), while a whole tensor pays back richer contexts and
+        # slower, more precise adaptation. So the richer and slower neighbours of the
+        # sample's best, then its runner-ups on the sample, get full trials (at most
+        # MAX_FINALS).
         finals = []
-        if best["sh"] < max(AXES["sh"]):
-            finals.append({**best, "sh": best["sh"] + 1})
-        if rows > 1 and cols > 1:
-            finals.append({**best, "cm": 1 - best["cm"]})
+        slower = {"sh": min(best["sh"] + 1, max(AXES["sh"]))}
+        if best["sp"] and best["sc"] == 0:
+            finals += [{**best, "sc": 1, **slower}, {**best, "sc": 1}]
+        finals.append({**best, **slower})
+        sbest = size(best)
+        finals += [dict(k) for v, k in sorted((v, k) for k, v in cache.items() if v <= sbest * (1 + FINALS_MARGIN))]
+        tried = [best]
         for q in finals:
+            if len(tried) > MAX_FINALS:
+                break
+            if q in tried or not _valid(q, rows, cols, options):
+                continue
+            tried.append(q)
             other = encode_shared(idx, book, rows, cols, nn, npn, q)
             if len(other) < len(payload):
                 payload, best = other, q
     return payload, {**best, "k": nn + npn, "neg": nn}
+
+
+def _best_shift(best: dict, size) -> dict:
+    """The adaptation limit, walking from the current one towards the better neighbour.
+
+    Size against the limit is close to convex (too fast: noisy probabilities, too slow:
+    late learning), so once a step up or down does not help, further steps in that
+    direction are not tried."""
+    lo, hi = min(AXES["sh"]), max(AXES["sh"])
+    for step in (1, -1):
+        moved = False
+        while lo <= best["sh"] + step <= hi:
+            q = {**best, "sh": best["sh"] + step}
+            if size(q) >= size(best):
+                break
+            best, moved = q, True
+        if moved:
+            break
+    return best
 
 
 def best_floats(bits: np.ndarray):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from deepcomp import _C
 from deepcomp.codec.layout import DTYPES, INDEX_BITS, MAX_CODEBOOK, TORCH_TO_NAME
 
 MAX_STREAM_COUNT = 0xFFFFFFFF
@@ -115,13 +116,14 @@ def choose_encoding(name: str, t: torch.Tensor, *, fp16: bool = False) -> Encode
     cands["raw"] = bits.size * (2 if use_fp16 else 4)
     fits = bits.size <= MAX_STREAM_COUNT  # a stream counts its symbols in a u32
     if fits and uniq.size <= MAX_CODEBOOK:
-        # searchsorted into <= 256 values is cheaper than np.unique's return_inverse
-        inverse = np.searchsorted(uniq, bits)
+        # a lookup into <= 256 values is cheaper than np.unique's return_inverse
+        inverse = _C.table_index(bits, uniq)
         cost, _ = stream_cost(histogram(inverse, uniq.size))
         cands["shared_dense"] = 4 * uniq.size + cost
     if fits and nz_book.size <= MAX_CODEBOOK:
         positions = np.flatnonzero(bits)
-        codes = np.searchsorted(nz_book, bits[positions]).astype(np.int64)
+        k0 = nz_book.size
+        codes = _C.table_index(bits[positions], nz_book) if k0 else np.zeros(0, np.int64)
         gaps = np.diff(positions, prepend=-1) - 1
         k = int(nz_book.size)
         for b in INDEX_BITS:

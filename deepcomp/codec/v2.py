@@ -18,6 +18,7 @@ import zlib
 import numpy as np
 import torch
 
+from deepcomp import _C
 from deepcomp.codec import arith
 from deepcomp.codec import layout as L
 from deepcomp.codec.tensors import Encoded, choose_encoding, matrix_view
@@ -39,14 +40,31 @@ def choose_encoding_v2(name: str, t: torch.Tensor, *, fp16: bool = False) -> Enc
     Pure function of the tensor: callers (rate-distortion search) may use
     `len(choose_encoding_v2(...).payload)` as the exact price of a tensor in a v2 file.
     """
+    tt = t.detach().cpu().contiguous()
+    if tt.dtype != torch.float32 or tt.dim() == 0 or tt.numel() == 0:
+        return choose_encoding(name, t, fp16=fp16)
+    bits = tt.view(torch.int32).numpy().view(np.uint32).reshape(-1)
+    uniq = np.unique(bits)
+    dense_ok = uniq.size <= L.MAX_CODEBOOK
+    sparse_ok = (uniq[uniq != 0]).size <= L.MAX_CODEBOOK
+    if fp16 and not (dense_ok or sparse_ok):
+        return choose_encoding(name, t, fp16=fp16)  # asked-for lossy storage: raw float16
+    base = {"name": name, "dtype": "float32", "shape": list(tt.shape)}
+    ac = None
+    if dense_ok or sparse_ok:
+        pos = _C.table_index(bits, uniq)
+        rows, cols = matrix_view(tuple(tt.shape))
+        ac = arith.best_shared(bits, rows, cols, sparse_ok, dense_ok, uniq, pos)
+        if dense_ok and bits.size > arith.FULL_GRID_NUMEL and len(ac[0]) < _huffman_floor(pos, uniq, sparse_ok):
+            # Huffman cannot win (its floor is above this payload) and, on a tensor this
+            # big, shares below raw size, so the float trial is skipped too (as below):
+            # the v1 pricing, a third of a big model's encode, is not needed.
+            enc = Encoded({**base, "encoding": "ac_shared", **ac[1]}, ac[0])
+            enc.why = {"ac_shared": len(ac[0]), "raw": bits.size * 4}
+            return enc
     enc = choose_encoding(name, t, fp16=fp16)
-    t = t.detach().cpu().contiguous()
-    if t.dtype != torch.float32 or t.dim() == 0 or t.numel() == 0:
-        return enc
     if enc.fields["encoding"] == "raw" and enc.fields.get("storage") == "float16":
         return enc  # asked-for lossy storage: keep it
-    bits = t.view(torch.int32).numpy().view(np.uint32).reshape(-1)
-    base = {"name": name, "dtype": "float32", "shape": list(t.shape)}
     chosen = "b" if enc.fields["encoding"] == "shared_sparse" else enc.fields["encoding"]
     why = {"huffman" if chosen != "raw" else "raw": len(enc.payload)}
     if enc.fields["encoding"] != "raw":
@@ -58,17 +76,31 @@ def choose_encoding_v2(name: str, t: torch.Tensor, *, fp16: bool = False) -> Enc
         why["ac_float"] = len(floats[0])
         if len(floats[0]) < len(best.payload):
             best = Encoded({**base, "encoding": "ac_float", "sh": floats[1]}, floats[0])
-    nnz_book = np.unique(bits)
-    dense_ok = nnz_book.size <= L.MAX_CODEBOOK
-    sparse_ok = (nnz_book[nnz_book != 0]).size <= L.MAX_CODEBOOK
-    if dense_ok or sparse_ok:
-        rows, cols = matrix_view(tuple(t.shape))
-        payload, p = arith.best_shared(bits, rows, cols, sparse_ok, dense_ok)
+    if ac is not None:
+        payload, p = ac
         why["ac_shared"] = len(payload)
         if len(payload) < len(best.payload):
             best = Encoded({**base, "encoding": "ac_shared", **p}, payload)
     best.why = why
     return best
+
+
+def _huffman_floor(pos: np.ndarray, uniq: np.ndarray, sparse_ok: bool) -> int:
+    """Bytes below every Huffman encoding of a shareable tensor (v1's shared_dense and
+    shared_sparse): codebook plus the order-0 entropy of the codes (a Huffman code never
+    beats it; shared_sparse's code stream holds every non-zero, plus fillers, and its
+    relative-index stream is not counted)."""
+
+    def bits_of(counts: np.ndarray) -> float:
+        c = counts[counts > 0]
+        return float((c * np.log2(c.sum() / c)).sum()) if c.size else 0.0
+
+    counts = np.bincount(pos, minlength=uniq.size).astype(np.float64)
+    floor = 4 * uniq.size + bits_of(counts) / 8
+    if sparse_ok:
+        nz = counts[1:] if uniq[0] == 0 else counts
+        floor = min(floor, 4 * nz.size + bits_of(nz) / 8)
+    return math.floor(floor * (1 - 1e-9)) - 1
 
 
 def _entry(enc: Encoded) -> list:
@@ -164,7 +196,7 @@ def validate_v2(mv: memoryview, hlen: int, hcrc: int):
     for r in records:
         if r.encoding in L.ENCODINGS:
             R._parse_sections(mv, r)
-    R._each(lambda r: _decode(mv, r, R), records)
+    R.each_by_work(lambda r: _decode(mv, r, R), records, [_decode_work(r) for r in records])
     graph, meta = header.get("g"), header.get("m", {})
     if graph is not None and not isinstance(graph, dict):
         raise DczFormatError("header field 'g' (graph) must be a JSON object")
@@ -224,6 +256,11 @@ def _check_row(row, i: int, offset: int):
     r.offset = offset if length else 0
     r.fields = {**params, "name": r.name}
     return r
+
+
+def _decode_work(r) -> int:
+    """Elements of arithmetic decoding; Huffman and raw sections count ~1/64 per byte."""
+    return r.numel if r.encoding in ("ac_shared", "ac_float") else r.length // 64
 
 
 def _decode(mv: memoryview, r, R) -> None:

@@ -92,7 +92,12 @@ def _write_v2(sd: Mapping, path, *, graph, meta, fp16) -> dict:
         _json_bytes(graph, "graph", L.MAX_GRAPH_BYTES)
     if meta:
         _json_bytes(meta, "meta", L.MAX_META_BYTES)
-    encoded = [choose_encoding_v2(name, t, fp16=fp16) for name, t in sd.items()]
+    from deepcomp.codec.reader import each_by_work
+
+    # Tensors are priced independently (the coder and numpy release the GIL).
+    items = list(sd.items())
+    encoded = each_by_work(lambda kv: choose_encoding_v2(kv[0], kv[1], fp16=fp16), items,
+                           [t.numel() for _, t in items])
     image = assemble_v2(encoded, graph, meta)
     atomic_write(path, lambda f: f.write(image))
     dense = sum(t.numel() * t.element_size() for t in sd.values())
