@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 
+from deepcomp.errors import DeepcompError
 from deepcomp.fileio import atomic_write
 
 
@@ -15,8 +16,10 @@ def add_codec_commands(sub) -> None:
                                    "are stored exactly as they are; others are shared at fc=5, conv=8 bits.")
     e.add_argument("input", help="state_dict .pt, torch.export .pt2, TorchScript archive or .safetensors")
     e.add_argument("output", help="the .dcz file to write")
-    e.add_argument("--prune", metavar="SPEC", help="std:S (threshold S * std per layer) or sparsity:P")
-    e.add_argument("--bits", metavar="SPEC", help="weight-sharing bits per layer kind, e.g. fc=5,conv=8")
+    e.add_argument("--prune", metavar="SPEC", help="std:S (threshold S * std per layer), sparsity:P, or auto "
+                                                 "(with --bits auto --max-rel-error)")
+    e.add_argument("--bits", metavar="SPEC", help="weight-sharing bits per layer kind, e.g. fc=5,conv=8, or "
+                                                "auto (chosen per tensor; needs --max-rel-error)")
     e.add_argument("--init", default="linear", help="centroid init for sharing: linear (default), density, forgy or kmeans++")
     e.add_argument("--arch", metavar="NAME", help="pair a state_dict with an architecture, e.g. deepcomp:lenet5")
     e.add_argument("--unsafe-pickle", action="store_true",
@@ -24,6 +27,11 @@ def add_codec_commands(sub) -> None:
     e.add_argument("--fp16", action="store_true",
                    help="store weights that cannot be shared losslessly as float16 (lossy)")
     e.add_argument("--no-graph", action="store_true", help="store weights only, no model graph")
+    e.add_argument("--max-rel-error", metavar="E", default=None,
+                   help="with --bits auto: per weight tensor the fewest bits (8..2) whose relative L2 "
+                        "error ||W - Q(W)|| / ||W|| stays <= E, e.g. 0.05; with --prune auto also "
+                        "the kept fraction that makes the smallest section within E")
+    e.add_argument("--seed", type=int, default=0, help="seed of the per-layer k-means init (forgy, kmeans++)")
     e.set_defaults(func=_encode)
 
     d = sub.add_parser("decode", help="turn a .dcz back into a plain state_dict .pt")
@@ -44,6 +52,14 @@ def _encode(args: argparse.Namespace) -> int:
     from deepcomp.codec.writer import parse_bits, save
     from deepcomp.loaders import load_model_file
 
+    auto = args.bits is not None and args.bits.strip().lower() == "auto"
+    if auto:
+        return _encode_auto(args)
+    if args.max_rel_error is not None:
+        raise DeepcompError("--max-rel-error is the target of --bits auto; add --bits auto "
+                            "(or drop --max-rel-error and give fixed bits, e.g. --bits fc=5,conv=8)")
+    if args.prune is not None and args.prune.strip().lower() == "auto":
+        raise DeepcompError("--prune auto needs --bits auto --max-rel-error E")
     bits = parse_bits(args.bits) if args.bits else None
     loaded = load_model_file(args.input, arch=args.arch, unsafe_pickle=args.unsafe_pickle)
     graph = False if args.no_graph else (loaded.graph if loaded.graph is not None else None)
@@ -54,6 +70,26 @@ def _encode(args: argparse.Namespace) -> int:
         meta["bits"] = bits
     summary = save(loaded.obj, args.output, prune=args.prune, bits=bits, init=args.init,
                    graph=graph, meta=meta, fp16=args.fp16)
+    print(f"wrote {args.output}: {summary['file_bytes']} bytes, {summary['ratio']:.1f}x smaller than the "
+          f"{summary['dense_bytes']} bytes of dense tensors ({loaded.kind})")
+    return 0
+
+
+def _encode_auto(args: argparse.Namespace) -> int:
+    from deepcomp.codec.writer import save
+    from deepcomp.loaders import load_model_file
+    from deepcomp.oneshot import check_max_rel_error
+
+    if args.max_rel_error is None:
+        raise DeepcompError("--bits auto needs a target here: --max-rel-error E (e.g. 0.05); "
+                            "calibration with min_cosine is in the Python API, deepcomp.save")
+    e = check_max_rel_error(args.max_rel_error)
+    loaded = load_model_file(args.input, arch=args.arch, unsafe_pickle=args.unsafe_pickle)
+    graph = False if args.no_graph else (loaded.graph if loaded.graph is not None else None)
+    meta = {"source": os.path.basename(args.input), "source_kind": loaded.kind}
+    summary = save(loaded.obj, args.output, prune=args.prune, bits="auto", init=args.init,
+                   graph=graph, meta=meta, fp16=args.fp16, max_rel_error=e, seed=args.seed)
+    print(summary["oneshot"].table())
     print(f"wrote {args.output}: {summary['file_bytes']} bytes, {summary['ratio']:.1f}x smaller than the "
           f"{summary['dense_bytes']} bytes of dense tensors ({loaded.kind})")
     return 0

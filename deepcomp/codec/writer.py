@@ -222,8 +222,32 @@ def prepare_state_dict(sd: Mapping, *, prune: str | None = None, bits=None, init
 
 
 def save(obj, path, *, prune: str | None = None, bits=None, init: str = "linear",
-         graph=None, meta: dict | None = None, fp16: bool = False, example_inputs=None) -> dict:
-    """Compress a model (nn.Module) or a state_dict into a .dcz file (see docs/FORMAT.md)."""
+         graph=None, meta: dict | None = None, fp16: bool = False, example_inputs=None,
+         max_rel_error=None, calibration=None, min_cosine=None, seed: int = 0, log=None) -> dict:
+    """Compress a model (nn.Module) or a state_dict into a .dcz file (see docs/FORMAT.md).
+
+    ``bits="auto"`` chooses the bits per weight tensor (deepcomp.oneshot): with
+    ``max_rel_error=E`` the fewest bits keeping each tensor's relative L2 error within E
+    (``prune="auto"`` also chooses its kept fraction); with ``calibration=inputs,
+    min_cosine=C`` the smallest file whose outputs on those inputs keep cosine >= C.
+    The plan is stored in the file's meta under "oneshot" and returned as "oneshot".
+    """
+    plan = None
+    if isinstance(bits, str) and bits.strip().lower() == "auto":
+        from deepcomp.oneshot import apply
+
+        obj, plan = apply(obj, prune=prune, max_rel_error=max_rel_error, calibration=calibration,
+                          min_cosine=min_cosine, init=init, seed=seed, fp16=fp16, log=log)
+        meta = {**(meta or {}), "oneshot": plan.to_dict()}
+        prune = None
+    else:
+        for key, value in (("max_rel_error", max_rel_error), ("calibration", calibration),
+                           ("min_cosine", min_cosine)):
+            if value is not None:
+                raise DeepcompError(f"{key} is a target for bits='auto'; pass bits='auto' with it "
+                                    "(or drop it and give fixed bits such as {'fc': 5})")
+        if isinstance(prune, str) and prune.strip().lower() == "auto":
+            raise DeepcompError("prune='auto' is chosen together with bits='auto' and max_rel_error")
     graph_dict = None
     if isinstance(obj, torch.nn.Module):
         sd = None
@@ -252,8 +276,16 @@ def save(obj, path, *, prune: str | None = None, bits=None, init: str = "linear"
             graph_dict = graph
     else:
         raise ModelError(f"save() takes an nn.Module or a state_dict, not {type(obj).__name__}")
-    sd = prepare_state_dict(sd, prune=prune, bits=bits, init=init)
-    return write_state_dict(sd, path, graph=graph_dict, meta=meta, fp16=fp16)
+    if plan is None:
+        sd = prepare_state_dict(sd, prune=prune, bits=bits, init=init)
+    else:
+        # The plan's weights are already shared; a tensor it left unshared (no bit width
+        # met the target) stays exact rather than getting the default bits.
+        sd = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in sd.items()}
+    summary = write_state_dict(sd, path, graph=graph_dict, meta=meta, fp16=fp16)
+    if plan is not None:
+        summary["oneshot"] = plan
+    return summary
 
 
 def _graph_capture():
