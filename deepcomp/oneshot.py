@@ -43,6 +43,8 @@ KEEP_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)
 # Floor of the estimated distortion of a move in the greedy, so that free moves (no
 # measured loss) rank by the bytes they save rather than all tying at infinity.
 _EPS_LOSS = 1e-9
+# The calibrated greedy's level above 8 bits: the tensor stored unshared (exact fp32).
+RAW = 32
 
 
 class OneShotError(DeepcompError):
@@ -324,9 +326,9 @@ def calibrated_plan(model: nn.Module, calibration, min_cosine, *, prune: str | N
     y and small independent perturbations d_i from layers i, 1 - cos(y, y + sum d_i) is
     about |sum d_i|^2 / 2|y|^2 (the part of the error orthogonal to y), and independent
     errors add in squared norm. So each candidate tensor is measured alone at every bit
-    width (the others exact), giving per calibration sample a loss 1 - cos; the loss of an
+    width (the others exact; unshared fp32 is a level too, with no loss), giving per calibration sample a loss 1 - cos; the loss of an
     allocation is estimated as the per-sample sum, and its worst sample is the one the
-    target constrains. From 8 bits everywhere, a greedy takes the move (one tensor to any
+    target constrains. From the exact model, a greedy takes the move (one tensor to any
     fewer bits) with the most bytes saved (the writer's own section sizes,
     ``tensor_bytes``) per unit of the tensor's worst per-sample loss increase, while the
     estimated worst loss stays within 1 - C; this is the rate-distortion slope rule, which
@@ -356,6 +358,11 @@ def calibrated_plan(model: nn.Module, calibration, min_cosine, *, prune: str | N
     if not names:
         raise OneShotError("the model has no weight tensors to share (float32, 2 or more dims)")
     grid = sorted({int(b) for b in bits_grid}, reverse=True)
+    # The greedy starts from the exact model: a tensor too sensitive for any codebook
+    # (or too small to gain from one) may stay unshared. With fp16 that copy would be
+    # rounded, which the measurement would not see, so there every tensor is shared.
+    if not fp16:
+        grid = [RAW] + grid
     top = grid[0]
     slots = _Weights(model, names)
     with torch.no_grad():
@@ -363,8 +370,11 @@ def calibrated_plan(model: nn.Module, calibration, min_cosine, *, prune: str | N
     budget = 1.0 - c
     base = dict(sd) if prune else {}
 
+    def weight(n: str, b: int) -> torch.Tensor:
+        return sd[n] if b == RAW else cache.quantized(n, sd[n], b)
+
     def measure(choice: Mapping[str, int]) -> np.ndarray:
-        slots.set({**base, **{n: cache.quantized(n, sd[n], b) for n, b in choice.items()}})
+        slots.set({**base, **{n: weight(n, b) for n, b in choice.items()}})
         return _per_sample_loss(ref, _outputs(slots.model, items))
 
     # Per tensor alone at each bit width (the cache key keeps pruned and dense apart).
@@ -378,14 +388,15 @@ def calibrated_plan(model: nn.Module, calibration, min_cosine, *, prune: str | N
             if key not in cache.loss:
                 cache.loss[key] = measure({n: b})
             loss[n][b] = cache.loss[key]
-            price[n][b] = cache.price(n, (1.0, b), cache.quantized(n, sd[n], b))
+            price[n][b] = cache.price(n, (1.0, b) if b != RAW else (f"raw{tag}",), weight(n, b))
         say(f"[oneshot] measured {i + 1}/{len(names)} {n}: worst 1-cos "
-            + " ".join(f"{b}:{loss[n][b].max():.1e}" for b in grid))
+            + " ".join(f"{b}:{loss[n][b].max():.1e}" for b in grid if b != RAW))
 
     cur = {n: top for n in names}
     start = measure(cur)
     if start.max() > budget:
-        raise OneShotError(f"min_cosine {c:g} is not reached even with every weight at {top} bits "
+        raise OneShotError(f"min_cosine {c:g} is not reached even with every weight at "
+                           f"{'its pruned value' if top == RAW else f'{top} bits'} "
                            f"(measured minimum {1 - start.max():.5f}); lower min_cosine")
     est = sum(loss[n][top] for n in names)
     moves: list[tuple[str, int]] = []
@@ -448,9 +459,9 @@ def calibrated_plan(model: nn.Module, calibration, min_cosine, *, prune: str | N
                                        **({"prune": prune} if prune else {})},
                        seed=seed, init=init, min_cosine=float(1.0 - final.max()))
     for n in names:
-        q = cache.quantized(n, sd[n], cur[n])
+        q = weight(n, cur[n])
         out[n] = q
-        plan.bits[n], plan.keep[n] = cur[n], _kept(sd[n])
+        plan.bits[n], plan.keep[n] = (None if cur[n] == RAW else cur[n]), _kept(sd[n])
         plan.error[n] = rel_error(model.state_dict()[n], q)
         plan.bytes[n] = price[n][cur[n]]
     return out, plan

@@ -163,7 +163,7 @@ def test_min_cosine_holds_on_calibration_inputs(tmp_path, make, shape, c):
     assert measured >= c
     assert plan.min_cosine == pytest.approx(measured, abs=1e-9)
     # It really allocates: something goes below 8 bits, and not everything to the floor.
-    assert min(plan.bits.values()) < 8
+    assert min(b or 32 for b in plan.bits.values()) < 8
     # The plan's byte price is the file's weight sections.
     assert plan.tensor_bytes == sum(r["tensors"][n]["bytes"] for n in plan.bits)
     meta = open_dcz(out).meta["oneshot"]
@@ -221,7 +221,7 @@ def test_tuple_inputs_and_dict_outputs():
     (dict(max_rel_error=0.1), "bits='auto'"),
     (dict(bits={"fc": 5}, min_cosine=0.9), "bits='auto'"),
     (dict(prune="auto"), "prune='auto'"),
-    (dict(bits="auto", calibration="CAL", min_cosine=0.9999999999999), "not reached"),
+    (dict(bits="auto", calibration="CAL", min_cosine=0.99, prune="sparsity:0.99"), "not reached"),
 ])
 def test_save_auto_user_errors(tmp_path, kw, match):
     model = _mlp()
@@ -231,6 +231,20 @@ def test_save_auto_user_errors(tmp_path, kw, match):
     with pytest.raises(deepcomp.DeepcompError, match=match):
         deepcomp.save(model, out, graph=False, **kw)
     assert not out.exists()
+
+
+def test_a_target_no_codebook_meets_keeps_tensors_exact(tmp_path):
+    model = _mlp().eval()
+    items = [torch.randn(4, 32)]
+    r = deepcomp.save(model, tmp_path / "x.dcz", bits="auto", calibration=items,
+                      min_cosine=0.9999999999, graph=False)
+    sd = decode(tmp_path / "x.dcz")
+    # The most sensitive tensors stay unshared; whatever is shared still meets the target.
+    assert None in r["oneshot"].bits.values()
+    for n, b in r["oneshot"].bits.items():
+        if b is None:
+            assert torch.equal(sd[n], model.state_dict()[n])
+    assert _min_cosine(model, sd, items) >= 0.9999999999
 
 
 def test_calibration_needs_the_module(tmp_path):
