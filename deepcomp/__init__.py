@@ -52,6 +52,12 @@ def save(model_or_state_dict, path, *, example_inputs=None, **options):
     attention_mask); the batch dim, and the sequence dim of integer token inputs, stay
     free. Without it an image or feature batch is guessed from the first layer.
     `graph=False` stores weights only; `graph=True` makes a failed capture an error.
+
+    `bits="auto"` chooses the bits of each weight tensor (deepcomp.oneshot), without
+    retraining: `max_rel_error=E` keeps each tensor's relative L2 error within E (with
+    `prune="auto"` its kept fraction is chosen too); `calibration=[inputs, ...],
+    min_cosine=C` makes the file as small as it can while the model's outputs on those
+    inputs keep a per-sample cosine >= C. The plan is returned as "oneshot".
     """
     from deepcomp.codec import save as _save
 
