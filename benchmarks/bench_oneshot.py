@@ -170,9 +170,8 @@ def main() -> int:
                f"{bits[0]}-{bits[-1]}" if bits else "-",
                f"{sum(plan.keep.values()) / len(plan.keep):.2f}" if plan else "1.00", t_alloc)
         rows.append(row)
-        print("| " + " | ".join(f"{v:.5f}" if isinstance(v, float) and v < 1.5 else
-                                 (f"{v:.2f}" if isinstance(v, float) else str(v)) for v in row) + " |",
-              flush=True)
+        fmt = (str, str, "{:.2f}".format, "{:.5f}".format, "{:.5f}".format, str, str, "{:.1f}".format)
+        print("| " + " | ".join(f(v) for f, v in zip(fmt, row)) + " |", flush=True)
 
     print("| setting | file bytes | x fp32 safetensors | min cos held-out | min cos calibration "
           "| bits range | mean kept | alloc+write s |\n|---|---:|---:|---:|---:|---|---:|---:|", flush=True)
