@@ -87,11 +87,6 @@ void fill_phases(const ConvSparseArgs& a, const Geom& g, const float* x, float* 
   }
 }
 
-template <typename F>
-void kxk_chunks_avx2(int nthreads, int64_t n, F&& f) {
-  parallel_chunks(nthreads, n, [](void* ctx, int64_t c) { (*static_cast<F*>(ctx))(c); }, &f);
-}
-
 }  // namespace
 
 void conv_sparse_kxk_avx2(const ConvSparseArgs& a, int nthreads) {
@@ -145,7 +140,7 @@ void conv_sparse_kxk_avx2(const ConvSparseArgs& a, int nthreads) {
   for (int64_t i = 0; i < a.n; ++i) {
     if (i) std::memset(xp, 0, static_cast<size_t>(a.c * g.plane) * sizeof(float));
     fill_phases(a, g, a.x + i * a.c * a.h * a.w, xp);
-    kxk_chunks_avx2(nthreads, a.c_out, [&](int64_t o) {
+    for_chunks(nthreads, a.c_out, [&](int64_t o) {
       float* y = a.y + (i * a.c_out + o) * a.oh * a.ow;
       const int64_t p0 = a.indptr[o], p1 = a.indptr[o + 1];
       const float b = a.bias ? a.bias[o] : 0.0f;

@@ -9,33 +9,11 @@
 namespace deepcomp {
 namespace kernels {
 
-namespace {
-
-inline float act_kxk(float v, int32_t act) {
-  switch (act) {
-    case kActRelu: return v > 0.0f ? v : 0.0f;
-    case kActRelu6: return v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
-    case kActHardswish: {
-      float t = v + 3.0f;
-      t = t > 0.0f ? (t < 6.0f ? t : 6.0f) : 0.0f;
-      return v * t / 6.0f;
-    }
-    default: return v;
-  }
-}
-
-template <typename F>
-void kxk_chunks(int nthreads, int64_t n, F&& f) {
-  parallel_chunks(nthreads, n, [](void* ctx, int64_t c) { (*static_cast<F*>(ctx))(c); }, &f);
-}
-
-}  // namespace
-
 void conv_sparse_kxk_ref(const ConvSparseArgs& a, int nthreads) {
   const int64_t taps = a.kh * a.kw;
   // One chunk per (image, output channel): each output is summed by one thread in a
   // fixed order, so results do not depend on the thread count.
-  kxk_chunks(nthreads, a.n * a.c_out, [&](int64_t t) {
+  for_chunks(nthreads, a.n * a.c_out, [&](int64_t t) {
     const int64_t i = t / a.c_out, o = t % a.c_out;
     const float* x = a.x + i * a.c * a.h * a.w;
     float* y = a.y + (i * a.c_out + o) * a.oh * a.ow;
@@ -52,7 +30,7 @@ void conv_sparse_kxk_ref(const ConvSparseArgs& a, int nthreads) {
           const float v = a.codes ? a.codebook[a.codes[p]] : a.values[p];
           acc += v * x[(ch * a.h + iy) * a.w + ix];
         }
-        y[oy * a.ow + ox] = act_kxk(acc + b, a.act);
+        y[oy * a.ow + ox] = act_scalar(acc + b, a.act);
       }
     }
   });

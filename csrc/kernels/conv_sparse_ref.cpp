@@ -11,29 +11,11 @@ namespace kernels {
 
 namespace {
 
-inline float act_ref(float v, int32_t act) {
-  switch (act) {
-    case kActRelu: return v > 0.0f ? v : 0.0f;
-    case kActRelu6: return v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
-    case kActHardswish: {
-      float t = v + 3.0f;
-      t = t > 0.0f ? (t < 6.0f ? t : 6.0f) : 0.0f;
-      return v * t / 6.0f;
-    }
-    default: return v;
-  }
-}
-
-template <typename F>
-void chunks(int nthreads, int64_t n, F&& f) {
-  parallel_chunks(nthreads, n, [](void* ctx, int64_t c) { (*static_cast<F*>(ctx))(c); }, &f);
-}
-
 template <typename Index, bool Codebook>
 void conv1x1_ref_impl(const Conv1x1Args& a, const Index* idx, int nthreads) {
   // One chunk per (image, output channel): every output is computed by exactly one
   // thread in the same order, so results do not depend on the thread count.
-  chunks(nthreads, a.n * a.c_out, [&](int64_t t) {
+  for_chunks(nthreads, a.n * a.c_out, [&](int64_t t) {
     const int64_t i = t / a.c_out, r = t % a.c_out;
     const float* x = a.x + i * a.c_in * a.hw;
     float* y = a.y + (i * a.c_out + r) * a.hw;
@@ -45,7 +27,7 @@ void conv1x1_ref_impl(const Conv1x1Args& a, const Index* idx, int nthreads) {
         const float v = Codebook ? a.codebook[a.codes[p]] : a.values[p];
         acc += v * x[static_cast<int64_t>(idx[p]) * a.hw + j];
       }
-      y[j] = act_ref(acc + b, a.act);
+      y[j] = act_scalar(acc + b, a.act);
     }
   });
 }
@@ -53,7 +35,7 @@ void conv1x1_ref_impl(const Conv1x1Args& a, const Index* idx, int nthreads) {
 }  // namespace
 
 void depthwise_ref(const DepthwiseArgs& a, int nthreads) {
-  chunks(nthreads, a.n * a.c, [&](int64_t plane) {
+  for_chunks(nthreads, a.n * a.c, [&](int64_t plane) {
     const int64_t ch = plane % a.c;
     const float* x = a.x + plane * a.h * a.w;
     const float* wt = a.weight + ch * a.kh * a.kw;
@@ -71,7 +53,7 @@ void depthwise_ref(const DepthwiseArgs& a, int nthreads) {
             acc += wt[ky * a.kw + kx] * x[iy * a.w + ix];
           }
         }
-        y[oy * a.ow + ox] = act_ref(acc + b, a.act);
+        y[oy * a.ow + ox] = act_scalar(acc + b, a.act);
       }
     }
   });

@@ -51,5 +51,26 @@ void depthwise_avx2(const DepthwiseArgs& a, int nthreads, bool zmm);
 void conv1x1_sparse_ref(const Conv1x1Args& a, int nthreads);
 void conv1x1_sparse_avx2(const Conv1x1Args& a, int nthreads, bool zmm);
 
+// Runs f(chunk) for chunk in [0, n) on the shared worker pool (one thread: inline). The
+// kernels hand it their per-chunk lambdas.
+template <typename F>
+void for_chunks(int nthreads, int64_t n, F&& f) {
+  parallel_chunks(nthreads, n, [](void* ctx, int64_t c) { (*static_cast<F*>(ctx))(c); }, &f);
+}
+
+// The scalar convolution epilogues (ConvAct), shared by the scalar twins.
+inline float act_scalar(float v, int32_t act) {
+  switch (act) {
+    case kActRelu: return v > 0.0f ? v : 0.0f;
+    case kActRelu6: return v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
+    case kActHardswish: {
+      float t = v + 3.0f;
+      t = t > 0.0f ? (t < 6.0f ? t : 6.0f) : 0.0f;
+      return v * t / 6.0f;
+    }
+    default: return v;
+  }
+}
+
 }  // namespace kernels
 }  // namespace deepcomp

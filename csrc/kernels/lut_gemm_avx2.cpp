@@ -27,11 +27,6 @@ namespace {
 
 constexpr int64_t kRowGroup = 4;  // weight rows per micro-kernel
 
-template <typename F>
-void for_chunks(int nthreads, int64_t n, F&& f) {
-  parallel_chunks(nthreads, n, [](void* ctx, int64_t c) { (*static_cast<F*>(ctx))(c); }, &f);
-}
-
 // The decoded tile of the calling thread: grown on demand, kept for the next call (a
 // few hundred KiB at most per thread), 64-byte aligned so that rows of kp floats are.
 float* tile_buffer(size_t floats) {

@@ -145,11 +145,6 @@ float spmv_row(const SparseArgs& a, const Index* idx, int64_t p0, int64_t p1, co
 
 // Runs f(c) for chunks c in [0, n) through parallel_chunks (threads.cpp). The
 // lambdas call the target-attributed (zmm) functions; they are not inlined into them.
-template <typename F>
-void for_chunks(int nthreads, int64_t n, F&& f) {
-  parallel_chunks(nthreads, n, [](void* ctx, int64_t c) { (*static_cast<F*>(ctx))(c); }, &f);
-}
-
 
 struct ZvCodebook {
   __m512 c0, c1;
