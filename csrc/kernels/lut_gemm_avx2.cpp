@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "common/cpu.h"
 #include "kernels/kernels_impl.h"
@@ -443,47 +444,52 @@ void ydecode_all(const LutArgs& a, const float* table, int nthreads) {
   });
 }
 
+// One choice of tile kernel by codebook size for both entry points: under AVX-512, zmm
+// lookups over 1/2/4 registers of the table (VBMI byte permutes or 8/16 registers past
+// 64 entries), else ymm permutes or gathers. `z` and `y` take the width as a type.
+template <int K>
+using Width = std::integral_constant<int, K>;
+
+template <typename Z, typename Y>
+void by_codebook_size(const LutArgs& a, Z&& z, Y&& y) {
+  if (avx512_usable(/*need_vnni=*/false)) {
+    if (a.ncb <= 16) z(Width<1>{});
+    else if (a.ncb <= 32) z(Width<2>{});
+    else if (a.ncb <= 64) z(Width<4>{});
+    else if (vbmi_usable()) {
+      if (a.ncb <= 128) z(Width<-2>{});
+      else z(Width<-4>{});
+    } else if (a.ncb <= 128) z(Width<8>{});
+    else z(Width<16>{});
+    return;
+  }
+  if (a.ncb <= 8) y(Width<8>{});
+  else if (a.ncb <= 16) y(Width<16>{});
+  else if (a.ncb <= 32) y(Width<32>{});
+  else y(Width<0>{});
+}
+
+// The codebook padded to 256 entries: every uint8 code reads inside it (0 past ncb).
+void padded_table(const LutArgs& a, float* table) {
+  for (int i = 0; i < 256; ++i) table[i] = i < a.ncb ? a.codebook[i] : 0.0f;
+}
+
 }  // namespace
 
 void lut_decode_avx2(const LutArgs& a, int nthreads) {
   alignas(64) float table[256];
-  for (int i = 0; i < 256; ++i) table[i] = i < a.ncb ? a.codebook[i] : 0.0f;
-  if (avx512_usable(/*need_vnni=*/false)) {
-    if (a.ncb <= 16) zdecode_all<1>(a, table, nthreads);
-    else if (a.ncb <= 32) zdecode_all<2>(a, table, nthreads);
-    else if (a.ncb <= 64) zdecode_all<4>(a, table, nthreads);
-    else if (vbmi_usable()) {
-      if (a.ncb <= 128) zdecode_all<-2>(a, table, nthreads);
-      else zdecode_all<-4>(a, table, nthreads);
-    } else if (a.ncb <= 128) zdecode_all<8>(a, table, nthreads);
-    else zdecode_all<16>(a, table, nthreads);
-    return;
-  }
-  if (a.ncb <= 8) ydecode_all<8>(a, table, nthreads);
-  else if (a.ncb <= 16) ydecode_all<16>(a, table, nthreads);
-  else if (a.ncb <= 32) ydecode_all<32>(a, table, nthreads);
-  else ydecode_all<0>(a, table, nthreads);
+  padded_table(a, table);
+  by_codebook_size(
+      a, [&](auto w) { zdecode_all<decltype(w)::value>(a, table, nthreads); },
+      [&](auto w) { ydecode_all<decltype(w)::value>(a, table, nthreads); });
 }
 
 void lut_gemm_avx2(const LutArgs& a, int nthreads) {
-  // The codebook padded to 256 entries: every uint8 code reads inside it (0 past ncb).
   alignas(64) float table[256];
-  for (int i = 0; i < 256; ++i) table[i] = i < a.ncb ? a.codebook[i] : 0.0f;
-  if (avx512_usable(/*need_vnni=*/false)) {
-    if (a.ncb <= 16) zgemm<1>(a, table, nthreads);
-    else if (a.ncb <= 32) zgemm<2>(a, table, nthreads);
-    else if (a.ncb <= 64) zgemm<4>(a, table, nthreads);
-    else if (vbmi_usable()) {
-      if (a.ncb <= 128) zgemm<-2>(a, table, nthreads);
-      else zgemm<-4>(a, table, nthreads);
-    } else if (a.ncb <= 128) zgemm<8>(a, table, nthreads);
-    else zgemm<16>(a, table, nthreads);
-    return;
-  }
-  if (a.ncb <= 8) ygemm<8>(a, table, nthreads);
-  else if (a.ncb <= 16) ygemm<16>(a, table, nthreads);
-  else if (a.ncb <= 32) ygemm<32>(a, table, nthreads);
-  else ygemm<0>(a, table, nthreads);
+  padded_table(a, table);
+  by_codebook_size(
+      a, [&](auto w) { zgemm<decltype(w)::value>(a, table, nthreads); },
+      [&](auto w) { ygemm<decltype(w)::value>(a, table, nthreads); });
 }
 
 }  // namespace kernels
