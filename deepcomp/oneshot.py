@@ -203,8 +203,10 @@ class Cache:
 
 def rel_error_plan(sd: Mapping, max_rel_error, *, prune_auto: bool = False, init: str = "linear",
                    seed: int = 0, fp16: bool = False, keeps=KEEP_GRID, bits_grid=AUTO_BITS,
-                   log=None, cache: Cache | None = None) -> tuple[dict, OneShotPlan]:
+                   log=None, cache: Cache | None = None, progress: bool = False) -> tuple[dict, OneShotPlan]:
     """(state_dict with the chosen weights shared, plan) for the ``max_rel_error`` mode."""
+    from deepcomp.progress import element_bar
+
     e = check_max_rel_error(max_rel_error)
     cache = cache or Cache(init, seed, fp16)
     cache.check(init, seed, fp16)
@@ -212,39 +214,48 @@ def rel_error_plan(sd: Mapping, max_rel_error, *, prune_auto: bool = False, init
     plan = OneShotPlan({}, {}, target={"max_rel_error": e, "prune": "auto" if prune_auto else None},
                        seed=seed, init=init)
     fewest_first = sorted(bits_grid)
-    for n in candidates(sd):
-        w = sd[n]
-        options = []  # (keep, bits, error, tensor)
-        start = 0
-        for keep in (keeps if prune_auto else (1.0,)):
-            # Pruning alone already costs this much; no bits can bring the error below it.
-            cut = _pruned(w, keep) if keep < 1.0 else w
-            if rel_error(w, cut) > e:
-                break
-            # Less kept never needs fewer bits, so each keep starts where the last one found.
-            found = None
-            for i in range(start, len(fewest_first)):
-                q = cache.quantized(n, w, fewest_first[i], keep)
-                err = rel_error(w, q)
-                if err <= e:
-                    found = (keep, fewest_first[i], err, q)
-                    start = i
-                    break
-            if found is None:
-                break
-            options.append(found)
-        if not options:
-            plan.bits[n], plan.keep[n] = None, 1.0
-            plan.bytes[n] = cache.price(n, ("raw",), w)
-            if log:
-                log(f"[oneshot] {n}: no choice within {e:g} even at {max(bits_grid)} bits; stored unshared")
-            continue
-        priced = [(cache.price(n, (k, b), q), k, b, err, q) for k, b, err, q in options]
-        # Smallest section wins; among equal sizes the one that keeps least.
-        size, keep, bits, err, q = min(priced, key=lambda r: (r[0], r[1]))
-        out[n] = q
-        plan.bits[n], plan.keep[n], plan.error[n], plan.bytes[n] = bits, keep, err, size
+    names = candidates(sd)
+    with element_bar([sd[n] for n in names], "bits auto", progress) as done:
+        for n in names:
+            _rel_error_choice(sd, n, e, prune_auto, keeps, fewest_first, bits_grid, cache, plan,
+                              out, log)
+            done(None, sd[n])
     return out, plan
+
+
+def _rel_error_choice(sd, n, e, prune_auto, keeps, fewest_first, bits_grid, cache, plan, out, log):
+    """Choose (keep, bits) for tensor ``n``: the smallest section within error ``e``."""
+    w = sd[n]
+    options = []  # (keep, bits, error, tensor)
+    start = 0
+    for keep in (keeps if prune_auto else (1.0,)):
+        # Pruning alone already costs this much; no bits can bring the error below it.
+        cut = _pruned(w, keep) if keep < 1.0 else w
+        if rel_error(w, cut) > e:
+            break
+        # Less kept never needs fewer bits, so each keep starts where the last one found.
+        found = None
+        for i in range(start, len(fewest_first)):
+            q = cache.quantized(n, w, fewest_first[i], keep)
+            err = rel_error(w, q)
+            if err <= e:
+                found = (keep, fewest_first[i], err, q)
+                start = i
+                break
+        if found is None:
+            break
+        options.append(found)
+    if not options:
+        plan.bits[n], plan.keep[n] = None, 1.0
+        plan.bytes[n] = cache.price(n, ("raw",), w)
+        if log:
+            log(f"[oneshot] {n}: no choice within {e:g} even at {max(bits_grid)} bits; stored unshared")
+        return
+    priced = [(cache.price(n, (k, b), q), k, b, err, q) for k, b, err, q in options]
+    # Smallest section wins; among equal sizes the one that keeps least.
+    size, keep, bits, err, q = min(priced, key=lambda r: (r[0], r[1]))
+    out[n] = q
+    plan.bits[n], plan.keep[n], plan.error[n], plan.bytes[n] = bits, keep, err, size
 
 
 # ----------------------------------------------------------------------------- calibrated plan
@@ -319,7 +330,7 @@ class _Weights:
 
 def calibrated_plan(model: nn.Module, calibration, min_cosine, *, prune: str | None = None,
                     init: str = "linear", seed: int = 0, fp16: bool = False, bits_grid=AUTO_BITS,
-                    log=None, cache: Cache | None = None) -> tuple[dict, OneShotPlan]:
+                    log=None, cache: Cache | None = None, progress: bool = False) -> tuple[dict, OneShotPlan]:
     """(state_dict with the chosen weights shared, plan) keeping min cosine >= ``min_cosine``.
 
     Method. Distortions of separately quantized layers add, to first order: with output
@@ -381,6 +392,9 @@ def calibrated_plan(model: nn.Module, calibration, min_cosine, *, prune: str | N
     tag = f"cal:{prune or ''}"
     loss: dict[str, dict[int, np.ndarray]] = {}
     price: dict[str, dict[int, int]] = {}
+    from deepcomp.progress import progress_bar
+
+    bar = progress_bar(len(names) * len(grid), "bits auto: measure", enabled=progress, unit="pass")
     for i, n in enumerate(names):
         loss[n], price[n] = {}, {}
         for b in grid:
@@ -389,9 +403,11 @@ def calibrated_plan(model: nn.Module, calibration, min_cosine, *, prune: str | N
                 cache.loss[key] = measure({n: b})
             loss[n][b] = cache.loss[key]
             price[n][b] = cache.price(n, (1.0, b) if b != RAW else (f"raw{tag}",), weight(n, b))
+            bar.update(1)
         say(f"[oneshot] measured {i + 1}/{len(names)} {n}: worst 1-cos "
             + " ".join(f"{b}:{loss[n][b].max():.1e}" for b in grid if b != RAW))
 
+    bar.close()
     cur = {n: top for n in names}
     start = measure(cur)
     if start.max() > budget:
@@ -475,7 +491,7 @@ def _kept(w: torch.Tensor) -> float:
 
 def apply(obj, *, prune=None, max_rel_error=None, calibration=None, min_cosine=None,
           init: str = "linear", seed: int = 0, fp16: bool = False, log=None,
-          cache: Cache | None = None):
+          cache: Cache | None = None, progress: bool = False):
     """``bits="auto"`` for ``save``: returns (the model or state_dict with shared weights, plan).
 
     A module comes back as a copy with its weights replaced, so the graph is captured
@@ -500,7 +516,7 @@ def apply(obj, *, prune=None, max_rel_error=None, calibration=None, min_cosine=N
             raise OneShotError("prune='auto' is chosen by max_rel_error; with calibration give a fixed "
                                "prune spec (std:S or sparsity:P) or none")
         sd, plan = calibrated_plan(obj, calibration, min_cosine, prune=prune, init=init, seed=seed,
-                                   fp16=fp16, log=log, cache=cache)
+                                   fp16=fp16, log=log, cache=cache, progress=progress)
     else:
         if isinstance(obj, nn.Module):
             sd = {k: v.detach().cpu() for k, v in obj.state_dict().items()}
@@ -513,7 +529,7 @@ def apply(obj, *, prune=None, max_rel_error=None, calibration=None, min_cosine=N
 
             sd, _ = prune_state_dict(sd, prune)
         sd, plan = rel_error_plan(sd, max_rel_error, prune_auto=prune_auto, init=init, seed=seed,
-                                  fp16=fp16, log=log, cache=cache)
+                                  fp16=fp16, log=log, cache=cache, progress=progress)
         if prune and not prune_auto:
             plan.target["prune"] = prune
         for n in plan.bits:

@@ -542,7 +542,7 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
                 # No bits: the weights are already shared (at most 2**bits values per
                 # layer), so the codec stores them losslessly and the file scores what was
                 # measured.
-                result.codec_summary = codec_save(net.cpu(), out, init=init, meta=meta)
+                result.codec_summary = codec_save(net.cpu(), out, init=init, meta=meta, progress=progress)
                 log(f"[write] {out} ({out.stat().st_size} bytes, "
                     f"{time.perf_counter() - t0:.1f} s)")
             dctx.barrier("writing the output")

@@ -224,15 +224,19 @@ def parse_bits(text: str) -> dict[str, int]:
 
 
 def share_state_dict(sd: dict[str, Tensor], bits_spec: dict, init: str = "linear",
-                     seed: int = 0) -> dict[str, Tensor]:
+                     seed: int = 0, progress: bool = False) -> dict[str, Tensor]:
     """Share every fc (2-D) / conv (4-D) weight named by ``bits_spec``; the rest passes through."""
+    from deepcomp.progress import element_bar
+
     _check_init(init)
     for v in bits_spec.values():
         _check_bits(v)
+    todo = {n: bits_for(n, t, bits_spec) for n, t in sd.items()}
     out = {}
-    for n, t in sd.items():
-        b = bits_for(n, t, bits_spec)
-        out[n] = t if b is None else share_tensor(t, b, init, _layer_seed(seed, n))
+    with element_bar([sd[n] for n, b in todo.items() if b is not None], "share", progress) as done:
+        for n, t in sd.items():
+            b = todo[n]
+            out[n] = t if b is None else done(share_tensor(t, b, init, _layer_seed(seed, n)), t)
     return out
 
 

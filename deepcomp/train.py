@@ -8,27 +8,14 @@ hold their masks (see deepcomp.prune.MaskSet).
 from __future__ import annotations
 
 import math
-import sys
 import time
 from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-
-def progress_bar(total: int, desc: str = "", enabled: bool = True, unit: str = "step",
-                 stream=None) -> tqdm:
-    """A tqdm bar on stderr, or a silent one when ``enabled`` is off or stderr is no terminal.
-
-    Logs and pipes get the pipeline's one line per stage instead: a bar redrawn with
-    carriage returns is noise in a file.
-    """
-    stream = stream or sys.stderr
-    tty = bool(getattr(stream, "isatty", lambda: False)())
-    return tqdm(total=max(1, int(total)), desc=desc, unit=unit, file=stream, leave=True,
-                disable=not (enabled and tty), dynamic_ncols=True, mininterval=0.2)
+from deepcomp.progress import progress_bar
 
 
 def _batches(dataset, batch_size: int, shuffle: bool,

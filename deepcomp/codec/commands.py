@@ -32,6 +32,8 @@ def add_codec_commands(sub) -> None:
                         "error ||W - Q(W)|| / ||W|| stays <= E, e.g. 0.05; with --prune auto also "
                         "the kept fraction that makes the smallest section within E")
     e.add_argument("--seed", type=int, default=0, help="seed of the per-layer k-means init (forgy, kmeans++)")
+    e.add_argument("--quiet", action="store_true",
+                   help="no progress bars (they are only drawn on a terminal anyway)")
     e.set_defaults(func=_encode)
 
     d = sub.add_parser("decode", help="turn a .dcz back into a plain state_dict .pt")
@@ -69,7 +71,7 @@ def _encode(args: argparse.Namespace) -> int:
     if bits:
         meta["bits"] = bits
     summary = save(loaded.obj, args.output, prune=args.prune, bits=bits, init=args.init,
-                   graph=graph, meta=meta, fp16=args.fp16)
+                   graph=graph, meta=meta, fp16=args.fp16, progress=not args.quiet)
     print(f"wrote {args.output}: {summary['file_bytes']} bytes, {summary['ratio']:.1f}x smaller than the "
           f"{summary['dense_bytes']} bytes of dense tensors ({loaded.kind})")
     return 0
@@ -88,7 +90,8 @@ def _encode_auto(args: argparse.Namespace) -> int:
     graph = False if args.no_graph else (loaded.graph if loaded.graph is not None else None)
     meta = {"source": os.path.basename(args.input), "source_kind": loaded.kind}
     summary = save(loaded.obj, args.output, prune=args.prune, bits="auto", init=args.init,
-                   graph=graph, meta=meta, fp16=args.fp16, max_rel_error=e, seed=args.seed)
+                   graph=graph, meta=meta, fp16=args.fp16, max_rel_error=e, seed=args.seed,
+                   progress=not args.quiet)
     print(summary["oneshot"].table())
     print(f"wrote {args.output}: {summary['file_bytes']} bytes, {summary['ratio']:.1f}x smaller than the "
           f"{summary['dense_bytes']} bytes of dense tensors ({loaded.kind})")

@@ -17,6 +17,7 @@ import torch
 
 from deepcomp.codec import layout as L
 from deepcomp.fileio import atomic_write
+from deepcomp.progress import element_bar
 from deepcomp.codec.tensors import choose_encoding
 from deepcomp.errors import DeepcompError, ModelError, UnsupportedOpError
 
@@ -34,25 +35,20 @@ def _json_bytes(obj, what: str, cap: int) -> bytes:
 
 
 def write_state_dict(sd: Mapping, path, *, graph: dict | None = None, meta: dict | None = None,
-                     fp16: bool = False, version: int = L.WRITE_VERSION) -> dict:
+                     fp16: bool = False, version: int = L.WRITE_VERSION, progress: bool = False) -> dict:
     """Encode a state_dict losslessly (fp16 only if asked) into `path`; returns a summary.
 
     version 2 (the default) is the compact container with arithmetic coding; version 1
     writes the original JSON-header, Huffman-only layout that every reader understands.
+    ``progress``: a tqdm bar over the weights coded (on a terminal only).
     """
     if version not in L.READ_VERSIONS:
         raise DeepcompError(f"cannot write .dcz version {version}; choose one of {L.READ_VERSIONS}")
     if version == 2:
-        return _write_v2(sd, path, graph=graph, meta=meta, fp16=fp16)
-    encoded = []
-    for name, t in sd.items():
-        if not isinstance(name, str):
-            raise ModelError(f"state_dict key {name!r} is not a string")
-        if not isinstance(t, torch.Tensor):
-            raise ModelError(f"state_dict entry {name!r} is a {type(t).__name__}, not a tensor")
-        if t.is_sparse or t.layout != torch.strided:
-            raise ModelError(f"tensor {name!r} has layout {t.layout}; store it dense")
-        encoded.append(choose_encoding(name, t, fp16=fp16))
+        return _write_v2(sd, path, graph=graph, meta=meta, fp16=fp16, progress=progress)
+    _check_items(sd)
+    with element_bar(sd.values(), "encode", progress) as done:
+        encoded = [done(choose_encoding(name, t, fp16=fp16), t) for name, t in sd.items()]
     blobs = []
     if graph is not None:
         if not isinstance(graph, dict):
@@ -82,7 +78,7 @@ def _check_items(sd: Mapping):
             raise ModelError(f"tensor {name!r} has layout {t.layout}; store it dense")
 
 
-def _write_v2(sd: Mapping, path, *, graph, meta, fp16) -> dict:
+def _write_v2(sd: Mapping, path, *, graph, meta, fp16, progress=False) -> dict:
     from deepcomp.codec.v2 import assemble_v2, choose_encoding_v2
 
     _check_items(sd)
@@ -96,8 +92,9 @@ def _write_v2(sd: Mapping, path, *, graph, meta, fp16) -> dict:
 
     # Tensors are priced independently (the coder and numpy release the GIL).
     items = list(sd.items())
-    encoded = each_by_work(lambda kv: choose_encoding_v2(kv[0], kv[1], fp16=fp16), items,
-                           [t.numel() for _, t in items])
+    with element_bar(sd.values(), "encode", progress) as done:
+        encoded = each_by_work(lambda kv: done(choose_encoding_v2(kv[0], kv[1], fp16=fp16), kv[1]),
+                               items, [t.numel() for _, t in items])
     image = assemble_v2(encoded, graph, meta)
     atomic_write(path, lambda f: f.write(image))
     dense = sum(t.numel() * t.element_size() for t in sd.values())
@@ -195,7 +192,8 @@ def parse_bits(spec) -> dict:
     return dict(spec)
 
 
-def prepare_state_dict(sd: Mapping, *, prune: str | None = None, bits=None, init: str = "linear") -> dict:
+def prepare_state_dict(sd: Mapping, *, prune: str | None = None, bits=None, init: str = "linear",
+                       progress: bool = False) -> dict:
     """Optional prune and share; weights that are still not shareable losslessly get the defaults."""
     sd = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in sd.items()}
     if prune:
@@ -207,7 +205,7 @@ def prepare_state_dict(sd: Mapping, *, prune: str | None = None, bits=None, init
     if bits is not None:
         from deepcomp.share import share_state_dict
 
-        sd = share_state_dict(sd, parse_bits(bits), init=init)
+        sd = share_state_dict(sd, parse_bits(bits), init=init, progress=progress)
     else:
         todo = [k for k, v in sd.items() if isinstance(v, torch.Tensor) and _is_weight(v)
                 and not _distinct_at_most(v, L.MAX_CODEBOOK)]
@@ -215,15 +213,17 @@ def prepare_state_dict(sd: Mapping, *, prune: str | None = None, bits=None, init
             from deepcomp.share import share_tensor
 
             sd = dict(sd)
-            for k in todo:
-                kind = "fc" if sd[k].dim() == 2 else "conv"
-                sd[k] = share_tensor(sd[k], DEFAULT_BITS[kind], init=init)
+            with element_bar([sd[k] for k in todo], "share", progress) as done:
+                for k in todo:
+                    kind = "fc" if sd[k].dim() == 2 else "conv"
+                    sd[k] = done(share_tensor(sd[k], DEFAULT_BITS[kind], init=init), sd[k])
     return sd
 
 
 def save(obj, path, *, prune: str | None = None, bits=None, init: str = "linear",
          graph=None, meta: dict | None = None, fp16: bool = False, example_inputs=None,
-         max_rel_error=None, calibration=None, min_cosine=None, seed: int = 0, log=None) -> dict:
+         max_rel_error=None, calibration=None, min_cosine=None, seed: int = 0, log=None,
+         progress: bool = False) -> dict:
     """Compress a model (nn.Module) or a state_dict into a .dcz file (see docs/FORMAT.md).
 
     ``bits="auto"`` chooses the bits per weight tensor (deepcomp.oneshot): with
@@ -231,13 +231,16 @@ def save(obj, path, *, prune: str | None = None, bits=None, init: str = "linear"
     (``prune="auto"`` also chooses its kept fraction); with ``calibration=inputs,
     min_cosine=C`` the smallest file whose outputs on those inputs keep cosine >= C.
     The plan is stored in the file's meta under "oneshot" and returned as "oneshot".
+    ``progress=True`` shows tqdm bars for the long steps (k-means, the one-shot search,
+    coding) when stderr is a terminal.
     """
     plan = None
     if isinstance(bits, str) and bits.strip().lower() == "auto":
         from deepcomp.oneshot import apply
 
         obj, plan = apply(obj, prune=prune, max_rel_error=max_rel_error, calibration=calibration,
-                          min_cosine=min_cosine, init=init, seed=seed, fp16=fp16, log=log)
+                          min_cosine=min_cosine, init=init, seed=seed, fp16=fp16, log=log,
+                          progress=progress)
         meta = {**(meta or {}), "oneshot": plan.to_dict()}
         prune = None
     else:
@@ -277,12 +280,12 @@ def save(obj, path, *, prune: str | None = None, bits=None, init: str = "linear"
     else:
         raise ModelError(f"save() takes an nn.Module or a state_dict, not {type(obj).__name__}")
     if plan is None:
-        sd = prepare_state_dict(sd, prune=prune, bits=bits, init=init)
+        sd = prepare_state_dict(sd, prune=prune, bits=bits, init=init, progress=progress)
     else:
         # The plan's weights are already shared; a tensor it left unshared (no bit width
         # met the target) stays exact rather than getting the default bits.
         sd = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in sd.items()}
-    summary = write_state_dict(sd, path, graph=graph_dict, meta=meta, fp16=fp16)
+    summary = write_state_dict(sd, path, graph=graph_dict, meta=meta, fp16=fp16, progress=progress)
     if plan is not None:
         summary["oneshot"] = plan
     return summary
