@@ -85,6 +85,7 @@ class CompressResult:
     sync: list = field(default_factory=list)       # per stage: CRC32s all ranks agreed on
     checkpoint_seconds: float = 0.0
     plan: object | None = None          # deepcomp.plan.Plan when the run planned itself
+    shrink: object | None = None        # deepcomp.shrink.ShrinkReport (dead-neuron removal)
     sensitivity: object | None = None   # deepcomp.plan.Sensitivity likewise
     val_size: int = 0
     hists: dict | None = None           # 'dense' / 'pruned' weight histograms (record_hist)
@@ -274,7 +275,7 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
              max_drop: float | None = None, target_size: int | None = None,
              sensitivity_plot=None, record_hist: bool = False,
              distill: float = 0.0, image_size: int | None = None,
-             normalize: str = "imagenet") -> CompressResult:
+             normalize: str = "imagenet", shrink: bool = True) -> CompressResult:
     """Run the pipeline (see the module docstring); returns a CompressResult.
 
     ``keep``: kept fraction per layer ({'fc1': 0.08, ...}, a 'fc1=0.08,...' string or one
@@ -301,7 +302,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     pruning in the file's meta (for `deepcomp info --plot`; about 1 KB). ``distill``: in a
     planned run, the weight of the dense model's soft outputs in the retraining loss
     (0 = labels only, the default: on LeNet-300-100 it measured no better, see
-    benchmarks/RESULTS.md).
+    benchmarks/RESULTS.md). ``shrink``: remove hidden units left without inputs or
+    outputs after pruning (deepcomp.shrink; outputs unchanged, shapes stored in meta).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     bits = dict(DEFAULT_BITS if bits is None else bits)
@@ -525,6 +527,9 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
             log(f"[checkpoints] {len(names) - first} written to {checkpoint_dir} "
                 f"({result.checkpoint_seconds:.2f} s)")
 
+        if shrink and (steps or auto):
+            _remove_dead_units(net, result, val_set, log)
+
         # The final model's test top-1: reported only, never decided on.
         last = result.stages[-1]
         if dctx.is_main:
@@ -552,6 +557,24 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
             pruning.remove()
         dctx.close()
     return result
+
+
+def _remove_dead_units(net: nn.Module, result: CompressResult, val_set, log) -> None:
+    """Drop units pruning left without inputs or outputs; log and keep the shapes."""
+    from deepcomp.shrink import remove_dead_units
+
+    if hasattr(val_set, "images") and isinstance(val_set.images, torch.Tensor):
+        x = val_set.images[:256]
+    else:
+        x = next(iter(torch.utils.data.DataLoader(val_set, batch_size=256)))[0]
+    t0 = time.perf_counter()
+    net.eval()
+    result.shrink = remove_dead_units(net, x.to(_device_of(net)))
+    log(result.shrink.table() + f"  ({time.perf_counter() - t0:.1f} s)")
+    if result.plan is not None and result.shrink.changed:
+        from deepcomp.plan import tensor_bytes_of
+
+        result.plan.bytes = tensor_bytes_of(net)
 
 
 def _describe_data(data, dataset) -> str:
@@ -625,6 +648,8 @@ def pipeline_meta(result: CompressResult, *, seed: int, init: str, keep=None, bi
               for s in result.stages
               if result.plan is None or not s.name.startswith("prune round")]
     meta = {"stages": stages, "init": init, "seed": seed, "val": result.val_size}
+    if result.shrink is not None and result.shrink.changed:
+        meta["shapes"] = result.shrink.to_dict()   # dead-neuron removal: [before, after]
     if result.hists:
         meta["weight_hist"] = {n: {k: h[n] for k, h in result.hists.items() if n in h}
                                for n in result.hists.get("dense", {})}
@@ -724,6 +749,10 @@ def add_compress_command(sub) -> None:
     p.add_argument("--record-hist", action="store_true",
                    help="store weight histograms before and after pruning in the file's meta "
                         "(about 1 KB) for 'deepcomp info --plot'")
+    p.add_argument("--keep-dead", action="store_true",
+                   help="keep hidden units that pruning left without inputs or outputs (by "
+                        "default they are removed, their constant output folded into the next "
+                        "layer's bias; the outputs do not change)")
     p.set_defaults(func=_run_compress)
 
 
@@ -746,7 +775,7 @@ def _run_compress(args) -> int:
         resume=args.resume, dist_timeout=args.dist_timeout, val=args.val,
         max_drop=args.max_drop, target_size=args.target_size,
         sensitivity_plot=args.sensitivity_plot, record_hist=args.record_hist,
-        image_size=args.image_size, normalize=args.normalize,
+        image_size=args.image_size, normalize=args.normalize, shrink=not args.keep_dead,
     )
     if res.rank != 0:  # rank 0 reports for the run
         return 0
@@ -757,6 +786,9 @@ def _run_compress(args) -> int:
     if res.prune_report is not None:
         print()
         print(res.prune_report.table())
+    if res.shrink is not None:
+        print()
+        print(res.shrink.table())
     if res.codec_summary is not None:
         s = res.codec_summary
         print(f"\nwrote {res.out}: {s['file_bytes']} bytes, {s['ratio']:.1f}x smaller than the "
