@@ -39,6 +39,10 @@ def run(args) -> dict:
         kw["max_drop"] = args.max_drop
     elif args.target_size is not None:
         kw["target_size"] = args.target_size
+    if args.schedule is not None:
+        kw["schedule"] = args.schedule
+    # Dense bytes from the checkpoint: dead-neuron removal shrinks the returned model.
+    dense_bytes = 4 * sum(v.numel() for v in torch.load(ck, weights_only=True).values())
     t0 = time.perf_counter()
     r = compress(str(ck), out, **kw)
     wall = time.perf_counter() - t0
@@ -47,7 +51,8 @@ def run(args) -> dict:
         print(r.plan.table())
     dense, final = r.stage("dense"), r.stages[-1]
     rec = {"model": args.model, "label": args.label(), "file_bytes": out.stat().st_size,
-           "dense_param_bytes": 4 * sum(p.numel() for p in r.model.parameters()),
+           "dense_param_bytes": dense_bytes,
+           "shapes": r.shrink.to_dict() if r.shrink is not None else None,
            "val_dense": dense.accuracy, "val_final": final.accuracy,
            "test_dense": dense.test_accuracy, "test_final": final.test_accuracy,
            "wall_s": wall, "threads": args.threads, "epochs": args.epochs,
@@ -113,6 +118,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3, help="retraining learning rate (Adam)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--distill", type=float, default=0.0, help="planned runs: distillation weight")
+    ap.add_argument("--schedule", default=None, choices=["gradual", "rounds"],
+                    help="planned runs: pruning schedule (default compress's)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--table", nargs="*", default=None, help="print a table of earlier --json files")

@@ -275,7 +275,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
              max_drop: float | None = None, target_size: int | None = None,
              sensitivity_plot=None, record_hist: bool = False,
              distill: float = 0.0, image_size: int | None = None,
-             normalize: str = "imagenet", shrink: bool = True) -> CompressResult:
+             normalize: str = "imagenet", shrink: bool = True,
+             schedule: str = "gradual") -> CompressResult:
     """Run the pipeline (see the module docstring); returns a CompressResult.
 
     ``keep``: kept fraction per layer ({'fc1': 0.08, ...}, a 'fc1=0.08,...' string or one
@@ -304,6 +305,9 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     (0 = labels only, the default: on LeNet-300-100 it measured no better, see
     benchmarks/RESULTS.md). ``shrink``: remove hidden units left without inputs or
     outputs after pruning (deepcomp.shrink; outputs unchanged, shapes stored in meta).
+    ``schedule``: how a planned run prunes: 'gradual' (default; rounds that each cut
+    gradually over ``epochs`` and recover over ``epochs``, deepcomp.plan.gradual_search)
+    or 'rounds' (one-shot cuts to rising tolerances, ``epochs`` of retraining each).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     bits = dict(DEFAULT_BITS if bits is None else bits)
@@ -327,6 +331,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
         raise DeepcompError(f"--max-drop must be >= 0 points of top-1, got {max_drop!r}")
     if target_size is not None and not (isinstance(target_size, int) and target_size > 0):
         raise DeepcompError(f"--target-size must be a positive number of bytes, got {target_size!r}")
+    if schedule not in ("gradual", "rounds"):
+        raise DeepcompError(f"--schedule must be 'gradual' or 'rounds', got {schedule!r}")
     if auto and plan is not None:
         raise DeepcompError("give a plan or --max-drop / --target-size, not both")
     if auto and (checkpoint_dir is not None or os.environ.get("WORLD_SIZE", "1") not in ("", "1")):
@@ -486,7 +492,7 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
                                 finetune_epochs=finetune_epochs, lr=lr, finetune_lr=finetune_lr,
                                 batch_size=batch_size, seed=seed, progress=progress,
                                 sensitivity_plot=sensitivity_plot, out=out, init=init,
-                                distill_alpha=distill)
+                                distill_alpha=distill, schedule=schedule)
                     break
             elif k <= steps:
                 # Iterative pruning with retraining: each round's masks include the last's.
@@ -749,6 +755,11 @@ def add_compress_command(sub) -> None:
     p.add_argument("--record-hist", action="store_true",
                    help="store weight histograms before and after pruning in the file's meta "
                         "(about 1 KB) for 'deepcomp info --plot'")
+    p.add_argument("--schedule", default="gradual", choices=["gradual", "rounds"],
+                   help="with --max-drop / --target-size: prune in gradual rounds (cubic "
+                        "schedule over --epochs, then --epochs of recovery, the best "
+                        "validation point kept; default) or in one-shot rounds (--epochs "
+                        "of retraining each)")
     p.add_argument("--keep-dead", action="store_true",
                    help="keep hidden units that pruning left without inputs or outputs (by "
                         "default they are removed, their constant output folded into the next "
@@ -776,6 +787,7 @@ def _run_compress(args) -> int:
         max_drop=args.max_drop, target_size=args.target_size,
         sensitivity_plot=args.sensitivity_plot, record_hist=args.record_hist,
         image_size=args.image_size, normalize=args.normalize, shrink=not args.keep_dead,
+        schedule=args.schedule,
     )
     if res.rank != 0:  # rank 0 reports for the run
         return 0

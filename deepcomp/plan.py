@@ -534,6 +534,179 @@ def iterative_prune(model: nn.Module, val_set, sens: Sensitivity, prices: dict, 
     return rounds, accepted, masks
 
 
+# ----------------------------------------------------------------------------- gradual pruning
+
+# Bits at which the gradual search prices a cut (the measured bit stage decides the real
+# bits afterwards; the LeNets' fc layers end at 2-4): it ranks kept fractions only.
+PRICE_BITS = 4
+# Each gradual round asks for this share of the last accepted round's weight bytes.
+SHRINK_STEP = 0.6
+
+
+@dataclass
+class GradualRound:
+    target_bytes: int
+    keep: dict[str, float]
+    val_acc: float
+    accepted: bool
+    epoch: float       # where the best validation top-1 was (epochs into the round)
+
+
+def gradual_prune(model: nn.Module, keep_to: dict[str, float], train_set, val_set, *,
+                  previous=None, epochs: float, recover_epochs: float, lr: float,
+                  batch_size: int = 128, seed: int = 0, progress: bool = False,
+                  desc: str = "prune", evals_per_epoch: int = 1):
+    """Prune ``model`` gradually to ``keep_to`` while training, then recover.
+
+    Returns (MaskSet, best validation top-1, the epoch into the round where it was).
+
+    The kept fraction of each layer follows Zhu & Gupta's (2017) cubic schedule from
+    where ``previous`` (a MaskSet, or dense) left it to ``keep_to`` over ``epochs``
+    (the masks are recomputed by magnitude four times per epoch; a pruned weight never
+    returns), at a constant learning rate; then ``recover_epochs`` with the rate
+    cosine-decayed to zero. Cutting a little at a time lets the surviving weights take
+    over the work of the ones that go, which a one-shot cut followed by retraining does
+    not (see benchmarks/RESULTS.md). Validation top-1 is measured after the cut is
+    complete and ``evals_per_epoch`` times per recovery epoch, and the model is left at
+    the best of those (the early-stopping point: a converged net retrained at this rate
+    starts to overfit its training images).
+    """
+    import copy
+
+    from deepcomp.prune import MaskSet, mask_sparsity
+    from deepcomp.train import _batches, progress_bar
+
+    params = {n: p for n, p in prunable_weights(model).items()
+              if n in keep_to or n.rsplit(".", 1)[0] in keep_to}
+    masks = {n: (previous.masks[n].clone() if previous is not None and n in previous.masks
+                 else torch.ones_like(p, dtype=torch.bool)) for n, p in params.items()}
+    start = {n: float(m.float().mean()) for n, m in masks.items()}
+    goal = {n: min(start[n], float(keep_to.get(n, keep_to.get(n.rsplit(".", 1)[0], 1.0))))
+            for n in params}
+    per_epoch = max(1, math.ceil(len(train_set) / batch_size))
+    ramp = int(round(epochs * per_epoch))
+    total = ramp + max(1, int(round(recover_epochs * per_epoch)))
+    every = max(1, per_epoch // 4)
+    check = max(1, per_epoch // max(1, evals_per_epoch))
+
+    @torch.no_grad()
+    def cut(t: float) -> None:
+        for n, p in params.items():
+            keep = goal[n] + (start[n] - goal[n]) * (1.0 - t) ** 3
+            masks[n] &= mask_sparsity(p, 1.0 - keep)
+            p.masked_fill_(~masks[n], 0.0)
+
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    bar = progress_bar(total, desc, enabled=progress)
+    best = (-1.0, None, 0.0)
+    if ramp == 0:
+        cut(1.0)
+    model.train()
+    step = 0
+    try:
+        while step < total:
+            for x, y in _batches(train_set, batch_size, True, g):
+                if step >= total:
+                    break
+                rate = lr if step < ramp else \
+                    lr * 0.5 * (1.0 + math.cos(math.pi * (step - ramp) / (total - ramp)))
+                for grp in opt.param_groups:
+                    grp["lr"] = rate
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                for n, p in params.items():
+                    if p.grad is not None:
+                        p.grad.masked_fill_(~masks[n], 0.0)
+                opt.step()
+                step += 1
+                with torch.no_grad():
+                    for n, p in params.items():
+                        p.masked_fill_(~masks[n], 0.0)
+                if step <= ramp and (step % every == 0 or step == ramp):
+                    cut(step / ramp)
+                if step >= ramp and ((step - ramp) % check == 0 or step == total):
+                    acc = evaluate_loss(model, val_set)[0]
+                    model.train()
+                    if acc > best[0]:
+                        best = (acc, copy.deepcopy(model.state_dict()), step / per_epoch)
+                bar.update(1)
+    finally:
+        bar.close()
+    model.load_state_dict(best[1])
+    model.eval()
+    return MaskSet(model, masks), best[0], best[2]
+
+
+def gradual_search(model: nn.Module, sens: Sensitivity, prices: dict, train_set, val_set, *,
+                   base_acc: float, max_drop: float | None = None,
+                   target_bytes: int | None = None, epochs: float, lr: float,
+                   batch_size: int = 128, seed: int = 0, progress: bool = False, log=None,
+                   on_round=None, max_rounds: int = 12):
+    """The paper's loop with gradual rounds: ask for fewer bytes until retraining cannot recover.
+
+    Round k asks ``allocate`` for the kept fractions (priced at ``PRICE_BITS``) that fit
+    ``SHRINK_STEP`` times the last accepted round's weight bytes, starting from the
+    dense model, and prunes there gradually from the last accepted masks
+    (``gradual_prune``, ``epochs`` of cut and ``epochs`` of recovery). A round whose best
+    validation top-1 is more than ``PRUNE_SHARE * max_drop`` below ``base_acc`` is undone;
+    one round halfway (the geometric mean of the two byte targets) is tried and the
+    search ends. With ``target_bytes``: one round straight to the allocation that fits.
+    Returns (rounds, the accepted allocation, its MaskSet or None).
+    """
+    import copy
+
+    log = log or (lambda s: None)
+    layers = list(prices)
+    fixed = {n: PRICE_BITS for n in layers}
+    rounds: list[GradualRound] = []
+    masks, accepted = None, None
+    current = {n: 1.0 for n in layers}
+
+    def run(target: int) -> bool:
+        nonlocal masks, accepted, current
+        plan = allocate(sens, prices, target_bytes=target, max_keep=current, fixed_bits=fixed)
+        if all(abs(plan.keep[n] - current[n]) < 1e-12 for n in layers):
+            return False
+        snapshot = copy.deepcopy(model.state_dict())
+        i = len(rounds)
+        new, acc, at = gradual_prune(model, plan.keep, train_set, val_set, previous=masks,
+                                 epochs=epochs, recover_epochs=epochs, lr=lr,
+                                 batch_size=batch_size, seed=seed + 1 + i, progress=progress,
+                                 desc=f"gradual round {i + 1}")
+        ok = max_drop is None or base_acc - acc <= PRUNE_SHARE * max_drop + 1e-9
+        r = GradualRound(int(target), dict(plan.keep), acc, ok, at)
+        rounds.append(r)
+        log(f"[plan] gradual round {i + 1}: weights <= {int(target)} B at {PRICE_BITS} bits, kept "
+            + ", ".join(f"{n.rsplit('.', 1)[0]} {100 * k:.2f}%" for n, k in plan.keep.items())
+            + f" -> best validation top-1 {acc:.2f}% (epoch {r.epoch:.1f}; "
+            + f"{'kept' if ok else 'undone'})")
+        if on_round:
+            on_round(i + 1, r)
+        if ok:
+            masks, accepted, current = new, plan, dict(plan.keep)
+        else:
+            model.load_state_dict(snapshot)
+        return ok
+
+    if target_bytes is not None:
+        run(int(target_bytes))
+        return rounds, accepted, masks
+    if max_drop is None:
+        raise PlanError("gradual_search needs max_drop or target_bytes")
+    last = sum(prices[n][(1.0, PRICE_BITS)] for n in layers)
+    for _ in range(max_rounds):
+        target = int(last * SHRINK_STEP)
+        if run(target):
+            last = sum(prices[n][(accepted.keep[n], PRICE_BITS)] for n in layers)
+            continue
+        if rounds and not rounds[-1].accepted:
+            run(int(math.sqrt(last * target)))
+        break
+    return rounds, accepted, masks
+
+
 # ----------------------------------------------------------------------------- retraining
 
 def distill(model: nn.Module, teacher: nn.Module, dataset, *, epochs: float, lr: float,
@@ -608,7 +781,8 @@ def _file_overhead(net: nn.Module, meta: dict, init: str) -> tuple[int, int]:
 def run_planned(net: nn.Module, result, *, train_set, val_set, add, log, max_drop, target_size,
                 prune_steps: int, epochs: float, finetune_epochs: float, lr: float,
                 finetune_lr: float, batch_size: int, seed: int, progress: bool,
-                sensitivity_plot, out, init: str, distill_alpha: float = 0.0) -> None:
+                sensitivity_plot, out, init: str, distill_alpha: float = 0.0,
+                schedule: str = "gradual") -> None:
     """``compress --max-drop`` / ``--target-size``: plan, prune, share, fine-tune ``net``.
 
     ``result`` is the pipeline's CompressResult (its first stage the dense model on
@@ -677,9 +851,16 @@ def run_planned(net: nn.Module, result, *, train_set, val_set, add, log, max_dro
         round_t0[0] = time.perf_counter()
 
     torch.manual_seed(seed)
-    rounds, alloc, masks = iterative_prune(
-        net, val_set, sens, prices, base_acc=base, retrain=retrain, max_drop=max_drop,
-        target_bytes=tensor_budget, steps=max(1, int(prune_steps)), log=log, on_round=on_round)
+    if schedule == "gradual":
+        rounds, alloc, masks = gradual_search(
+            net, sens, prices, train_set, val_set, base_acc=base, max_drop=max_drop,
+            target_bytes=tensor_budget, epochs=epochs, lr=lr, batch_size=batch_size,
+            seed=seed, progress=progress, log=log, on_round=on_round)
+    else:
+        rounds, alloc, masks = iterative_prune(
+            net, val_set, sens, prices, base_acc=base, retrain=retrain, max_drop=max_drop,
+            target_bytes=tensor_budget, steps=max(1, int(prune_steps)), log=log,
+            on_round=on_round)
     if masks is not None:
         result.prune_report = masks.report()
 
@@ -717,6 +898,8 @@ def run_planned(net: nn.Module, result, *, train_set, val_set, add, log, max_dro
 
     keep = {n: (int((p != 0).sum()) / p.numel()) for n, p in prunable_weights(net).items()}
     history = [{"tolerance": r.tolerance, "val": round(r.val_acc, 2), "kept": r.accepted}
+               if isinstance(r, Round) else
+               {"bytes": r.target_bytes, "val": round(r.val_acc, 2), "kept": r.accepted}
                for r in rounds]
     result.plan = Plan(keep, bits, tensor_bytes_of(net), est_drop=alloc.est_drop if alloc else None,
                        budget=budget, seed=seed, history=history)

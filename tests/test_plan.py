@@ -290,3 +290,59 @@ def test_sensitivity_command_writes_table_json_and_png(tmp_path, capsys, one_thr
     assert png.read_bytes()[:4] == b"\x89PNG"
     rc = main(["sensitivity", "deepcomp:lenet300", "--data", "fashion-mnist", "--bits", "9"])
     assert rc == 2 and "--bits" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- gradual pruning
+
+def test_gradual_prune_reaches_the_targets_and_keeps_the_best_point(small, one_thread):
+    import copy
+
+    from deepcomp.plan import evaluate_loss, gradual_prune
+
+    net, _, tr, va = small
+    net = copy.deepcopy(net)
+    keep1 = {"fc1": 0.3, "fc2": 0.5, "fc3": 0.8}
+    m1, acc1, at1 = gradual_prune(net, keep1, tr, va, epochs=0.5, recover_epochs=0.5, lr=1e-3,
+                                  evals_per_epoch=4)
+    for n, m in m1.masks.items():
+        frac = float(m.float().mean())
+        assert frac == pytest.approx(keep1[n.rsplit(".", 1)[0]], abs=2e-3), n
+        w = dict(net.named_parameters())[n].detach()
+        assert not w[~m].any(), n                        # pruned weights are zero
+    assert evaluate_loss(net, va)[0] == pytest.approx(acc1)   # left at the best point
+    assert 0.5 <= at1 <= 1.0 + 1e-9                       # measured in the recovery only
+    # A second round goes on from the first's masks: nothing pruned comes back.
+    keep2 = {"fc1": 0.1, "fc2": 0.2, "fc3": 0.5}
+    m2, acc2, _ = gradual_prune(net, keep2, tr, va, previous=m1, epochs=0.5,
+                                recover_epochs=0.25, lr=1e-3, seed=1)
+    for n, m in m2.masks.items():
+        assert not (m & ~m1.masks[n]).any(), n
+        assert float(m.float().mean()) == pytest.approx(keep2[n.rsplit(".", 1)[0]], abs=2e-3)
+
+
+def test_gradual_search_holds_its_budget_and_undoes_what_it_cannot_recover(small, one_thread):
+    import copy
+
+    from deepcomp.plan import PRUNE_SHARE, evaluate_loss, gradual_search
+
+    net, _, tr, va = small
+    net = copy.deepcopy(net)
+    base = evaluate_loss(net, va)[0]
+    sens = sensitivity(net, va, keeps=(1.0, 0.5, 0.25, 0.12, 0.05, 0.02), bits=(4,))
+    prices = price_table(net, keeps=(1.0, 0.5, 0.25, 0.12, 0.05, 0.02), bits=(4,))
+    rounds, plan, masks = gradual_search(net, sens, prices, tr, va, base_acc=base,
+                                         max_drop=1.0, epochs=0.25, lr=1e-3)
+    assert rounds and any(r.accepted for r in rounds)
+    for r in rounds:
+        assert r.accepted == (base - r.val_acc <= PRUNE_SHARE * 1.0 + 1e-9)
+    last = [r for r in rounds if r.accepted][-1]
+    assert plan.keep == last.keep
+    # The model is the last accepted round's: its accuracy, its masks.
+    assert evaluate_loss(net, va)[0] == pytest.approx(last.val_acc)
+    for n, m in masks.masks.items():
+        w = dict(net.named_parameters())[n].detach()
+        assert not w[~m].any()
+        assert float(m.float().mean()) == pytest.approx(plan.keep[n], abs=2e-3)
+    # Bytes asked for fall from round to round while they are accepted.
+    asked = [r.target_bytes for r in rounds]
+    assert asked[0] > asked[-1] or len(asked) == 1
