@@ -61,19 +61,41 @@ def run(args) -> dict:
            "density": final.density, "bits": final.bits,
            "stages": [s.__dict__ for s in r.stages], "command": " ".join(sys.argv)}
     rec["ratio"] = rec["dense_param_bytes"] / rec["file_bytes"]
+    rec.update(container(out))
     return rec
+
+
+def container(path: Path) -> dict:
+    """Bytes of the file that are not tensor sections, and of those what meta costs.
+
+    Meta is measured by writing the same tensors and graph again without it.
+    """
+    import tempfile
+
+    from deepcomp.codec import decode, open_dcz, write_state_dict
+
+    f = open_dcz(path)
+    size = path.stat().st_size
+    sections = sum(f.record(n).length for n in f.names)
+    with tempfile.TemporaryDirectory() as d:
+        bare = write_state_dict(decode(path), Path(d) / "bare.dcz", graph=f.graph)["file_bytes"]
+    return {"container_bytes": size - sections, "container_share": (size - sections) / size,
+            "meta_bytes": size - bare}
 
 
 def table(paths, plot=None) -> None:
     recs = [json.loads(Path(p).read_text()) for p in paths]
     head = (f"{'model':<9} {'run':<14} {'bytes':>7} {'ratio':>6} {'val dense':>9} {'val':>6} "
-            f"{'test dense':>10} {'test':>6} {'Δtest':>6} {'kept':>6} {'wall s':>7}")
+            f"{'test dense':>10} {'test':>6} {'Δtest':>6} {'kept':>6} {'wall s':>7} "
+            f"{'container':>9} {'meta':>5}")
     print(head)
     for r in sorted(recs, key=lambda r: (r["model"], -r["file_bytes"])):
         print(f"{r['model']:<9} {r['label']:<14} {r['file_bytes']:>7} {r['ratio']:>5.1f}x "
               f"{r['val_dense']:>8.2f}% {r['val_final']:>5.2f}% {r['test_dense']:>9.2f}% "
               f"{r['test_final']:>5.2f}% {r['test_final'] - r['test_dense']:>+6.2f} "
-              f"{100 * r['density']:>5.2f}% {r['wall_s']:>7.0f}")
+              f"{100 * r['density']:>5.2f}% {r['wall_s']:>7.0f} "
+              f"{r.get('container_bytes', 0):>5} {100 * r.get('container_share', 0):>2.0f}% "
+              f"{r.get('meta_bytes', 0):>5}")
     if plot:
         import matplotlib
 

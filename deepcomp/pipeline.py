@@ -652,7 +652,7 @@ def pipeline_meta(result: CompressResult, *, seed: int, init: str, keep=None, bi
     stages = [{"name": s.name, "val": r2(s.accuracy), "test": r2(s.test_accuracy),
                "kept": s.kept, "total": s.total, "bits": s.bits, "seconds": r2(s.seconds)}
               for s in result.stages
-              if result.plan is None or not s.name.startswith("prune round")]
+              if result.plan is None or not s.name.startswith(("prune round", "prune trial"))]
     meta = {"stages": stages, "init": init, "seed": seed, "val": result.val_size}
     if result.shrink is not None and result.shrink.changed:
         meta["shapes"] = result.shrink.to_dict()   # dead-neuron removal: [before, after]
