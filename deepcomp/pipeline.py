@@ -547,7 +547,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
             if dctx.is_main:
                 meta = pipeline_meta(result, seed=seed, init=init, keep=None if auto else (targets or keep),
                                      bits=None if auto else bits)
-                meta["pipeline"]["processes"] = dctx.world_size
+                if dctx.world_size > 1:
+                    meta["pipeline"]["processes"] = dctx.world_size
                 if plan is not None:
                     meta["pipeline"]["plan"] = plan
                 # No bits: the weights are already shared (at most 2**bits values per
@@ -649,10 +650,17 @@ def pipeline_meta(result: CompressResult, *, seed: int, init: str, keep=None, bi
 
     # A planned run's pruning rounds are in the plan's history already; repeating them
     # as stage rows would cost a small file several percent of its size.
-    stages = [{"name": s.name, "val": r2(s.accuracy), "test": r2(s.test_accuracy),
-               "kept": s.kept, "total": s.total, "bits": s.bits, "seconds": r2(s.seconds)}
-              for s in result.stages
-              if result.plan is None or not s.name.startswith(("prune round", "prune trial"))]
+    if result.plan is None:
+        stages = [{"name": s.name, "val": r2(s.accuracy), "test": r2(s.test_accuracy),
+                   "kept": s.kept, "total": s.total, "bits": s.bits, "seconds": r2(s.seconds)}
+                  for s in result.stages]
+    else:
+        # A planned run's kept fractions, bits and rounds are in the plan; the stage rows
+        # would repeat them, and in a 20 KB file every 100 bytes of meta is half a
+        # percent. The dense and the final model's top-1 are what the plan cannot say.
+        ends = [s for s in result.stages if s.test_accuracy is not None] or result.stages[-1:]
+        stages = [{"name": s.name, "val": r2(s.accuracy), "test": r2(s.test_accuracy)}
+                  for s in ends]
     meta = {"stages": stages, "init": init, "seed": seed, "val": result.val_size}
     if result.shrink is not None and result.shrink.changed:
         meta["shapes"] = result.shrink.to_dict()   # dead-neuron removal: [before, after]

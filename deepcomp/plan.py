@@ -655,9 +655,10 @@ def gradual_search(model: nn.Module, sens: Sensitivity, prices: dict, train_set,
     (priced at ``PRICE_BITS``) that fit a byte target, and ``gradual_prune`` cuts there
     over ``epochs`` and recovers over ``RECOVER * epochs``. A trial passes when its best
     validation top-1 is within ``PRUNE_SHARE * max_drop`` of ``base_acc``. The targets
-    bisect, in log bytes, the range between the dense weights and every layer at the
-    grid's smallest kept fraction, ``trials`` times: the next target lies halfway
-    between the smallest passing and the largest failing one. Fresh trials rather than
+    bisect, in log bytes, the range between the smallest passing target (at first the
+    dense weights) and the largest failing one (at first every layer at the grid's
+    smallest kept fraction), ``trials`` times. If none passed, one more trial at the
+    allocation whose summed one-shot drop is within the budget share (a safe cut). Fresh trials rather than
     a chain of rounds: measured on LeNet-300-100, every extra epoch at this learning rate
     also fits the training images more closely, and a chain of six-epoch rounds ended
     0.4-0.6 validation points below one gradual cut to the same kept fractions
@@ -711,6 +712,17 @@ def gradual_search(model: nn.Module, sens: Sensitivity, prices: dict, train_set,
                 hi = target
             else:
                 lo = target
+        if best is None:
+            # Nothing passed (a short search on a net that cannot spare much): one more
+            # trial at the cut the one-shot curves alone put within the budget, which
+            # retraining nearly always holds.
+            safe = allocate(sens, prices, tolerance=PRUNE_SHARE * max_drop, fixed_bits=fixed)
+            size = sum(prices[n][(safe.keep[n], PRICE_BITS)] for n in layers)
+            if size < lo:
+                safe = allocate(sens, prices, target_bytes=int(math.sqrt(hi * lo)),
+                                fixed_bits=fixed)
+                size = sum(prices[n][(safe.keep[n], PRICE_BITS)] for n in layers)
+            run(size)
     if best is None:
         model.load_state_dict(dense)
         return rounds, None, None

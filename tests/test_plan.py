@@ -231,7 +231,7 @@ def test_max_drop_run_respects_budget_and_prices_the_file(small, tmp_path, one_t
     out = tmp_path / "p.dcz"
     test = fashion_mnist("test").subset(1000, seed=0)
     r = compress(net, out, train_set=full, test_set=test, val=1000, seed=0, max_drop=1.0,
-                 epochs=0.5, finetune_epochs=0.3, prune_steps=2, progress=False,
+                 epochs=0.5, finetune_epochs=0.3, prune_steps=4, progress=False,
                  log=lambda s: None, record_hist=True)
     dense, final = r.stage("dense"), r.stages[-1]
     assert dense.accuracy - final.accuracy <= 1.0
@@ -250,7 +250,7 @@ def test_max_drop_run_respects_budget_and_prices_the_file(small, tmp_path, one_t
     assert meta_plan["budget"] == {"max_drop": 1.0}
     # Reproducible from the seed: the same plan again.
     r2 = compress(net, None, train_set=full, test_set=test, val=1000, seed=0, max_drop=1.0,
-                  epochs=0.5, finetune_epochs=0.3, prune_steps=2, progress=False,
+                  epochs=0.5, finetune_epochs=0.3, prune_steps=4, progress=False,
                   log=lambda s: None)
     assert r2.plan.to_dict() == r.plan.to_dict()
     png = tmp_path / "info.png"
