@@ -24,6 +24,7 @@ import torch
 from deepcomp.pipeline import compress
 
 HERE = Path(__file__).resolve().parent
+BAR_RATIO = {"lenet300": 55, "lenet5": 70}
 
 
 def run(args) -> dict:
@@ -41,6 +42,8 @@ def run(args) -> dict:
         kw["target_size"] = args.target_size
     if args.schedule is not None:
         kw["schedule"] = args.schedule
+    if args.allocation is not None:
+        kw["allocation"] = args.allocation
     # Dense bytes from the checkpoint: dead-neuron removal shrinks the returned model.
     dense_bytes = 4 * sum(v.numel() for v in torch.load(ck, weights_only=True).values())
     t0 = time.perf_counter()
@@ -59,7 +62,8 @@ def run(args) -> dict:
            "finetune_epochs": args.finetune_epochs,
            "plan": r.plan.to_dict() if r.plan is not None else None,
            "density": final.density, "bits": final.bits,
-           "stages": [s.__dict__ for s in r.stages], "command": " ".join(sys.argv)}
+           "stages": [s.__dict__ for s in r.stages], "command": " ".join(sys.argv),
+           "allocation": args.allocation or "sensitivity", "schedule": args.schedule or "gradual"}
     rec["ratio"] = rec["dense_param_bytes"] / rec["file_bytes"]
     rec.update(container(out))
     return rec
@@ -115,6 +119,12 @@ def table(paths, plot=None) -> None:
             ax.plot([r["file_bytes"] for r in fixed], [r["test_final"] for r in fixed], "s",
                     color="tab:red", label="fixed paper recipe")
             ax.axhline(rs[0]["test_dense"], color="grey", ls="--", lw=0.8, label="dense")
+            # Issue 10's bar: within 0.6 test points of dense at BAR_RATIO x.
+            ax.axhline(rs[0]["test_dense"] - 0.6, color="tab:green", ls=":", lw=0.8,
+                       label="dense - 0.6 points")
+            if m in BAR_RATIO:
+                ax.axvline(rs[0]["dense_param_bytes"] / BAR_RATIO[m], color="tab:green",
+                           ls="-.", lw=0.8, label=f"{BAR_RATIO[m]}x")
             ax.set_xlabel("file bytes")
             ax.set_ylabel("test top-1 (%)")
             ax.set_title(m)
@@ -142,6 +152,8 @@ def main(argv=None) -> int:
     ap.add_argument("--distill", type=float, default=0.0, help="planned runs: distillation weight")
     ap.add_argument("--schedule", default=None, choices=["gradual", "rounds"],
                     help="planned runs: pruning schedule (default compress's)")
+    ap.add_argument("--allocation", default=None, choices=["global", "sensitivity"],
+                    help="gradual schedule: how bytes are split over layers (default compress's)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--table", nargs="*", default=None, help="print a table of earlier --json files")

@@ -276,7 +276,7 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
              sensitivity_plot=None, record_hist: bool = False,
              distill: float = 0.0, image_size: int | None = None,
              normalize: str = "imagenet", shrink: bool = True,
-             schedule: str = "gradual") -> CompressResult:
+             schedule: str = "gradual", allocation: str = "sensitivity") -> CompressResult:
     """Run the pipeline (see the module docstring); returns a CompressResult.
 
     ``keep``: kept fraction per layer ({'fc1': 0.08, ...}, a 'fc1=0.08,...' string or one
@@ -308,6 +308,9 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     ``schedule``: how a planned run prunes: 'gradual' (default; rounds that each cut
     gradually over ``epochs`` and recover over ``epochs``, deepcomp.plan.gradual_search)
     or 'rounds' (one-shot cuts to rising tolerances, ``epochs`` of retraining each).
+    ``allocation``: how a gradual trial splits its bytes over the layers: 'sensitivity'
+    (the greedy allocation on the one-shot sensitivity curves, the default) or 'global'
+    (one magnitude threshold over all layers).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     bits = dict(DEFAULT_BITS if bits is None else bits)
@@ -331,6 +334,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
         raise DeepcompError(f"--max-drop must be >= 0 points of top-1, got {max_drop!r}")
     if target_size is not None and not (isinstance(target_size, int) and target_size > 0):
         raise DeepcompError(f"--target-size must be a positive number of bytes, got {target_size!r}")
+    if allocation not in ("global", "sensitivity"):
+        raise DeepcompError(f"--allocation must be 'global' or 'sensitivity', got {allocation!r}")
     if schedule not in ("gradual", "rounds"):
         raise DeepcompError(f"--schedule must be 'gradual' or 'rounds', got {schedule!r}")
     if auto and plan is not None:
@@ -492,7 +497,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
                                 finetune_epochs=finetune_epochs, lr=lr, finetune_lr=finetune_lr,
                                 batch_size=batch_size, seed=seed, progress=progress,
                                 sensitivity_plot=sensitivity_plot, out=out, init=init,
-                                distill_alpha=distill, schedule=schedule)
+                                distill_alpha=distill, schedule=schedule,
+                                allocation=allocation)
                     break
             elif k <= steps:
                 # Iterative pruning with retraining: each round's masks include the last's.
@@ -768,6 +774,10 @@ def add_compress_command(sub) -> None:
                         "schedule over --epochs, then --epochs of recovery, the best "
                         "validation point kept; default) or in one-shot rounds (--epochs "
                         "of retraining each)")
+    p.add_argument("--allocation", default="sensitivity", choices=["sensitivity", "global"],
+                   help="gradual schedule: split each trial's bytes over the layers greedily "
+                        "on the one-shot sensitivity curves (default) or by one magnitude "
+                        "threshold over all of them")
     p.add_argument("--keep-dead", action="store_true",
                    help="keep hidden units that pruning left without inputs or outputs (by "
                         "default they are removed, their constant output folded into the next "
@@ -795,7 +805,7 @@ def _run_compress(args) -> int:
         max_drop=args.max_drop, target_size=args.target_size,
         sensitivity_plot=args.sensitivity_plot, record_hist=args.record_hist,
         image_size=args.image_size, normalize=args.normalize, shrink=not args.keep_dead,
-        schedule=args.schedule,
+        schedule=args.schedule, allocation=args.allocation,
     )
     if res.rank != 0:  # rank 0 reports for the run
         return 0

@@ -353,3 +353,36 @@ def test_gradual_search_bisects_and_keeps_the_smallest_passing_trial(small, one_
         w = dict(net.named_parameters())[n].detach()
         assert not w[~m].any()
         assert float(m.float().mean()) == pytest.approx(plan.keep[n], abs=2e-3)
+
+
+def test_global_allocation_is_one_threshold_that_fits_the_bytes(small):
+    from deepcomp.plan import _price_at, global_allocation
+
+    net = small[0]
+    grid = (1.0, 0.5, 0.25, 0.12, 0.05, 0.02, 0.01)
+    prices = price_table(net, keeps=grid, bits=(4,))
+    dense = sum(prices[n][(1.0, 4)] for n in prices)
+    smaller = None
+    for share in (0.5, 0.2, 0.08):
+        plan = global_allocation(net, prices, int(share * dense))
+        assert sum(_price_at(prices[n], plan.keep[n], 4) for n in plan.keep) <= share * dense
+        # One threshold: the smallest weight kept anywhere is larger than the largest
+        # weight cut anywhere (magnitudes of the layers' own top-k sets).
+        kept_min, cut_max = [], []
+        for n, p in dict(net.named_parameters()).items():
+            if n not in plan.keep:
+                continue
+            w = p.detach().abs().flatten().sort(descending=True).values
+            k = int(round(plan.keep[n] * w.numel()))
+            kept_min.append(float(w[k - 1]))
+            if k < w.numel():
+                cut_max.append(float(w[k]))
+        assert min(kept_min) >= max(cut_max) - 1e-7
+        total = sum(plan.keep[n] * dict(net.named_parameters())[n].numel() for n in plan.keep)
+        if smaller is not None:
+            assert total < smaller
+        smaller = total
+    # The last layer (few, large weights) keeps the largest share.
+    assert plan.keep["fc3.weight"] > plan.keep["fc1.weight"]
+    # The grid prices interpolate: at a grid point they are exact.
+    assert _price_at(prices["fc1.weight"], 0.25, 4) == prices["fc1.weight"][(0.25, 4)]
