@@ -674,7 +674,7 @@ def pipeline_meta(result: CompressResult, *, seed: int, init: str, keep=None, bi
         meta["weight_hist"] = {n: {k: h[n] for k, h in result.hists.items() if n in h}
                                for n in result.hists.get("dense", {})}
     if result.plan is not None:
-        meta["plan"] = result.plan.to_dict()
+        meta["plan"] = result.plan.to_dict(compact=True)
     else:
         meta["bits"], meta["keep"] = bits, keep
     return {"pipeline": meta}

@@ -245,7 +245,13 @@ class Plan:
     def tensor_bytes(self) -> int:
         return sum(self.bytes.values())
 
-    def to_dict(self) -> dict:
+    def to_dict(self, compact: bool = False) -> dict:
+        """The plan as data; ``compact`` (for a file's meta) leaves out what the file
+        says anyway (each layer's section bytes) and the rounds tried (printed)."""
+        if compact:
+            return {"layers": {n: {"keep": round(self.keep[n], 4), "bits": self.bits[n]}
+                               for n in self.keep},
+                    "budget": self.budget, "seed": self.seed}
         return {"layers": {n: {"keep": round(self.keep[n], 6), "bits": self.bits[n],
                                **({"bytes": self.bytes[n]} if n in self.bytes else {})}
                            for n in self.keep},
