@@ -112,8 +112,16 @@ def table(paths, plot=None) -> None:
             rs = sorted((r for r in recs if r["model"] == m), key=lambda r: r["file_bytes"])
             planned = [r for r in rs if r["plan"] is not None]
             fixed = [r for r in rs if r["plan"] is None]
-            ax.plot([r["file_bytes"] for r in planned], [r["test_final"] for r in planned], "o-",
-                    label="planned (--max-drop / --target-size)")
+            series = (("--max-drop", lambda r: r["label"].startswith("max-drop")
+                       and r.get("allocation", "sensitivity") == "sensitivity", "o-"),
+                      ("--target-size", lambda r: r["label"].startswith("target")
+                       and r.get("allocation", "sensitivity") == "sensitivity", "^"),
+                      ("--allocation global", lambda r: r.get("allocation") == "global", "x"))
+            for name, want, style in series:
+                pts = [r for r in planned if want(r)]
+                if pts:
+                    ax.plot([r["file_bytes"] for r in pts], [r["test_final"] for r in pts], style,
+                            label=f"planned, {name}")
             for r in planned:
                 ax.annotate(r["label"], (r["file_bytes"], r["test_final"]), fontsize=7)
             ax.plot([r["file_bytes"] for r in fixed], [r["test_final"] for r in fixed], "s",

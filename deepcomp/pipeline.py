@@ -86,6 +86,7 @@ class CompressResult:
     checkpoint_seconds: float = 0.0
     plan: object | None = None          # deepcomp.plan.Plan when the run planned itself
     shrink: object | None = None        # deepcomp.shrink.ShrinkReport (dead-neuron removal)
+    unshrunk_bytes: int | None = None   # dense tensor bytes before dead-neuron removal
     sensitivity: object | None = None   # deepcomp.plan.Sensitivity likewise
     val_size: int = 0
     hists: dict | None = None           # 'dense' / 'pruned' weight histograms (record_hist)
@@ -582,6 +583,8 @@ def _remove_dead_units(net: nn.Module, result: CompressResult, val_set, log) -> 
         x = next(iter(torch.utils.data.DataLoader(val_set, batch_size=256)))[0]
     t0 = time.perf_counter()
     net.eval()
+    result.unshrunk_bytes = sum(t.numel() * t.element_size() for t in net.state_dict().values()
+                                if isinstance(t, torch.Tensor))
     result.shrink = remove_dead_units(net, x.to(_device_of(net)))
     log(result.shrink.table() + f"  ({time.perf_counter() - t0:.1f} s)")
     if result.plan is not None and result.shrink.changed:
@@ -821,8 +824,15 @@ def _run_compress(args) -> int:
         print(res.shrink.table())
     if res.codec_summary is not None:
         s = res.codec_summary
-        print(f"\nwrote {res.out}: {s['file_bytes']} bytes, {s['ratio']:.1f}x smaller than the "
-              f"{s['dense_bytes']} bytes of dense fp32 tensors")
+        if res.shrink is not None and res.shrink.changed and res.unshrunk_bytes:
+            # Against the model as given, not the one dead-neuron removal left.
+            print(f"\nwrote {res.out}: {s['file_bytes']} bytes, "
+                  f"{res.unshrunk_bytes / s['file_bytes']:.1f}x smaller than the "
+                  f"{res.unshrunk_bytes} bytes of dense fp32 tensors ({s['dense_bytes']} after "
+                  f"dead-neuron removal)")
+        else:
+            print(f"\nwrote {res.out}: {s['file_bytes']} bytes, {s['ratio']:.1f}x smaller than the "
+                  f"{s['dense_bytes']} bytes of dense fp32 tensors")
     else:
         print(f"\nwrote {res.out}")
     return 0

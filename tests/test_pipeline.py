@@ -129,6 +129,7 @@ def test_dead_units_are_removed_and_the_file_runs_alone(tmp_path, test_subset, o
                  progress=False, log=lambda s: None, test_set=test_subset)
     changed = r.shrink.changed
     assert changed["fc2"][1][0] < 100 and changed["fc2"][1][1] < 300
+    assert r.unshrunk_bytes == 1_066_440  # ratios are against the model as given
     assert changed["fc1"][1][0] == changed["fc2"][1][1]
     meta = open_dcz(out).meta["pipeline"]
     assert meta["shapes"]["fc2"] == [[100, 300], list(r.model.fc2.weight.shape)]
