@@ -306,9 +306,10 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     (0 = labels only, the default: on LeNet-300-100 it measured no better, see
     benchmarks/RESULTS.md). ``shrink``: remove hidden units left without inputs or
     outputs after pruning (deepcomp.shrink; outputs unchanged, shapes stored in meta).
-    ``schedule``: how a planned run prunes: 'gradual' (default; rounds that each cut
-    gradually over ``epochs`` and recover over ``epochs``, deepcomp.plan.gradual_search)
-    or 'rounds' (one-shot cuts to rising tolerances, ``epochs`` of retraining each).
+    ``schedule``: how a planned run prunes: 'gradual' (default; ``prune_steps`` trials
+    from the dense model bisecting the weight bytes, each cutting gradually over
+    ``epochs`` and recovering over twice that, deepcomp.plan.gradual_search) or 'rounds'
+    (one-shot cuts to rising tolerances, ``epochs`` of retraining each).
     ``allocation``: how a gradual trial splits its bytes over the layers: 'sensitivity'
     (the greedy allocation on the one-shot sensitivity curves, the default) or 'global'
     (one magnitude threshold over all layers).
@@ -773,10 +774,11 @@ def add_compress_command(sub) -> None:
                    help="store weight histograms before and after pruning in the file's meta "
                         "(about 1 KB) for 'deepcomp info --plot'")
     p.add_argument("--schedule", default="gradual", choices=["gradual", "rounds"],
-                   help="with --max-drop / --target-size: prune in gradual rounds (cubic "
-                        "schedule over --epochs, then --epochs of recovery, the best "
-                        "validation point kept; default) or in one-shot rounds (--epochs "
-                        "of retraining each)")
+                   help="with --max-drop / --target-size: gradual trials from the dense "
+                        "model (cubic cut over --epochs, 2x --epochs of recovery, the best "
+                        "validation point kept; --prune-steps trials bisect the bytes; "
+                        "default) or one-shot rounds at rising tolerances (--epochs of "
+                        "retraining each)")
     p.add_argument("--allocation", default="sensitivity", choices=["sensitivity", "global"],
                    help="gradual schedule: split each trial's bytes over the layers greedily "
                         "on the one-shot sensitivity curves (default) or by one magnitude "

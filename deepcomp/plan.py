@@ -20,9 +20,13 @@ Pieces
                  quantizing the whole model and evaluating on validation, taking the
                  move that saves most bytes per measured point while the budget holds.
 
-The pipeline wraps ``allocate`` in the paper's loop: raise the tolerance, prune to the
-allocation, retrain, and stop at the first round whose validation drop retraining cannot
-bring back within budget (that round is undone).
+``gradual_search`` (the default schedule) finds the largest cut retraining can recover:
+independent trials from the dense model bisect the weight bytes, each pruning to
+``allocate``'s kept fractions for its byte target gradually (``gradual_prune``, Zhu &
+Gupta's cubic schedule) and recovering; a trial passes when validation stays within the
+budget. ``iterative_prune`` (``--schedule rounds``) is the earlier loop: raise the
+tolerance, cut to the allocation at once, retrain, undo the round retraining cannot bring
+back within budget.
 """
 from __future__ import annotations
 
