@@ -148,7 +148,8 @@ def _shrink_pair(model, a, b, block, inputs) -> tuple[int, int]:
             add = (cols[:, fold, :] * value[fold][None, :, None]).sum((1, 2))
         else:
             add = (wb[:, fold].sum((2, 3)) * value[fold][None, :]).sum(1)
-        bias = b.bias.detach() if b.bias is not None else torch.zeros(wb.shape[0], dtype=wb.dtype)
+        bias = b.bias.detach() if b.bias is not None else \
+            torch.zeros(wb.shape[0], dtype=wb.dtype, device=wb.device)
         _set(b, "bias", bias + add.to(wb.dtype))
     keep = ~drop
     _set(a, "weight", wa[keep])
