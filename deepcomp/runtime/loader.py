@@ -146,6 +146,16 @@ def _swap_into(src, model: nn.Module) -> nn.Module:
         raise ModelError(f"the file lacks {len(missing)} of the model's tensors "
                          f"(first: {', '.join(missing[:3])}); is this the model it was saved from?")
     extra = [k for k in names if k not in rest and k not in replaced]
+    # A file saved with its graph also holds the model's non-persistent buffers (a
+    # BertModel's position_ids), which state_dict() leaves out: they belong to this model.
+    buffers = dict(model.named_buffers())
+    for k in [k for k in extra if k in buffers]:
+        t = src.dense(k)
+        if tuple(t.shape) != tuple(buffers[k].shape):
+            raise ModelError(f"'{k}' is {list(t.shape)} in the file but {list(buffers[k].shape)} in the model")
+        with torch.no_grad():
+            buffers[k].copy_(t.to(buffers[k].dtype))
+        extra.remove(k)
     if extra:
         raise ModelError(f"the file has {len(extra)} tensors the model does not "
                          f"(first: {', '.join(extra[:3])}); is this the model it was saved from?")
