@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from deepcomp.errors import DczFormatError, ModelError
 from deepcomp.graph import validate
+from deepcomp.runtime.embedding import RuntimeEmbedding, can_keep_codes
 from deepcomp.runtime.executor import GraphModule
 from deepcomp.runtime.legacy_exec import GraphModule as LegacyGraphModule
 from deepcomp.runtime.layers import FileSource, RuntimeConv2d, RuntimeLinear, runtime_layers, set_policy
@@ -109,6 +110,16 @@ def _swap_into(src, model: nn.Module) -> nn.Module:
     replaced: set[str] = set()
     swaps = []
     for qual, m in model.named_modules():
+        if type(m) is nn.Embedding and qual and f"{qual}.weight" in names:
+            ekey = f"{qual}.weight"
+            if _shape_of(src, ekey) != tuple(m.weight.shape):
+                raise ModelError(f"'{ekey}' is {list(_shape_of(src, ekey))} in the file but "
+                                 f"{list(m.weight.shape)} in the model")
+            eform = _form(src, ekey)
+            if can_keep_codes(m, eform):
+                swaps.append((qual, RuntimeEmbedding(qual, eform)))
+                replaced.add(ekey)
+            continue
         if type(m) not in (nn.Linear, nn.Conv2d):
             continue
         wkey = f"{qual}.weight" if qual else "weight"
