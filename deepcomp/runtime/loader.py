@@ -193,8 +193,9 @@ def load(path, model: nn.Module | None = None, policy: str = "compact") -> nn.Mo
 
     Without `model`, the module is built from the graph stored in the file (no pickle, no
     user code). With `model` (an instance of the architecture the file was saved from),
-    its Linear / Conv2d layers are replaced by runtime layers and the other tensors are
-    loaded into it; this is how weights-only files run.
+    its Linear / Conv2d layers are replaced by runtime layers, an nn.Embedding whose table
+    the file stores shared (dense codes) by a RuntimeEmbedding that keeps the codes, and
+    the other tensors are loaded into it; this is how weights-only files run.
 
     The default policy, 'compact', keeps each layer within 1/4 of its dense fp32 bytes
     (plus codebook, scales and bias) and picks per layer by measurement between the
