@@ -154,6 +154,36 @@ def test_model_swap_keeps_other_layers(tmp_path):
         assert (m(x) - ref(x)).abs().max() <= 1e-4 * ref(x).abs().max()
 
 
+def test_file_with_graph_and_non_persistent_buffer_loads_into_the_model(tmp_path):
+    # A graph capture stores non-persistent buffers (BERT's position_ids) that the model's
+    # state_dict() leaves out; load(model=...) must take them, and refuse a wrong shape.
+    class Net(nn.Module):
+        def __init__(self, n=6):
+            super().__init__()
+            self.fc = nn.Linear(6, 4)
+            self.register_buffer("offset", torch.zeros(n), persistent=False)
+
+        def forward(self, x):
+            return self.fc(x + self.offset)
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    net.offset.uniform_(-1, 1)
+    p = tmp_path / "net.dcz"
+    deepcomp.save({**net.state_dict(), "offset": net.offset.clone()}, p, bits={"fc": 8})
+    assert "offset" in decode(p)
+    m = load(p, model=Net(), policy="exact")
+    assert torch.equal(m.offset, net.offset)
+    ref = Net().eval()
+    ref.load_state_dict({k: v for k, v in decode(p).items() if k != "offset"})
+    ref.offset.copy_(net.offset)
+    x = torch.randn(3, 6)
+    with torch.no_grad():
+        assert (m(x) - ref(x)).abs().max() <= 1e-5 * ref(x).abs().max()
+    with pytest.raises(ModelError, match="offset"):
+        load(p, model=Net(n=6 + 1))
+
+
 def test_wrong_model_is_refused(lenet_files):
     with pytest.raises(ModelError, match="fc1.weight|conv1"):
         load(lenet_files["deepcomp:lenet300"], model=get_model("deepcomp:lenet5"))

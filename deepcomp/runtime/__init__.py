@@ -11,6 +11,7 @@ _EXPORTS = {
     "set_policy": "layers", "resident_weight_bytes": "layers", "path_summary": "layers",
     "RuntimeLinear": "layers", "RuntimeConv2d": "layers", "runtime_layers": "layers",
     "POLICIES": "layers",
+    "RuntimeEmbedding": "embedding",
 }
 
 __all__ = sorted(_EXPORTS)

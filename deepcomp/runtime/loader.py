@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from deepcomp.errors import DczFormatError, ModelError
 from deepcomp.graph import validate
+from deepcomp.runtime.embedding import RuntimeEmbedding, can_keep_codes
 from deepcomp.runtime.executor import GraphModule
 from deepcomp.runtime.legacy_exec import GraphModule as LegacyGraphModule
 from deepcomp.runtime.layers import FileSource, RuntimeConv2d, RuntimeLinear, runtime_layers, set_policy
@@ -109,6 +110,16 @@ def _swap_into(src, model: nn.Module) -> nn.Module:
     replaced: set[str] = set()
     swaps = []
     for qual, m in model.named_modules():
+        if type(m) is nn.Embedding and qual and f"{qual}.weight" in names:
+            ekey = f"{qual}.weight"
+            if _shape_of(src, ekey) != tuple(m.weight.shape):
+                raise ModelError(f"'{ekey}' is {list(_shape_of(src, ekey))} in the file but "
+                                 f"{list(m.weight.shape)} in the model")
+            eform = _form(src, ekey)
+            if can_keep_codes(m, eform):
+                swaps.append((qual, RuntimeEmbedding(qual, eform)))
+                replaced.add(ekey)
+            continue
         if type(m) not in (nn.Linear, nn.Conv2d):
             continue
         wkey = f"{qual}.weight" if qual else "weight"
@@ -146,6 +157,16 @@ def _swap_into(src, model: nn.Module) -> nn.Module:
         raise ModelError(f"the file lacks {len(missing)} of the model's tensors "
                          f"(first: {', '.join(missing[:3])}); is this the model it was saved from?")
     extra = [k for k in names if k not in rest and k not in replaced]
+    # A file saved with its graph also holds the model's non-persistent buffers (a
+    # BertModel's position_ids), which state_dict() leaves out: they belong to this model.
+    buffers = dict(model.named_buffers())
+    for k in [k for k in extra if k in buffers]:
+        t = src.dense(k)
+        if tuple(t.shape) != tuple(buffers[k].shape):
+            raise ModelError(f"'{k}' is {list(t.shape)} in the file but {list(buffers[k].shape)} in the model")
+        with torch.no_grad():
+            buffers[k].copy_(t.to(buffers[k].dtype))
+        extra.remove(k)
     if extra:
         raise ModelError(f"the file has {len(extra)} tensors the model does not "
                          f"(first: {', '.join(extra[:3])}); is this the model it was saved from?")
@@ -172,8 +193,9 @@ def load(path, model: nn.Module | None = None, policy: str = "compact") -> nn.Mo
 
     Without `model`, the module is built from the graph stored in the file (no pickle, no
     user code). With `model` (an instance of the architecture the file was saved from),
-    its Linear / Conv2d layers are replaced by runtime layers and the other tensors are
-    loaded into it; this is how weights-only files run.
+    its Linear / Conv2d layers are replaced by runtime layers, an nn.Embedding whose table
+    the file stores shared (dense codes) by a RuntimeEmbedding that keeps the codes, and
+    the other tensors are loaded into it; this is how weights-only files run.
 
     The default policy, 'compact', keeps each layer within 1/4 of its dense fp32 bytes
     (plus codebook, scales and bias) and picks per layer by measurement between the
