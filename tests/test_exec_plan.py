@@ -1,0 +1,152 @@
+"""Execution plans of the version-1 graph executor (runtime/exec_plan.py): the planned run
+gives exactly the step-by-step run's outputs, fuses conv + ReLU + max-pool where it may,
+never hands out its own buffers, follows policy and thread changes, and keeps the
+executor's error behaviour."""
+import threading
+
+import pytest
+import torch
+
+import deepcomp
+from deepcomp.errors import ModelError
+from deepcomp.models import get_model
+from deepcomp.runtime import exec_plan, load, set_policy
+from deepcomp.runtime import kernels as K
+
+pytestmark = pytest.mark.skipif(not K.native_available(), reason="native kernels missing")
+
+
+@pytest.fixture(scope="module")
+def lenet5(tmp_path_factory):
+    p = tmp_path_factory.mktemp("plan") / "lenet5.dcz"
+    deepcomp.save(get_model("deepcomp:lenet5"), p, prune="sparsity:0.92", bits={"fc": 5, "conv": 8})
+    return p
+
+
+def stepwise(m, x):
+    return m._forward(m.check_input(x))
+
+
+def plan_of(m, x):
+    return m._plans.get((tuple(x.shape), K.get_num_threads()))
+
+
+def fixed_paths(m, monkeypatch, conv="sparsekxk", fc="sparse"):
+    """Pins the layers' choices (the measured one is noise-dependent on a loaded machine)."""
+    from deepcomp.runtime.layers import RuntimeConv2d
+
+    def allowed(self):
+        return [conv] if isinstance(self, RuntimeConv2d) else [fc]
+    for layer in m.layers.values():
+        monkeypatch.setattr(layer, "_allowed", allowed.__get__(layer))
+
+
+@pytest.mark.parametrize("batch", [1, 7, 16])
+def test_plan_matches_the_stepwise_run_and_fuses_the_pools(lenet5, monkeypatch, batch):
+    m = load(lenet5, policy="compact")
+    fixed_paths(m, monkeypatch)
+    x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(batch))
+    first = m(x)  # step by step; the plan is built from it
+    plan = plan_of(m, x)
+    assert isinstance(plan, exec_plan.Plan) and plan.persistent
+    # conv1 + pool, conv2 + pool, flatten (a view), fc1, fc2: the pools have no step
+    assert len(plan.steps) == 5
+    second, third = m(x), m(x)
+    ref = stepwise(m, x)
+    assert torch.equal(first, ref) and torch.equal(second, ref) and torch.equal(third, ref)
+    # outputs are the caller's: not the plan's buffers, not each other
+    assert second.data_ptr() != third.data_ptr()
+    third.fill_(0)
+    assert torch.equal(m(x), ref)
+    dense = get_model("deepcomp:lenet5").eval()
+    dense.load_state_dict(deepcomp.decode(lenet5))
+    torch.testing.assert_close(second, dense(x), rtol=1e-4, atol=1e-4)
+
+
+def test_plan_without_persistent_buffers_gives_the_same(lenet5, monkeypatch):
+    monkeypatch.setattr(exec_plan, "PLAN_BUFFER_BYTES", 0)
+    m = load(lenet5, policy="compact")
+    fixed_paths(m, monkeypatch)
+    x = torch.randn(3, 1, 28, 28)
+    m(x)
+    assert not plan_of(m, x).persistent
+    a, b = m(x), m(x)
+    assert torch.equal(a, stepwise(m, x)) and torch.equal(a, b)
+
+
+def test_other_paths_run_their_bound_functions_and_pools_stay_native(lenet5, monkeypatch):
+    m = load(lenet5, policy="compact")
+    fixed_paths(m, monkeypatch, conv="decode", fc="decode")
+    x = torch.randn(2, 1, 28, 28)
+    m(x)
+    plan = plan_of(m, x)
+    assert isinstance(plan, exec_plan.Plan) and len(plan.steps) == 7  # nothing fused
+    assert torch.equal(m(x), stepwise(m, x))
+
+
+def test_policy_change_invalidates_the_plan(lenet5, monkeypatch):
+    m = load(lenet5, policy="compact")
+    fixed_paths(m, monkeypatch)
+    x = torch.randn(2, 1, 28, 28)
+    m(x)
+    old = plan_of(m, x)
+    monkeypatch.undo()
+    set_policy(m, "dense")
+    y = m(x)  # step by step again: the layers choose anew
+    assert plan_of(m, x) is not old
+    assert torch.equal(m(x), y)
+    assert all(p == "dense" for d in deepcomp.runtime.path_summary(m).values() for p in d.values())
+
+
+def test_thread_counts_give_identical_results(lenet5, monkeypatch):
+    m = load(lenet5, policy="compact")
+    fixed_paths(m, monkeypatch)
+    x = torch.randn(16, 1, 28, 28)
+    before = (K.get_num_threads(), torch.get_num_threads(), K._ops._C.parallel_min_work())
+    outs = []
+    try:
+        K._ops._C.set_parallel_min_work(0)  # wake the second thread even for LeNet's work
+        for nt in (1, 2, 1, 2):
+            K.set_num_threads(nt)
+            m(x)
+            outs.append(m(x))
+    finally:
+        K.set_num_threads(before[0])
+        torch.set_num_threads(before[1])
+        K._ops._C.set_parallel_min_work(before[2])
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
+def test_concurrent_calls_do_not_share_buffers(lenet5, monkeypatch):
+    m = load(lenet5, policy="compact")
+    fixed_paths(m, monkeypatch)
+    xs = [torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    for x in xs[:1]:
+        m(x)
+    refs = [stepwise(m, x) for x in xs]
+    bad = []
+
+    def worker(i):
+        for _ in range(30):
+            if not torch.equal(m(xs[i]), refs[i]):
+                bad.append(i)
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not bad
+
+
+def test_errors_after_planning_stay_model_errors(lenet5):
+    m = load(lenet5, policy="compact")
+    x = torch.randn(2, 1, 28, 28)
+    m(x)
+    m(x)
+    with pytest.raises(ModelError):
+        m(torch.randn(2, 3, 28, 28))
+    with pytest.raises(ModelError):
+        m(torch.randn(2, 1, 20, 20))
+    with pytest.raises(ModelError):
+        m("not a tensor")
+    assert torch.equal(m(x), stepwise(m, x))
