@@ -41,6 +41,13 @@ CASES = [
     (1, 1, 5, 70, (5, 4), (1, 2), (2, 2), True),
     (1, 2, 13, 13, (2, 2), (2, 2), (0, 0), True),  # odd size: ceil_mode's half window
     (1, 64, 56, 56, (3, 3), (2, 2), (1, 1), False),
+    # 2-wide stride-2 windows (their own AVX2 loop): padding, odd widths whose last vector
+    # is partial at the very end of the tensor, 3 rows, 1 row, ceil_mode's clipped rows
+    (3, 5, 9, 17, (2, 2), (2, 2), (1, 1), False),
+    (1, 3, 8, 30, (3, 2), (2, 2), (1, 1), True),
+    (2, 4, 5, 33, (1, 2), (1, 2), (0, 1), True),
+    (1, 1, 2, 2, (2, 2), (2, 2), (0, 0), False),
+    (1, 2, 3, 49, (2, 2), (3, 2), (0, 0), True),
 ]
 
 
@@ -56,6 +63,23 @@ def test_max_pool_matches_torch_on_scalar_and_avx2(case):
             assert same(ref, out), case
     if yv is not None:
         assert same(ys[1], yv[1])
+
+
+@pytest.mark.parametrize("case", CASES + [(1, 2, 6, 6, (2, 2), (2, 2), (0, 0), False),
+                                  (1, 1, 4, 4, (2, 2), (2, 2), (0, 0), False)])
+def test_max_pool_writes_nothing_past_its_output(case):
+    n, c, h, w, k, s, p, ceil = case
+    ref = F.max_pool2d(torch.randn(n, c, h, w), k, s, p, ceil_mode=ceil)
+    x = torch.randn(n, c, h, w)
+    guard = np.full(ref.numel() + 64, 7.0, np.float32)
+    out = guard[:ref.numel()].reshape(ref.shape)
+
+    def once():
+        _C.max_pool2d(x.numpy(), (k[0], k[1], s[0], s[1], p[0], p[1], ceil), out)
+        return guard.copy()
+    for g in scalar_and_avx2(once):
+        if g is not None:
+            assert (g[ref.numel():] == 7.0).all()
 
 
 def test_max_pool_all_nan_and_infinite_planes():

