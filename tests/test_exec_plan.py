@@ -150,3 +150,47 @@ def test_errors_after_planning_stay_model_errors(lenet5):
     with pytest.raises(ModelError):
         m("not a tensor")
     assert torch.equal(m(x), stepwise(m, x))
+
+
+class _PoolNet(torch.nn.Module):
+    """ResNet's stem shape in small: conv, ReLU, 3x3 / 2 max-pool with padding, and a
+    2x2 ceil_mode pool on an odd size."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(8, 6, 3)
+        self.fc = torch.nn.Linear(6 * 4 * 4, 5)
+
+    def forward(self, x):
+        x = torch.nn.functional.max_pool2d(torch.relu(self.c1(x)), 3, 2, 1)
+        x = torch.nn.functional.max_pool2d(self.c2(x), 2, 2, 0, ceil_mode=True)
+        return self.fc(torch.flatten(x, 1))
+
+
+def test_graph_executor_max_pool_is_native_and_matches_pytorch(tmp_path):
+    torch.manual_seed(0)
+    net = _PoolNet().eval()
+    p = tmp_path / "pool.dcz"
+    deepcomp.save(net, p, prune="sparsity:0.5", bits={"fc": 6, "conv": 6}, example_inputs=torch.randn(2, 3, 17, 17))
+    m = load(p, policy="sparse")  # a fixed path: both models run the same layer kernels
+    ref = load(p, policy="sparse")
+    ref.native_ops = False
+    calls = []
+    real = K._ops._C.max_pool2d
+
+    def spy(*a):
+        calls.append(a[1])
+        return real(*a)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 17, 17)
+        try:
+            K._ops._C.max_pool2d = spy
+            y = m(x)
+            y2 = m(x)
+        finally:
+            K._ops._C.max_pool2d = real
+        torch.testing.assert_close(y, ref(x), rtol=0, atol=0)
+        assert torch.equal(y, y2)
+    assert (3, 3, 2, 2, 1, 1, False) in calls and (2, 2, 2, 2, 0, 0, True) in calls
+    assert type(m).__module__ == "deepcomp.runtime.executor"  # the version-2 graph executor

@@ -19,6 +19,7 @@ from deepcomp.errors import ModelError
 from deepcomp.graph import dims as D
 from deepcomp.graph.ops import DTYPES, FLOATS, INTS, OPS
 from deepcomp.graph.validate import Checked
+from deepcomp.runtime.exec_plan import native_max_pool
 
 _PLAN_CACHE = 8
 _DIM_TYPES = ("dims", "dims-1", "dim+", "dim+-")
@@ -53,6 +54,10 @@ class GraphModule(nn.Module):
         self._layer = dict(zip(order, self.layers))
         self._tensors = tensors  # file tensors the graph reads, dense, in their dtype
         self._plans: OrderedDict = OrderedDict()
+        # deepcomp's native kernels for ops outside the runtime layers (max-pool); False
+        # runs PyTorch's own for every op but linear / conv2d (set before the first call),
+        # as benchmarks/bench_run.py does for its "PyTorch fp32" twin.
+        self.native_ops = True
         self._fuse_relu()
 
     def _fuse_relu(self) -> None:
@@ -107,6 +112,9 @@ class GraphModule(nn.Module):
                 continue
             if n.op in ("linear", "conv2d"):
                 fn = self._layer[n.name].forward  # skips nn.Module.__call__'s hook machinery
+            elif n.op == "max_pool2d" and self.native_ops and \
+                    (fn := native_max_pool(n.a["k"], n.a["s"], n.a["p"], n.a["d"], n.a["ceil"])) is not None:
+                pass
             else:
                 spec = OPS[n.op]
                 a = _bind_attrs(n.op, n.a, bind)

@@ -114,6 +114,7 @@ class GraphModule(nn.Module):
                 last_use[v] = i
         keep = set(self.outputs)
         self._plans: dict = {}  # (input shape, threads) -> exec_plan.Plan, or None: no gain
+        self.native_ops = True  # as runtime/executor.py's: False keeps PyTorch's max-pool
         self._steps = [
             (name, fn, ins, [v for v in set(ins) if last_use.get(v) == i and v not in keep],
              hasattr(fn, "_size_refs"))
