@@ -194,3 +194,27 @@ def test_graph_executor_max_pool_is_native_and_matches_pytorch(tmp_path):
         assert torch.equal(y, y2)
     assert (3, 3, 2, 2, 1, 1, False) in calls and (2, 2, 2, 2, 0, 0, True) in calls
     assert type(m).__module__ == "deepcomp.runtime.executor"  # the version-2 graph executor
+
+
+def test_graph_executor_binds_layer_paths_after_the_first_run(tmp_path, monkeypatch):
+    torch.manual_seed(1)
+    net = _PoolNet().eval()
+    p = tmp_path / "pool.dcz"
+    deepcomp.save(net, p, prune="sparsity:0.5", bits={"fc": 6, "conv": 6}, example_inputs=torch.randn(2, 3, 17, 17))
+    m = load(p, policy="sparse")
+    x = torch.randn(2, 3, 17, 17)
+    first = m(x)
+    assert len(m._bound) == 1
+    # the bound steps run without the layers' forward()
+    for layer in m.layers:
+        monkeypatch.setattr(layer, "forward", lambda *a: pytest.fail("forward() called"))
+    assert torch.equal(m(x), first)
+    monkeypatch.undo()
+    set_policy(m, "dense")  # rebinds the layers: the guard falls back to forward()
+    torch.testing.assert_close(m(x), first, rtol=1e-4, atol=1e-4)
+    assert not m._bound  # ... and drops the stale binding
+    dense = m(x)
+    assert len(m._bound) == 1 and torch.equal(m(x), dense)
+    assert all(p == "dense" for d in deepcomp.runtime.path_summary(m).values() for p in d.values())
+    with pytest.raises(ModelError):
+        m(torch.randn(2, 4, 17, 17))
