@@ -172,14 +172,17 @@ class GraphModule(nn.Module):
         # choosing their paths; later ones run the plan bound from it (runtime/exec_plan.py).
         key = (tuple(x.shape), K.get_num_threads())
         plan = self._plans.get(key, False)
-        if plan and plan.valid() and plan.lock.acquire(blocking=False):
+        if plan is None:  # nothing to gain for this shape
+            return self._forward(x)
+        if plan and plan.valid():
+            if not plan.lock.acquire(blocking=False):
+                return self._forward(x)  # another thread is in the plan's buffers
             try:
                 outs = plan.run(x)
             finally:
                 plan.lock.release()
             return outs[0] if len(outs) == 1 else tuple(outs)
-        if plan is None:  # nothing to gain for this shape
-            return self._forward(x)
+        # No plan yet, or the layers chose anew since (policy change): trace and build.
         trace: dict = {}
         out = self._forward(x, trace)
         if len(self._plans) >= _PLAN_CACHE:
