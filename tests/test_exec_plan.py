@@ -218,3 +218,20 @@ def test_graph_executor_binds_layer_paths_after_the_first_run(tmp_path, monkeypa
     assert all(p == "dense" for d in deepcomp.runtime.path_summary(m).values() for p in d.values())
     with pytest.raises(ModelError):
         m(torch.randn(2, 4, 17, 17))
+
+
+def test_a_graph_with_nothing_to_bind_runs_step_by_step_until_the_layers_change(tmp_path):
+    p = tmp_path / "lenet300.dcz"
+    deepcomp.save(get_model("deepcomp:lenet300"), p, prune="sparsity:0.92", bits={"fc": 6})
+    m = load(p, policy="dense")  # PyTorch's linear on a dense weight: nothing native to bind
+    x = torch.randn(3, 1, 28, 28)
+    y = m(x)
+    plan = plan_of(m, x)
+    assert isinstance(plan, exec_plan.Plan) and plan.steps is None
+    assert torch.equal(m(x), y)
+    set_policy(m, "sparse")
+    ys = m(x)
+    plan = plan_of(m, x)
+    assert plan.steps is not None and len(plan.steps) >= 3  # the sparse layers, bound
+    assert torch.equal(m(x), ys)
+    torch.testing.assert_close(ys, y, rtol=1e-4, atol=1e-4)

@@ -91,7 +91,8 @@ def _native_layer(layer, lkey):
 
 
 class Plan:
-    """The bound steps of one graph for one input shape and thread count."""
+    """The bound steps of one graph for one input shape and thread count (steps None: no
+    step gains from binding, run the graph step by step while the guards hold)."""
 
     def __init__(self, steps, nslots: int, outs: list, guards: list, persistent: bool) -> None:
         self.steps = steps
@@ -115,9 +116,9 @@ class Plan:
         return [vals[s].clone() if copy else vals[s] for s, copy in self.outs]
 
 
-def build_legacy_plan(gm, trace: dict) -> Plan | None:
+def build_legacy_plan(gm, trace: dict) -> Plan:
     """A plan for runtime/legacy_exec.GraphModule `gm` from one traced run: trace maps each
-    value name (input included) to (shape, contiguous) as it was. None if nothing in the graph gains."""
+    value name (input included) to (shape, contiguous) as it was."""
     C = K._ops._C if K.native_available() else None
     threads = K.get_num_threads()
     steps_in = gm._steps
@@ -193,7 +194,8 @@ def build_legacy_plan(gm, trace: dict) -> Plan | None:
             continue
         pending.append(("generic", (fn, needs_shapes, [slot[v] for v in ins], new_slot(name), ins)))
     if not gains:
-        return None
+        # Nothing to bind: the step-by-step run stays, until the layers choose anew.
+        return Plan(None, nslots, [], guards, False)
     persistent = planned_bytes <= PLAN_BUFFER_BYTES
     shapes_of = {n: torch.Size(t[0]) for n, t in trace.items()}
 

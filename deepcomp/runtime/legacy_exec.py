@@ -113,7 +113,7 @@ class GraphModule(nn.Module):
             for v in ins:
                 last_use[v] = i
         keep = set(self.outputs)
-        self._plans: dict = {}  # (input shape, threads) -> exec_plan.Plan, or None: no gain
+        self._plans: dict = {}  # (input shape, threads) -> exec_plan.Plan
         self.native_ops = True  # as runtime/executor.py's: False keeps PyTorch's max-pool
         self._steps = [
             (name, fn, ins, [v for v in set(ins) if last_use.get(v) == i and v not in keep],
@@ -171,12 +171,11 @@ class GraphModule(nn.Module):
         # The first call on an input shape (and thread count) runs step by step, the layers
         # choosing their paths; later ones run the plan bound from it (runtime/exec_plan.py).
         key = (tuple(x.shape), K.get_num_threads())
-        plan = self._plans.get(key, False)
-        if plan is None:  # nothing to gain for this shape
-            return self._forward(x)
-        if plan and plan.valid():
-            if not plan.lock.acquire(blocking=False):
-                return self._forward(x)  # another thread is in the plan's buffers
+        plan = self._plans.get(key)
+        if plan is not None and plan.valid():
+            if plan.steps is None or not plan.lock.acquire(blocking=False):
+                # Nothing bound for this shape, or another thread is in the plan's buffers.
+                return self._forward(x)
             try:
                 outs = plan.run(x)
             finally:
@@ -185,7 +184,7 @@ class GraphModule(nn.Module):
         # No plan yet, or the layers chose anew since (policy change): trace and build.
         trace: dict = {}
         out = self._forward(x, trace)
-        if len(self._plans) >= _PLAN_CACHE:
+        if key not in self._plans and len(self._plans) >= _PLAN_CACHE:
             self._plans.pop(next(iter(self._plans)))
         self._plans[key] = build_legacy_plan(self, trace)
         return out
