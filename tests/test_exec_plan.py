@@ -90,10 +90,14 @@ def test_policy_change_invalidates_the_plan(lenet5, monkeypatch):
     x = torch.randn(2, 1, 28, 28)
     m(x)
     old = plan_of(m, x)
+    x3 = torch.randn(3, 1, 28, 28)
+    m(x3)
+    assert len(m._plans) == 2
     monkeypatch.undo()
     set_policy(m, "dense")
     y = m(x)  # step by step again: the layers choose anew
     assert plan_of(m, x) is not old
+    assert len(m._plans) == 1  # the other shape's plan, holding the old forms, is gone too
     assert torch.equal(m(x), y)
     assert all(p == "dense" for d in deepcomp.runtime.path_summary(m).values() for p in d.values())
 

@@ -181,7 +181,10 @@ class GraphModule(nn.Module):
             finally:
                 plan.lock.release()
             return outs[0] if len(outs) == 1 else tuple(outs)
-        # No plan yet, or the layers chose anew since (policy change): trace and build.
+        if plan is not None:
+            # The layers chose anew (a policy change): every plan holds the forms they used,
+            # which may be gone from the layers now; drop them all, rebuild on use.
+            self._plans.clear()
         trace: dict = {}
         out = self._forward(x, trace)
         if key not in self._plans and len(self._plans) >= _PLAN_CACHE:
