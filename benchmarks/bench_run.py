@@ -115,6 +115,7 @@ def dense_models(name: str, path: Path):
         from deepcomp.runtime import from_state_dict
 
         fp32 = from_state_dict(decode(path), graph=open_dcz(path).graph, policy="dense").eval()
+        fp32.native_ops = False  # PyTorch's own ops throughout, deepcomp's max-pool included
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated but still the baseline
         from torch.ao.quantization import quantize_dynamic

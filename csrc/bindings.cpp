@@ -22,6 +22,32 @@ namespace {
 template <typename T>
 using carray = py::array_t<T, py::array::c_style>;
 
+// Max-pool geometry for an h x w plane, output size as PyTorch computes it (ceil_mode's
+// last window must start inside the input or its left padding); rejects what PyTorch
+// rejects, so that every window overlaps the plane.
+kernels::PoolGeom pool_geom(int64_t h, int64_t w, py::tuple p) {
+  if (p.size() != 7) throw py::value_error("pool must be (kh, kw, sh, sw, ph, pw, ceil_mode)");
+  kernels::PoolGeom g;
+  g.h = h, g.w = w;
+  g.kh = p[0].cast<int64_t>(), g.kw = p[1].cast<int64_t>(), g.sh = p[2].cast<int64_t>(), g.sw = p[3].cast<int64_t>();
+  g.ph = p[4].cast<int64_t>(), g.pw = p[5].cast<int64_t>();
+  const bool ceil = p[6].cast<bool>();
+  if (g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1 || g.ph < 0 || g.pw < 0)
+    throw py::value_error("pool kernel and stride must be >= 1, padding >= 0");
+  if (2 * g.ph > g.kh || 2 * g.pw > g.kw) throw py::value_error("pool padding must be at most half the kernel size");
+  auto size = [ceil](int64_t in, int64_t k, int64_t s, int64_t pad) {
+    const int64_t span = in + 2 * pad - k + (ceil ? s - 1 : 0);
+    if (span < 0) return int64_t{0};
+    int64_t out = span / s + 1;
+    if (ceil && (out - 1) * s >= in + pad) --out;
+    return out;
+  };
+  g.oh = size(h, g.kh, g.sh, g.ph);
+  g.ow = size(w, g.kw, g.sw, g.pw);
+  if (g.oh < 1 || g.ow < 1) throw py::value_error("the pool window is larger than the padded input");
+  return g;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -686,7 +712,7 @@ PYBIND11_MODULE(_C, m) {
       "conv_sparse_kxk",
       [](carray<float> x, carray<int32_t> indptr, py::array indices, py::object values, py::object codes,
          py::object codebook, int64_t n_cols, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
-         int64_t pw, py::object bias, int32_t act, carray<float> out) {
+         int64_t pw, py::object bias, int32_t act, carray<float> out, py::object pool) {
         if (x.ndim() != 4 || out.ndim() != 4 || indptr.ndim() != 1 || indices.ndim() != 1)
           throw py::value_error("x and out must be NCHW, indptr and indices 1-D");
         if (act < 0 || act > kernels::kActHardswish) throw py::value_error("bad activation");
@@ -703,9 +729,15 @@ PYBIND11_MODULE(_C, m) {
         a.oh = (a.h + 2 * ph - kh) / sh + 1;
         a.ow = (a.w + 2 * pw - kw) / sw + 1;
         a.c_out = indptr.shape(0) - 1;
-        if (a.c_out < 0 || out.shape(0) != a.n || out.shape(1) != a.c_out || out.shape(2) != a.oh ||
-            out.shape(3) != a.ow)
-          throw py::value_error("out must be [n, rows, oh, ow]");
+        kernels::PoolGeom pg;
+        if (!pool.is_none()) {  // max-pool fused after the activation: out is the pooled size
+          pg = pool_geom(a.oh, a.ow, pool.cast<py::tuple>());
+          a.pool = &pg;
+        }
+        const int64_t yh = a.pool ? pg.oh : a.oh, yw = a.pool ? pg.ow : a.ow;
+        if (a.c_out < 0 || out.shape(0) != a.n || out.shape(1) != a.c_out || out.shape(2) != yh ||
+            out.shape(3) != yw)
+          throw py::value_error(a.pool ? "out must be [n, rows, pooled oh, pooled ow]" : "out must be [n, rows, oh, ow]");
         if (!(indices.flags() & py::array::c_style)) throw py::value_error("indices must be contiguous");
         if (indices.dtype().is(py::dtype::of<uint16_t>())) a.idx16 = static_cast<const uint16_t*>(indices.data());
         else if (indices.dtype().is(py::dtype::of<int32_t>())) a.idx32 = static_cast<const int32_t*>(indices.data());
@@ -742,6 +774,26 @@ PYBIND11_MODULE(_C, m) {
       py::arg("x").noconvert(), py::arg("indptr").noconvert(), py::arg("indices"), py::arg("values").none(true),
       py::arg("codes").none(true), py::arg("codebook").none(true), py::arg("n_cols"), py::arg("kh"), py::arg("kw"),
       py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("bias").none(true), py::arg("act"),
-      py::arg("out").noconvert(),
-      "Direct sparse KxK conv on NCHW (no im2col): W [rows, C*kh*kw] in CSR. Contents must have passed check_csr.");
+      py::arg("out").noconvert(), py::arg("pool").none(true) = py::none(),
+      "Direct sparse KxK conv on NCHW (no im2col): W [rows, C*kh*kw] in CSR. Contents must have passed check_csr. "
+      "pool=(kh, kw, sh, sw, ph, pw, ceil_mode): max-pool each output plane after the activation.");
+
+  // ---- max-pool 2-D (section owned by the per-op overhead work) ----------------------
+  m.def(
+      "max_pool2d",
+      [](carray<float> x, py::tuple pool, carray<float> out) {
+        if (x.ndim() != 4 || out.ndim() != 4) throw py::value_error("x and out must be NCHW");
+        kernels::MaxPoolArgs a;
+        a.g = pool_geom(x.shape(2), x.shape(3), pool);
+        if (out.shape(0) != x.shape(0) || out.shape(1) != x.shape(1) || out.shape(2) != a.g.oh ||
+            out.shape(3) != a.g.ow)
+          throw py::value_error("out must be [n, c, oh, ow] of the pool's output size");
+        a.planes = x.shape(0) * x.shape(1);
+        a.x = x.data();
+        a.y = out.mutable_data();
+        py::gil_scoped_release nogil;
+        kernels::max_pool2d(a);
+      },
+      py::arg("x").noconvert(), py::arg("pool"), py::arg("out").noconvert(),
+      "Max-pool over NCHW planes, dilation 1: pool=(kh, kw, sh, sw, ph, pw, ceil_mode) as PyTorch's.");
 }

@@ -97,4 +97,11 @@ def conv_sparse_kxk(x: npt.NDArray[np.float32], indptr: npt.NDArray[np.int32],
                     indices: npt.NDArray[np.uint16] | npt.NDArray[np.int32], values: npt.NDArray[np.float32] | None,
                     codes: npt.NDArray[np.uint8] | None, codebook: npt.NDArray[np.float32] | None, n_cols: int,
                     kh: int, kw: int, sh: int, sw: int, ph: int, pw: int, bias: npt.NDArray[np.float32] | None,
-                    act: int, out: npt.NDArray[np.float32]) -> None: ...
+                    act: int, out: npt.NDArray[np.float32],
+                    pool: tuple[int, int, int, int, int, int, bool] | None = None) -> None: ...
+
+
+# ---- max-pool 2-D (csrc/kernels/max_pool*; use deepcomp.ops.max_pool2d) ----
+# pool: (kh, kw, sh, sw, ph, pw, ceil_mode), dilation 1
+def max_pool2d(x: npt.NDArray[np.float32], pool: tuple[int, int, int, int, int, int, bool],
+               out: npt.NDArray[np.float32]) -> None: ...

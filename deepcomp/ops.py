@@ -693,3 +693,38 @@ def conv1x1_codebook(x, indptr, indices, codes, codebook, n_out: int, bias=None,
     x = _input(x, "x", ndim=4)
     w = _sparse(indptr, indices, n_out, x.shape[1], codes=codes, codebook=codebook)
     return conv1x1_sparse_packed(x, w, bias, stride, activation)
+
+
+# ---- max-pool 2-D (csrc/kernels/max_pool*) --------------------------------------------------
+
+__all__ += ["max_pool2d"]
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False) -> torch.Tensor:
+    """torch.nn.functional.max_pool2d for float32 NCHW, dilation 1, on the native kernel
+    (AVX2 vectors over output columns for strides 1 and 2, a NaN kept as PyTorch keeps it).
+
+    stride defaults to the kernel size; padding may be at most half the kernel, as in PyTorch.
+    """
+    x = _input(x, "x", ndim=4)
+    kh, kw = _pair(kernel_size, "kernel_size")
+    sh, sw = (kh, kw) if stride is None else _pair(stride, "stride")
+    ph, pw = _pair(padding, "padding")
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0:
+        raise OpInputError(f"kernel and stride must be >= 1 and padding >= 0, got {kernel_size!r}, "
+                           f"{stride!r}, {padding!r}")
+    if 2 * ph > kh or 2 * pw > kw:
+        raise OpInputError(f"padding {(ph, pw)} must be at most half the kernel {(kh, kw)}")
+    n, c, h, w = x.shape
+
+    def size(i, k, s, p):
+        span = i + 2 * p - k + (s - 1 if ceil_mode else 0)
+        o = span // s + 1 if span >= 0 else 0
+        return o - 1 if ceil_mode and o > 0 and (o - 1) * s >= i + p else o
+    oh, ow = size(h, kh, sh, ph), size(w, kw, sw, pw)
+    if oh < 1 or ow < 1:
+        raise OpInputError(f"the pool window {kh}x{kw} is larger than the padded input {h + 2 * ph}x{w + 2 * pw}")
+    out = torch.empty((n, c, oh, ow), dtype=torch.float32)
+    if out.numel():
+        _C.max_pool2d(x.numpy(), (kh, kw, sh, sw, ph, pw, bool(ceil_mode)), out.numpy())
+    return out

@@ -174,3 +174,33 @@ def test_grouped_or_dilated_conv_has_no_sparsekxk_path():
     assert "sparsekxk" not in RuntimeConv2d("c", form, dilation=(2, 2)).candidates()
     assert "sparsekxk" not in RuntimeConv2d("c", form, groups=2).candidates()
     assert "sparsekxk" in RuntimeConv2d("c", form).candidates()
+
+
+# Outputs at most 8 wide (LeNet-5's conv2 and smaller), with and without the fused pool, on
+# every path: odd row counts, more than 8 rows, 1-wide rows, padding.
+NARROW = [
+    (50, 20, 5, 5, (1, 1), (0, 0), 12, 12, 3),  # LeNet-5's conv2
+    (33, 7, 3, 3, (1, 1), (1, 1), 5, 6, 2),
+    (5, 2, 5, 5, (1, 1), (2, 2), 3, 8, 1),
+    (9, 4, 3, 3, (1, 1), (0, 0), 20, 4, 2),
+    (4, 3, 1, 1, (1, 1), (0, 0), 2, 1, 1),
+    (6, 1, 2, 3, (1, 1), (1, 0), 9, 10, 1),
+]
+
+
+@pytest.mark.parametrize("case", NARROW)
+@pytest.mark.parametrize("pool", [None, (2, 2, 2, 2, 0, 0, True)])
+def test_narrow_outputs_on_every_path(isa, case, pool):
+    o, c, kh, kw, stride, padding, h, wd, n = case
+    dense, w = make(o, c, kh, kw, 0.4, seed=o + h)
+    x = torch.randn(n, c, h, wd, generator=torch.Generator().manual_seed(wd))
+    b = np.linspace(-1, 1, o, dtype=np.float32)
+    ref = torch.relu(F.conv2d(x, dense, torch.from_numpy(b), stride, padding))
+    if pool is not None:
+        ref = F.max_pool2d(ref, 2, 2, 0, ceil_mode=True)
+        out = torch.full(ref.shape, 7.0)
+        _C.conv_sparse_kxk(x.numpy(), w.indptr, w.indices, w.values, w.codes, w.codebook, w.n_in, kh, kw,
+                           1, 1, padding[0], padding[1], b, 1, out.numpy(), pool)
+    else:
+        out = run(x, w, dense.shape, b, stride, padding, act=1)
+    torch.testing.assert_close(out, ref, rtol=0, atol=tol(x, dense, stride, padding))

@@ -284,3 +284,23 @@ def test_block_table_is_checked_where_the_kernel_reads_it(isa):
     # Where the table is not read it cannot do harm, and is not checked.
     x = torch.randn(1, 17000)
     torch.testing.assert_close(ops.spmm_packed(x, tampered), x @ w.T, rtol=0, atol=bound(x, w))
+
+
+# Short rows (at most 256 nonzeros a row on average) take the product-stream kernel on zmm
+# at batch 1: row lengths around its 16- and 32-nonzero steps, empty rows, a chunk of 32
+# rows that ends mid-way, LeNet-5's fc1 width.
+SHORT_LENGTHS = [0, 1, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 0, 0, 200, 7] * 3 + [5, 800, 3]
+
+
+@pytest.mark.parametrize("k", [5, 26, 200])
+@pytest.mark.parametrize("idx_dtype", [np.uint16, np.int32])
+def test_batch1_short_rows_exact(isa, k, idx_dtype):
+    w, indptr, indices, codes, codebook = make_rows(800, SHORT_LENGTHS, k=k, seed=k + 1, idx_dtype=idx_dtype)
+    rows = len(SHORT_LENGTHS)
+    g = torch.Generator().manual_seed(k)
+    x = torch.randint(-3, 4, (1, 800), generator=g).float()
+    bias = torch.randint(-50, 50, (rows,), generator=g).float()
+    ref = exact_product(x, w, bias, relu=False)
+    packed = ops.pack_codebook(indptr, indices, codes, codebook, rows, 800)
+    assert torch.equal(ops.spmm_packed(x, packed, bias=bias), ref)
+    assert torch.equal(ops.spmm_csr(x, indptr, indices, codebook[codes], rows, bias=bias), ref)

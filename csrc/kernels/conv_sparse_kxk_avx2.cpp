@@ -141,7 +141,9 @@ void conv_sparse_kxk_avx2(const ConvSparseArgs& a, int nthreads) {
     if (i) std::memset(xp, 0, static_cast<size_t>(a.c * g.plane) * sizeof(float));
     fill_phases(a, g, a.x + i * a.c * a.h * a.w, xp);
     for_chunks(nthreads, a.c_out, [&](int64_t o) {
-      float* y = a.y + (i * a.c_out + o) * a.oh * a.ow;
+      // With a fused pool the plane goes to this thread's scratch (in L1 for LeNet's
+      // 24x24), and only its pooled form to a.y.
+      float* y = a.pool ? pool_scratch(a.oh * a.ow) : a.y + (i * a.c_out + o) * a.oh * a.ow;
       const int64_t p0 = a.indptr[o], p1 = a.indptr[o + 1];
       const float b = a.bias ? a.bias[o] : 0.0f;
       for (int64_t ox0 = 0; ox0 < a.ow; ox0 += 32) {
@@ -172,6 +174,9 @@ void conv_sparse_kxk_avx2(const ConvSparseArgs& a, int nthreads) {
           }
         }
       }
+      if (a.pool)
+        max_pool_plane_avx2(*a.pool, y, a.y + (i * a.c_out + o) * a.pool->oh * a.pool->ow,
+                            a.oh * a.ow + kPoolScratchSlack);
     });
   }
   std::free(off);

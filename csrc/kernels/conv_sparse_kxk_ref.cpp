@@ -16,7 +16,7 @@ void conv_sparse_kxk_ref(const ConvSparseArgs& a, int nthreads) {
   for_chunks(nthreads, a.n * a.c_out, [&](int64_t t) {
     const int64_t i = t / a.c_out, o = t % a.c_out;
     const float* x = a.x + i * a.c * a.h * a.w;
-    float* y = a.y + (i * a.c_out + o) * a.oh * a.ow;
+    float* y = a.pool ? pool_scratch(a.oh * a.ow) : a.y + (i * a.c_out + o) * a.oh * a.ow;
     const int64_t p0 = a.indptr[o], p1 = a.indptr[o + 1];
     const float b = a.bias ? a.bias[o] : 0.0f;
     for (int64_t oy = 0; oy < a.oh; ++oy) {
@@ -33,6 +33,7 @@ void conv_sparse_kxk_ref(const ConvSparseArgs& a, int nthreads) {
         y[oy * a.ow + ox] = act_scalar(acc + b, a.act);
       }
     }
+    if (a.pool) max_pool_plane_ref(*a.pool, y, a.y + (i * a.c_out + o) * a.pool->oh * a.pool->ow);
   });
 }
 

@@ -251,6 +251,7 @@ namespace kernels {
 // (indptr from 0 to nnz, indices in [0, c * kh * kw), codes in [0, k)). No im2col, and
 // no transpose of the result: for small images at high sparsity (LeNet-5) the patch
 // matrix and the NHWC-to-NCHW copy cost more than the multiply-adds.
+struct PoolGeom;  // below, with the max-pool kernel
 struct ConvSparseArgs {
   const float* x = nullptr;  // [n, c, h, w]
   int64_t n = 0, c = 0, h = 0, w = 0, c_out = 0;
@@ -265,11 +266,37 @@ struct ConvSparseArgs {
   int32_t k = 0;
   const float* bias = nullptr;  // [c_out] or null
   int32_t act = kActNone;       // ConvAct
-  float* y = nullptr;           // [n, c_out, oh, ow]
+  float* y = nullptr;           // [n, c_out, oh, ow]; with `pool`, [n, c_out, pool.oh, pool.ow]
+  // Optional max-pool after the activation (pool.kh > 0; pool.h / pool.w must be oh / ow):
+  // each output plane is pooled while it is in L1 and only the pooled plane is written, so
+  // LeNet's conv + ReLU + 2x2 pool is one pass and one call.
+  const PoolGeom* pool = nullptr;
 };
 void conv_sparse_kxk(const ConvSparseArgs& a);
 void conv_sparse_kxk_ref(const ConvSparseArgs& a, int nthreads);
 void conv_sparse_kxk_avx2(const ConvSparseArgs& a, int nthreads);
+
+}  // namespace kernels
+}  // namespace deepcomp
+
+namespace deepcomp {
+namespace kernels {
+
+// ---- max-pool 2-D over NCHW planes (max_pool*.cpp) --------------------------------------
+// y[oy, ox] = max of x over the window rows oy * sh - ph + [0, kh) and columns
+// ox * sw - pw + [0, kw), clipped to the plane (padding never wins, as PyTorch's -inf
+// padding); dilation 1. A NaN in the window gives NaN, as in PyTorch. Any output size the
+// caller computed (ceil_mode included) as long as every window overlaps the plane.
+struct PoolGeom {
+  int64_t h = 0, w = 0, kh = 0, kw = 0, sh = 1, sw = 1, ph = 0, pw = 0, oh = 0, ow = 0;
+};
+struct MaxPoolArgs {
+  const float* x = nullptr;  // [planes, h, w]
+  int64_t planes = 0;
+  PoolGeom g;
+  float* y = nullptr;        // [planes, oh, ow]
+};
+void max_pool2d(const MaxPoolArgs& a);
 
 }  // namespace kernels
 }  // namespace deepcomp

@@ -51,6 +51,22 @@ void depthwise_avx2(const DepthwiseArgs& a, int nthreads, bool zmm);
 void conv1x1_sparse_ref(const Conv1x1Args& a, int nthreads);
 void conv1x1_sparse_avx2(const Conv1x1Args& a, int nthreads, bool zmm);
 
+// Max-pool twins (max_pool_ref.cpp / max_pool_avx2.cpp): one plane, as the fused
+// convolution epilogues call it, and whole tensors. They agree bit for bit (max is exact
+// and both keep a NaN).
+void max_pool_plane_ref(const PoolGeom& g, const float* x, float* y);
+// readable: floats that may be read from x on (at least the plane; more lets the vector
+// loads run unmasked past a row's end).
+void max_pool_plane_avx2(const PoolGeom& g, const float* x, float* y, int64_t readable);
+void max_pool2d_ref(const MaxPoolArgs& a, int nthreads);
+void max_pool2d_avx2(const MaxPoolArgs& a, int nthreads);
+
+// Per-thread scratch of at least n floats for one output plane (the fused conv + pool
+// epilogues), with kPoolScratchSlack readable floats after them: grows, never shrinks,
+// lives as long as the thread.
+constexpr int64_t kPoolScratchSlack = 16;
+float* pool_scratch(int64_t n);
+
 // Runs f(chunk) for chunk in [0, n) on the shared worker pool (one thread: inline). The
 // kernels hand it their per-chunk lambdas.
 template <typename F>

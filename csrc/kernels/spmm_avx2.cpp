@@ -283,6 +283,67 @@ DC_AVX512 void zspmv_rows(const SparseArgs& a, const Index* idx, const ZvCodeboo
   }
 }
 
+// Short rows (LeNet-5's fc1: 800 columns, 64 nonzeros a row): the row-by-row loop above
+// spends more on each row's tail masks, compares and horizontal sum than on its four
+// gathers. Here the products of all the chunk's nonzeros are formed first in one plain
+// loop of gathers (no row boundaries, no masks but the last), into a per-thread buffer in
+// L1; then each row sums its own contiguous run of products. On the Zen 4 VM, fc1 at
+// batch 1: 21 us -> 15 us in a standalone loop over its real weights. Each row's sum has a
+// fixed order whatever the chunking, so results do not depend on the thread count.
+constexpr int64_t kZvStreamMaxRowNnz = 256;  // average nonzeros a row, at most, to stream
+
+float* zv_stream_scratch(int64_t n) {
+  thread_local float* buf = nullptr;
+  thread_local int64_t cap = 0;
+  if (cap < n) {
+    std::free(buf);
+    cap = n + 1024;
+    buf = static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>((cap * 4 + 63) / 64 * 64)));
+    if (!buf) cap = 0;
+  }
+  return buf;
+}
+
+template <typename Index, int L>
+DC_AVX512 void zspmv_rows_stream(const SparseArgs& a, const Index* idx, const ZvCodebook& cb, int64_t r0,
+                                 int64_t r1) {
+  const int64_t p0 = a.indptr[r0], p1 = a.indptr[r1];
+  float* prod = zv_stream_scratch(p1 - p0 + 16);
+  if (!prod) {  // out of memory: the row-by-row loop needs no buffer
+    zspmv_rows<Index, L>(a, idx, cb, r0, r1);
+    return;
+  }
+  const float* x = a.x;
+  int64_t p = p0;
+  for (; p + 32 <= p1; p += 32) {
+    const __m512 g0 = _mm512_i32gather_ps(zv_idx(idx + p), x, 4);
+    const __m512 g1 = _mm512_i32gather_ps(zv_idx(idx + p + 16), x, 4);
+    _mm512_storeu_ps(prod + (p - p0), _mm512_mul_ps(zv_values<L>(a, p, cb), g0));
+    _mm512_storeu_ps(prod + (p - p0) + 16, _mm512_mul_ps(zv_values<L>(a, p + 16, cb), g1));
+  }
+  for (; p < p1; p += 16) {
+    const int64_t n = p1 - p;
+    const __mmask16 m = n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1u);
+    const __m512 g = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, zv_idx(idx + p, m), x, 4);
+    _mm512_mask_storeu_ps(prod + (p - p0), m, _mm512_mul_ps(zv_values<L>(a, p, m, cb), g));
+  }
+  for (int64_t r = r0; r < r1; ++r) {
+    int64_t q = a.indptr[r] - p0;
+    const int64_t qe = a.indptr[r + 1] - p0;
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    for (; q + 32 <= qe; q += 32) {
+      s0 = _mm512_add_ps(s0, _mm512_loadu_ps(prod + q));
+      s1 = _mm512_add_ps(s1, _mm512_loadu_ps(prod + q + 16));
+    }
+    if (q + 16 <= qe) {
+      s0 = _mm512_add_ps(s0, _mm512_loadu_ps(prod + q));
+      q += 16;
+    }
+    if (q < qe) s1 = _mm512_add_ps(s1, _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << (qe - q)) - 1u), prod + q));
+    a.y[r] = finish(a, r, _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)));
+  }
+}
+
 // Rows [r0, r1) (at most kZvRows) over nb column blocks of width bw, each row resuming
 // where the previous block left it; the next rows' weights (up to row r2) are prefetched.
 template <typename Index, int L>
@@ -313,8 +374,11 @@ DC_AVX512 void zspmv(const SparseArgs& a, const Index* idx, int nthreads) {
   const int64_t rows = a.n_out, n_in = a.n_in;
   if (n_in * static_cast<int64_t>(sizeof(float)) <= kZvBlockAbove) {
     constexpr int64_t kRows = 32;
+    const bool stream = a.indptr[rows] <= kZvStreamMaxRowNnz * rows;
     for_chunks(nthreads, (rows + kRows - 1) / kRows, [&](int64_t c) {
-      zspmv_rows<Index, L>(a, idx, cb, c * kRows, (c + 1) * kRows < rows ? (c + 1) * kRows : rows);
+      const int64_t r1 = (c + 1) * kRows < rows ? (c + 1) * kRows : rows;
+      if (stream) zspmv_rows_stream<Index, L>(a, idx, cb, c * kRows, r1);
+      else zspmv_rows<Index, L>(a, idx, cb, c * kRows, r1);
     });
     return;
   }

@@ -19,6 +19,8 @@ from deepcomp.errors import ModelError
 from deepcomp.graph import dims as D
 from deepcomp.graph.ops import DTYPES, FLOATS, INTS, OPS
 from deepcomp.graph.validate import Checked
+from deepcomp.runtime import kernels as K
+from deepcomp.runtime.exec_plan import native_max_pool
 
 _PLAN_CACHE = 8
 _DIM_TYPES = ("dims", "dims-1", "dim+", "dim+-")
@@ -39,6 +41,22 @@ def _bind_attrs(op: str, a: dict, bind: dict) -> dict:
     return out
 
 
+_LAYER_OPS = ("linear", "conv2d")
+
+
+def _guarded(layer, key, direct, forward, shape, stale):
+    fast = layer._fast
+    f32 = torch.float32
+
+    def run(x):
+        if x.shape == shape and x.dtype is f32 and x.is_contiguous():
+            if fast.get(key) is direct:
+                return direct(x)
+            stale()  # the layer was rebound: bind the steps again on the next call
+        return forward(x)
+    return run
+
+
 class GraphModule(nn.Module):
     """An nn.Module that runs a checked graph: model(*inputs) or model(**named_inputs)."""
 
@@ -53,6 +71,11 @@ class GraphModule(nn.Module):
         self._layer = dict(zip(order, self.layers))
         self._tensors = tensors  # file tensors the graph reads, dense, in their dtype
         self._plans: OrderedDict = OrderedDict()
+        # deepcomp's native kernels for ops outside the runtime layers (max-pool); False
+        # runs PyTorch's own for every op but linear / conv2d (set before the first call),
+        # as benchmarks/bench_run.py does for its "PyTorch fp32" twin.
+        self.native_ops = True
+        self._bound: dict = {}  # (binding, threads) -> (plan steps, steps with bound layers)
         self._fuse_relu()
 
     def _fuse_relu(self) -> None:
@@ -107,6 +130,9 @@ class GraphModule(nn.Module):
                 continue
             if n.op in ("linear", "conv2d"):
                 fn = self._layer[n.name].forward  # skips nn.Module.__call__'s hook machinery
+            elif n.op == "max_pool2d" and self.native_ops and \
+                    (fn := native_max_pool(n.a["k"], n.a["s"], n.a["p"], n.a["d"], n.a["ceil"])) is not None:
+                pass
             else:
                 spec = OPS[n.op]
                 a = _bind_attrs(n.op, n.a, bind)
@@ -193,11 +219,22 @@ class GraphModule(nn.Module):
     def forward(self, *args, **kwargs):
         xs, bind = self.check_inputs(self._collect(args, kwargs))
         template, steps, outs = self._plan(bind)
+        # After one run per binding and thread count, the layer steps call the path each
+        # layer chose directly (see _bind_layers); the first run records their inputs.
+        bkey = (tuple(sorted(bind.items())), K.get_num_threads())
+        bound = self._bound.get(bkey)
+        seen = None
+        if bound is not None and bound[0] is steps:
+            steps = bound[1]
+        else:
+            seen = {}
         vals = list(template)
         vals[:len(xs)] = xs
         i = -1
         try:
             for i, (fn, ins, out, dead, _name, _op) in enumerate(steps):
+                if seen is not None and _op in _LAYER_OPS:
+                    seen[i] = vals[ins[0]]
                 vals[out] = fn(*[vals[s] for s in ins])
                 for s in dead:
                     vals[s] = None
@@ -209,12 +246,35 @@ class GraphModule(nn.Module):
             _, _, _, _, name, op = steps[i]
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise ModelError(f"graph node '{name}' ({op}) failed on inputs {self._shapes(xs)}: {msg}") from None
+        if seen is not None:
+            self._bind_layers(bkey, steps, seen)
         st = self.checked.out
         if st is None:
             return vals[outs[0]]
         if st == "tuple":
             return tuple(vals[s] for s in outs)
         return {k: vals[s] for k, s in zip(st, outs)}
+
+    def _bind_layers(self, bkey, steps, seen: dict) -> None:
+        """Steps whose layers call their chosen path directly: forward() re-checks the
+        input, builds its key and looks the path up on every call (a few microseconds a
+        layer, a real share of a small model). A guard keeps it honest: the same shape,
+        contiguous float32, and the layer still bound to that path (a policy change rebinds
+        it), else forward() as before."""
+        nt = bkey[1]
+        out = list(steps)
+        for i, x in seen.items():
+            fn, ins, o, dead, name, op = steps[i]
+            layer = self._layer[name]
+            if not isinstance(x, torch.Tensor):
+                continue
+            key = (tuple(x.shape), nt)
+            direct = layer._fast.get(key)
+            if direct is not None:
+                out[i] = (_guarded(layer, key, direct, fn, x.shape, self._bound.clear), ins, o, dead, name, op)
+        if len(self._bound) >= _PLAN_CACHE:
+            self._bound.pop(next(iter(self._bound)))
+        self._bound[bkey] = (steps, out)
 
     def _shapes(self, xs) -> str:
         return ", ".join(f"{n} {list(x.shape)}" for n, x in zip(self.input_names, xs))

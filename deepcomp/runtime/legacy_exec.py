@@ -14,6 +14,10 @@ import torch.nn.functional as F
 
 from deepcomp.errors import ModelError
 from deepcomp.graph.legacy import validate
+from deepcomp.runtime import kernels as K
+from deepcomp.runtime.exec_plan import build_legacy_plan
+
+_PLAN_CACHE = 8  # input shapes with a plan kept per model
 
 
 def _max_pool(a):
@@ -80,8 +84,10 @@ class GraphModule(nn.Module):
             consumers[o] = consumers.get(o, 0) + 1
         alias: dict[str, str] = {}
         steps = []
+        self._ops: dict[str, tuple] = {}  # step name -> (op, attrs), for exec_plan
         for n in nodes:
             name, op, a = n["name"], n["op"], n["attrs"]
+            self._ops[name] = (op, a)
             ins = [alias.get(v, v) for v in n["inputs"]]
             if op == "relu" and ins[0] in self.layers and consumers.get(n["inputs"][0]) == 1 \
                     and hasattr(self.layers[ins[0]], "relu"):
@@ -107,6 +113,8 @@ class GraphModule(nn.Module):
             for v in ins:
                 last_use[v] = i
         keep = set(self.outputs)
+        self._plans: dict = {}  # (input shape, threads) -> exec_plan.Plan
+        self.native_ops = True  # as runtime/executor.py's: False keeps PyTorch's max-pool
         self._steps = [
             (name, fn, ins, [v for v in set(ins) if last_use.get(v) == i and v not in keep],
              hasattr(fn, "_size_refs"))
@@ -151,7 +159,7 @@ class GraphModule(nn.Module):
     def forward(self, x):
         x = self.check_input(x)
         try:
-            return self._forward(x)
+            return self._run(x)
         except ModelError as e:
             raise ModelError(f"{e} (model input shape {list(x.shape)})") from None
         except (RuntimeError, IndexError, ValueError, TypeError, KeyError) as e:
@@ -159,9 +167,36 @@ class GraphModule(nn.Module):
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise ModelError(f"the graph cannot run on an input of shape {list(x.shape)}: {msg}") from None
 
-    def _forward(self, x):
+    def _run(self, x):
+        # The first call on an input shape (and thread count) runs step by step, the layers
+        # choosing their paths; later ones run the plan bound from it (runtime/exec_plan.py).
+        key = (tuple(x.shape), K.get_num_threads())
+        plan = self._plans.get(key)
+        if plan is not None and plan.valid():
+            if plan.steps is None or not plan.lock.acquire(blocking=False):
+                # Nothing bound for this shape, or another thread is in the plan's buffers.
+                return self._forward(x)
+            try:
+                outs = plan.run(x)
+            finally:
+                plan.lock.release()
+            return outs[0] if len(outs) == 1 else tuple(outs)
+        if plan is not None:
+            # The layers chose anew (a policy change): every plan holds the forms they used,
+            # which may be gone from the layers now; drop them all, rebuild on use.
+            self._plans.clear()
+        trace: dict = {}
+        out = self._forward(x, trace)
+        if key not in self._plans and len(self._plans) >= _PLAN_CACHE:
+            self._plans.pop(next(iter(self._plans)))
+        self._plans[key] = build_legacy_plan(self, trace)
+        return out
+
+    def _forward(self, x, trace: dict | None = None):
         env = {self.input_name: x}
         shapes = {self.input_name: x.shape}
+        if trace is not None:  # shapes and layouts only: the values are freed as usual
+            trace[self.input_name] = (tuple(x.shape), x.is_contiguous())
         for name, fn, ins, dead, needs_shapes in self._steps:
             args = [env[v] for v in ins]
             if needs_shapes:
@@ -170,6 +205,8 @@ class GraphModule(nn.Module):
                 out = fn(*args)
             env[name] = out
             shapes[name] = out.shape
+            if trace is not None:
+                trace[name] = (tuple(out.shape), isinstance(out, torch.Tensor) and out.is_contiguous())
             for v in dead:
                 del env[v]
         outs = [env[o] for o in self.outputs]
