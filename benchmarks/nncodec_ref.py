@@ -8,7 +8,12 @@ key starts with "int:" are integer indices (0 for a zero weight, the signed rank
 centroid otherwise); NNCodec codes them losslessly (DeepCABAC, row skipping on), and
 every decode is compared bit for bit. Arrays with "f32:" (codebooks, biases) are counted
 as raw fp32 bytes, the lossless baseline. "blob" (optional) is compressed with brotli -11.
-Prints nothing but errors; writes JSON.
+
+Arrays with "flt:" are every tensor of the model as float32 (shared weights as their
+values): NNCodec's own near-lossless modes code them, its codebook mode
+(`codebook_mode=1`) and its default uniform mode, each at the coarsest step (QP) whose
+decoded tensors all stay within `--max-rel-err` (1e-3) of their range, the error found
+by decoding. Prints nothing but errors; writes JSON.
 """
 import json
 import sys
@@ -17,12 +22,47 @@ import time
 
 import numpy as np
 
+MAX_REL_ERR = 1e-3
+# QP (qp_density 2: the step doubles every 4) from coarse to fine; the first that passes
+# is the coarsest passing one (error grows with the step)
+# (uniform mode's dependent quantization needs ~3 steps finer than codebook mode for the
+# same error, so its search starts there)
+QPS = {1: tuple(range(-30, -67, -4)), 0: tuple(range(-38, -75, -4))}
+
+
+def max_rel_err(dec: dict, ref: dict) -> float:
+    worst = 0.0
+    for k, v in ref.items():
+        d = np.asarray(dec[k], np.float64).reshape(v.shape)
+        span = float(v.max() - v.min()) if v.size else 0.0
+        span = span if span > 0 else max(float(np.abs(v).max()), 1e-30)
+        worst = max(worst, float(np.abs(d - v).max()) / span)
+    return worst
+
+
+def near_lossless(nnc, flts: dict, td: str, codebook_mode: int) -> dict:
+    tried = []
+    for qp in QPS[codebook_mode]:
+        t0 = time.perf_counter()
+        bs = nnc.compress(dict(flts), bitstream_path=f"{td}/c.nnc", return_bitstream=True, row_skipping=True,
+                          verbose=False, codebook_mode=codebook_mode, qp=qp, use_dq=True)
+        enc = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dec = nnc.decompress(bs)
+        dec_s = time.perf_counter() - t0
+        err = max_rel_err(dec, flts)
+        tried.append({"qp": qp, "bytes": len(bs), "max_rel_err": err, "encode_s": enc, "decode_s": dec_s})
+        if err <= MAX_REL_ERR:
+            return {**tried[-1], "tried": tried}
+    return {"bytes": None, "tried": tried}
+
 
 def main(inp: str, out: str) -> int:
     from nncodec import nnc
 
     data = np.load(inp)
     ints = {k[4:]: np.ascontiguousarray(data[k].astype(np.int32)) for k in data.files if k.startswith("int:")}
+    flts = {k[4:]: np.ascontiguousarray(data[k].astype(np.float32)) for k in data.files if k.startswith("flt:")}
     raw = sum(data[k].size * 4 for k in data.files if k.startswith("f32:"))
     res = {"raw_f32_bytes": int(raw)}
     with tempfile.TemporaryDirectory() as td:
@@ -33,6 +73,9 @@ def main(inp: str, out: str) -> int:
         t0 = time.perf_counter()
         dec = nnc.decompress(bs)
         res["decode_s"] = time.perf_counter() - t0
+        if flts:
+            res["codebook"] = near_lossless(nnc, flts, td, 1)
+            res["uniform"] = near_lossless(nnc, flts, td, 0)
     res["bitstream_bytes"] = len(bs)
     res["exact"] = all(np.array_equal(np.asarray(dec[k]).astype(np.int64).reshape(v.shape), v) for k, v in ints.items())
     res["lossless_bytes"] = len(bs) + int(raw)
