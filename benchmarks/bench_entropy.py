@@ -218,6 +218,15 @@ def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, re
         out = f.state_dict()
         assert all(torch.equal(out[k].reshape(-1).view(torch.uint8), sd[k].contiguous().reshape(-1).view(torch.uint8))
                    for k in sd), "round trip is not exact"
+    if not speed_only:
+        from deepcomp.codec.snap import max_rel_error, snap_state_dict
+
+        snapped = snap_state_dict(sd, 1e-3)
+        p = tmp / "m.snap.dcz"
+        write_state_dict(snapped, p, graph=graph, version=2)
+        res["v2_snap_bytes"] = p.stat().st_size
+        res["v2_snap_err"] = max_rel_error(sd, snapped)
+        res["v2_snap_tensors"] = {r["name"]: (r["encoding"], r["bytes"]) for r in info_table(open_dcz(p))["tensors"]}
     res["per_tensor"] = [] if speed_only else bits_per_nonzero(sd, open_dcz(files[1]), open_dcz(files[2]))
     dense_pt = tmp / "dense.pt"
     torch.save(sd, dense_pt)
@@ -267,6 +276,7 @@ def print_table(rows: list) -> None:
     lines = [("deepcomp .dcz v1 (Huffman)", "v1_bytes"), ("deepcomp .dcz v2 (arithmetic)", "v2_bytes"),
              ("  v1 container (header, graph, meta, padding)", "v1_container"),
              ("  v2 container (prefix + deflated header)", "v2_container"),
+             ("deepcomp .dcz v2, snap=1e-3 (lossy, error <= 1e-3 of range)", "v2_snap_bytes"),
              ("NNCodec lossless", "nnc_lossless"), ("  NNCodec bitstream (integers)", "nnc_bitstream"),
              ("  + raw fp32 (codebooks, biases)", "nnc_raw_f32"),
              ("NNCodec codebook mode (every tensor, error <= 1e-3 of range)", "nnc_codebook"),
@@ -287,6 +297,14 @@ def print_table(rows: list) -> None:
             rivals = [r.get(k) for k in keys if isinstance(r.get(k), int)]
             best.append(f"{100 * (r['v2_bytes'] / min(rivals) - 1):+.1f} %" if rivals else "-")
         print(f"| {label} | " + " | ".join(best) + " |")
+    cells = []
+    for r in rows:
+        rivals = [r.get(k) for k in ("nnc_codebook", "nnc_uniform") if isinstance(r.get(k), int)]
+        cells.append(f"{100 * (r['v2_snap_bytes'] / min(rivals) - 1):+.1f} %"
+                     if rivals and "v2_snap_bytes" in r else "-")
+    print("| v2 snap=1e-3 vs NNCodec codebook / uniform (same bound) | " + " | ".join(cells) + " |")
+    print("| v2 snap=1e-3: max error / range | " + " | ".join(
+        f"{r['v2_snap_err']:.1e}" if "v2_snap_err" in r else "-" for r in rows) + " |")
     print("| v2 vs v1 | " + " | ".join(f"{100 * (r['v2_bytes'] / r['v1_bytes'] - 1):+.1f} %" for r in rows) + " |")
     print()
     print("| NNCodec near-lossless: QP, max error / range, encode s, decode s | " + " | ".join(cols) + " |")
@@ -413,11 +431,12 @@ def main(argv=None) -> int:
                   f"{t['ac_pos']:.2f} | {t['ac_val']:.2f} | {t['huff_bytes']:,} | {t['ac_bytes']:,} | "
                   + " ".join(f"{k}={v}" for k, v in t["model"].items()) + " |")
     for r in rows if not args.speed_only else []:
-        print(f"\n{r['model']}: per tensor (encoding, bytes) v1 -> v2")
+        print(f"\n{r['model']}: per tensor (encoding, bytes) v1 -> v2, and v2 with snap=1e-3")
         for k in r["v2_tensors"]:
             a, b = r["v1_tensors"][k], r["v2_tensors"][k]
-            if a[1] >= 1000 or b[1] >= 1000:
-                print(f"  {k:<40} {a[0]:<14} {a[1]:>10,} -> {b[0]:<10} {b[1]:>10,}")
+            c = r.get("v2_snap_tensors", {}).get(k, ("-", 0))
+            if a[1] >= 1000 or b[1] >= 1000 or "MiniLM" not in r["model"]:
+                print(f"  {k:<40} {a[0]:<14} {a[1]:>10,} -> {b[0]:<10} {b[1]:>10,}   snap: {c[0]:<10} {c[1]:>10,}")
     for tp in extra:
         print("\n4096x4096 layer, 90 % sparse, 5 bit, MB/s of dense fp32: " + ", ".join(
             f"{k} {v:,}" if "bytes" in k else f"{k} {v:.0f}" for k, v in tp.items() if k != "model"))
