@@ -28,6 +28,12 @@ MAX_REL_ERR = 1e-3
 # (uniform mode's dependent quantization needs ~3 steps finer than codebook mode for the
 # same error, so its search starts there)
 QPS = {1: tuple(range(-30, -67, -4)), 0: tuple(range(-38, -75, -4))}
+# Codebook mode costs a full encode of a tensor per codebook entry (its zero-offset search,
+# get_codebook_offset), ~K x the lossless encode: on models this big each QP trial takes
+# minutes, so the search starts at the coarsest QP that passed on any LeNet (-34 codebook,
+# -46 uniform); a coarser one might pass there too (then NNCodec's figure is an upper bound).
+BIG_NUMEL = 5_000_000
+QPS_BIG = {1: tuple(range(-34, -67, -4)), 0: tuple(range(-46, -75, -4))}
 
 
 def max_rel_err(dec: dict, ref: dict) -> float:
@@ -42,7 +48,8 @@ def max_rel_err(dec: dict, ref: dict) -> float:
 
 def near_lossless(nnc, flts: dict, td: str, codebook_mode: int) -> dict:
     tried = []
-    for qp in QPS[codebook_mode]:
+    big = sum(v.size for v in flts.values()) > BIG_NUMEL
+    for qp in (QPS_BIG if big else QPS)[codebook_mode]:
         t0 = time.perf_counter()
         bs = nnc.compress(dict(flts), bitstream_path=f"{td}/c.nnc", return_bitstream=True, row_skipping=True,
                           verbose=False, codebook_mode=codebook_mode, qp=qp, use_dq=True)
@@ -53,7 +60,7 @@ def near_lossless(nnc, flts: dict, td: str, codebook_mode: int) -> dict:
         err = max_rel_err(dec, flts)
         tried.append({"qp": qp, "bytes": len(bs), "max_rel_err": err, "encode_s": enc, "decode_s": dec_s})
         if err <= MAX_REL_ERR:
-            return {**tried[-1], "tried": tried}
+            return {**tried[-1], "tried": tried, "search_from": tried[0]["qp"]}
     return {"bytes": None, "tried": tried}
 
 
