@@ -87,3 +87,19 @@ def test_save_with_snap_is_smaller_and_decodes_the_snapped_values(tmp_path):
         assert torch.equal(b[k].view(torch.int32), want[k].view(torch.int32)), k
     assert open_dcz(snapped).meta["snap"] == 1e-3
     assert "snap" not in open_dcz(exact).meta
+
+
+def test_snap_after_a_one_shot_plan(tmp_path):
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+    out = tmp_path / "auto.dcz"
+    deepcomp.save(model, out, bits="auto", max_rel_error=0.1, snap=1e-3)
+    dec = deepcomp.decode(out)
+    for k, v in dec.items():
+        step = grid_step(model.state_dict()[k], 1e-3)
+        assert step is not None
+        # every stored value sits on a power-of-two grid no coarser than the bound allows
+        # (half the step measured on the snapped values: their range may differ by a step)
+        q = v.double() / (grid_step(v, 1e-3) / 2)
+        assert torch.equal(q, torch.round(q)), k
+    assert open_dcz(out).meta["snap"] == 1e-3
