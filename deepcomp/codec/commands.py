@@ -34,6 +34,9 @@ def add_codec_commands(sub) -> None:
     e.add_argument("--seed", type=int, default=0, help="seed of the per-layer k-means init (forgy, kmeans++)")
     e.add_argument("--quiet", action="store_true",
                    help="no progress bars (they are only drawn on a terminal anyway)")
+    e.add_argument("--snap", metavar="E", default=None,
+                   help="lossy, opt-in: store every float value (biases, norm parameters, centroids) on a "
+                        "power-of-two grid within E times its tensor's range, e.g. 1e-3 (smaller files)")
     e.set_defaults(func=_encode)
 
     d = sub.add_parser("decode", help="turn a .dcz back into a plain state_dict .pt")
@@ -48,6 +51,18 @@ def add_codec_commands(sub) -> None:
                    help="also plot, per layer, the weight histograms and the codebook with its "
                         "cluster counts")
     i.set_defaults(func=_info)
+
+
+def _snap(args: argparse.Namespace):
+    if args.snap is None:
+        return None
+    from deepcomp.codec.snap import check_rel
+
+    try:
+        value = float(args.snap)
+    except ValueError:
+        value = args.snap
+    return check_rel(value)
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -71,7 +86,7 @@ def _encode(args: argparse.Namespace) -> int:
     if bits:
         meta["bits"] = bits
     summary = save(loaded.obj, args.output, prune=args.prune, bits=bits, init=args.init,
-                   graph=graph, meta=meta, fp16=args.fp16, progress=not args.quiet)
+                   graph=graph, meta=meta, fp16=args.fp16, progress=not args.quiet, snap=_snap(args))
     print(f"wrote {args.output}: {summary['file_bytes']} bytes, {summary['ratio']:.1f}x smaller than the "
           f"{summary['dense_bytes']} bytes of dense tensors ({loaded.kind})")
     return 0
@@ -91,7 +106,7 @@ def _encode_auto(args: argparse.Namespace) -> int:
     meta = {"source": os.path.basename(args.input), "source_kind": loaded.kind}
     summary = save(loaded.obj, args.output, prune=args.prune, bits="auto", init=args.init,
                    graph=graph, meta=meta, fp16=args.fp16, max_rel_error=e, seed=args.seed,
-                   progress=not args.quiet)
+                   progress=not args.quiet, snap=_snap(args))
     print(summary["oneshot"].table())
     print(f"wrote {args.output}: {summary['file_bytes']} bytes, {summary['ratio']:.1f}x smaller than the "
           f"{summary['dense_bytes']} bytes of dense tensors ({loaded.kind})")
