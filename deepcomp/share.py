@@ -105,12 +105,23 @@ def _segments(sv: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def kmeans_1d(values, k: int, init: str = "linear", seed: int = 0, max_iter: int = 100,
-              tol: float = 0.0) -> KMeansResult:
-    """Lloyd's k-means in one dimension (see the module docstring)."""
+              tol: float = 0.0, weights=None) -> KMeansResult:
+    """Lloyd's k-means in one dimension (see the module docstring).
+
+    ``weights`` (non-negative, one per value) makes it weighted k-means: each centroid is
+    the weighted mean of its segment and the loss the weighted squared error. The
+    nearest-centroid assignment does not depend on the weights, so the segments are cut
+    as before.
+    """
     x = np.asarray(values, dtype=np.float64).ravel()
     n = x.size
     if k < 1:
         raise ShareSpecError(f"need at least one cluster, got k={k}")
+    wt = None
+    if weights is not None:
+        wt = np.asarray(weights, dtype=np.float64).ravel()
+        if wt.size != n or not np.all(np.isfinite(wt)) or (wt.size and wt.min() < 0):
+            raise ShareSpecError(f"k-means weights must be {n} finite non-negative numbers, one per value")
     order = np.argsort(x, kind="stable")
     sv = x[order]
     if n == 0:
@@ -122,22 +133,24 @@ def kmeans_1d(values, k: int, init: str = "linear", seed: int = 0, max_iter: int
         labels = np.searchsorted(uniq, x)
         return KMeansResult(c, labels.astype(np.int64), [0.0], 0)
     c = init_centroids(sv, k, init, seed, sorted_values=sv)
-    s1 = np.concatenate([[0.0], np.cumsum(sv)])
-    s2 = np.concatenate([[0.0], np.cumsum(sv * sv)])
+    sw = np.ones(n) if wt is None else wt[order]
+    s0 = np.concatenate([[0.0], np.cumsum(sw)])
+    s1 = np.concatenate([[0.0], np.cumsum(sw * sv)])
+    s2 = np.concatenate([[0.0], np.cumsum(sw * sv * sv)])
     losses: list[float] = []
     it = 0
     for it in range(1, max_iter + 1):
         b = _segments(sv, c)
-        cnt = np.diff(b).astype(np.float64)
+        cnt = s0[b[1:]] - s0[b[:-1]]  # the segment's weight (its count when unweighted)
         seg1 = s1[b[1:]] - s1[b[:-1]]
         seg2 = s2[b[1:]] - s2[b[:-1]]
         # SSE of the assignment just made, from prefix sums: sum (x - c)^2 per segment.
         loss = float(np.maximum(seg2 - 2.0 * c * seg1 + cnt * c * c, 0.0).sum())
         losses.append(loss)
-        new_c = np.where(cnt > 0, seg1 / np.maximum(cnt, 1.0), c)
+        nonempty = cnt > 0
+        new_c = np.where(nonempty, seg1 / np.where(nonempty, cnt, 1.0), c)
         # Float rounding can nudge a segment mean a hair outside its range; clamping
         # to the segment's own extremes keeps the centroids sorted.
-        nonempty = cnt > 0
         lo = sv[np.minimum(b[:-1], n - 1)]
         hi = sv[np.maximum(b[1:] - 1, 0)]
         new_c = np.where(nonempty, np.clip(new_c, lo, hi), new_c)
@@ -164,8 +177,9 @@ def _check_bits(bits: int) -> int:
 
 
 def cluster_tensor(w: Tensor, bits: int, init: str = "linear", seed: int = 0,
-                   max_iter: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """k-means over the nonzero entries of ``w``.
+                   max_iter: int = 100, importance: Tensor | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """k-means over the nonzero entries of ``w`` (weighted by ``importance``, same shape, if given).
 
     Returns (codebook float32 [2**bits], index int64 [nnz], flat positions int64 [nnz]).
     """
@@ -173,15 +187,26 @@ def cluster_tensor(w: Tensor, bits: int, init: str = "linear", seed: int = 0,
     _check_init(init)
     flat = w.detach().reshape(-1).to(torch.float32).cpu().numpy()
     pos = np.flatnonzero(flat)
-    res = kmeans_1d(flat[pos], 2 ** bits, init, seed, max_iter=max_iter)
+    weights = None
+    if importance is not None:
+        if tuple(importance.shape) != tuple(w.shape):
+            raise ShareSpecError(f"importance has shape {tuple(importance.shape)}, the weight "
+                                 f"{tuple(w.shape)}; give one number per weight")
+        weights = importance.detach().reshape(-1).to(torch.float64).cpu().numpy()[pos]
+    res = kmeans_1d(flat[pos], 2 ** bits, init, seed, max_iter=max_iter, weights=weights)
     return res.centroids.astype(np.float32), res.labels, pos
 
 
-def share_tensor(w: Tensor, bits: int, init: str = "linear", seed: int = 0) -> Tensor:
-    """``w`` with every nonzero weight replaced by its centroid; zeros stay +0.0."""
+def share_tensor(w: Tensor, bits: int, init: str = "linear", seed: int = 0,
+                 importance: Tensor | None = None) -> Tensor:
+    """``w`` with every nonzero weight replaced by its centroid; zeros stay +0.0.
+
+    ``importance`` (same shape, >= 0): weighted k-means, so that the weights whose
+    errors cost the model most are matched most closely (see deepcomp.oneshot).
+    """
     if not w.is_floating_point():
         raise ShareSpecError(f"can only share floating tensors, got {w.dtype}")
-    codebook, labels, pos = cluster_tensor(w, bits, init, seed)
+    codebook, labels, pos = cluster_tensor(w, bits, init, seed, importance=importance)
     out = np.zeros(w.numel(), dtype=np.float32)
     # + 0.0 turns a -0.0 centroid into +0.0.
     out[pos] = codebook[labels] + np.float32(0.0)

@@ -221,6 +221,9 @@ def test_tuple_inputs_and_dict_outputs():
     (dict(max_rel_error=0.1), "bits='auto'"),
     (dict(bits={"fc": 5}, min_cosine=0.9), "bits='auto'"),
     (dict(prune="auto"), "prune='auto'"),
+    (dict(bits="auto", max_rel_error=0.1, weighting="activations"), "calibration"),
+    (dict(bits="auto", calibration="CAL", min_cosine=0.99, weighting="fisher"), "unknown k-means weighting"),
+    (dict(bits={"fc": 5}, weighting="activations"), "bits='auto'"),
     (dict(bits="auto", calibration="CAL", min_cosine=0.99, prune="sparsity:0.99"), "not reached"),
 ])
 def test_save_auto_user_errors(tmp_path, kw, match):
@@ -260,3 +263,59 @@ def test_share_matches_the_writers_kmeans():
     w = torch.randn(30, 20)
     assert torch.equal(quantize("x.weight", w, 4, init="forgy", seed=3),
                        share_tensor(w, 4, "forgy", _layer_seed(3, "x.weight")))
+
+
+def test_activation_importance_is_each_inputs_mean_square():
+    from deepcomp.oneshot import _activation_importance
+
+    model = _mlp().eval()
+    items = [torch.randn(5, 32), torch.randn(3, 32)]
+    imp = _activation_importance(model, candidates(model.state_dict()), [(x,) for x in items])
+    assert set(imp) == {"0.weight", "2.weight", "4.weight"}
+    x = torch.cat(items).double()
+    want = (x * x).mean(0)
+    want = (want + 0.01 * want.mean()).float()
+    assert imp["0.weight"].shape == (96, 32)
+    torch.testing.assert_close(imp["0.weight"][7], want)
+    # The second layer sees the first one's ReLU output.
+    h = torch.relu(model[0](x.float())).double()
+    m2 = (h * h).mean(0)
+    torch.testing.assert_close(imp["2.weight"][0], (m2 + 0.01 * m2.mean()).float())
+
+
+def test_weighted_kmeans_cuts_the_output_error_where_inputs_differ_in_scale():
+    # One input feature 100x louder than the rest: plain k-means spends its centroids on
+    # all weights alike; weighted by the inputs' mean squares it matches that feature's
+    # weights more closely, which decide most of the output.
+    from deepcomp.oneshot import _activation_importance
+
+    ratios = []
+    for seed in range(5):
+        torch.manual_seed(seed)
+        lin = nn.Linear(40, 24)
+        scale = torch.ones(40)
+        scale[0] = 100.0
+        xs = [torch.randn(64, 40) * scale for _ in range(2)]
+        imp = _activation_importance(nn.Sequential(lin), ["0.weight"], [(x,) for x in xs])["0.weight"]
+        w = lin.weight.detach()
+        plain = quantize("0.weight", w, 4)
+        weighted = quantize("0.weight", w, 4, importance=imp)
+        # What weighted k-means minimises (the diagonal model of the output error) is lower ...
+        assert float((imp * (w - weighted) ** 2).sum()) < float((imp * (w - plain) ** 2).sum())
+        x = torch.cat(xs)
+        err = lambda q: float(((x @ (w - q).T) ** 2).mean())
+        ratios.append(err(weighted) / err(plain))
+    # ... and so is the real output error, by about half on average.
+    assert sum(ratios) / len(ratios) < 0.75
+
+
+def test_save_with_activation_weighting_meets_the_target_and_records_it(tmp_path):
+    model = _mlp().eval()
+    g = torch.Generator().manual_seed(5)
+    items = [torch.randn(8, 32, generator=g) * torch.linspace(0.1, 10, 32) for _ in range(3)]
+    out = tmp_path / "w.dcz"
+    r = deepcomp.save(model, out, bits="auto", calibration=items, min_cosine=0.99, graph=False,
+                      weighting="activations")
+    assert _min_cosine(model, decode(out), items) >= 0.99
+    assert r["oneshot"].target["weighting"] == "activations"
+    assert open_dcz(out).meta["oneshot"]["target"]["weighting"] == "activations"

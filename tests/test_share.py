@@ -157,3 +157,43 @@ def test_trained_quantization_keeps_zeros_and_codebook():
     assert torch.unique(w[w != 0]).numel() <= 4
     assert torch.unique(m[2].weight).numel() <= 4
     assert set(dict(m.named_parameters())) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
+def test_weighted_kmeans_with_equal_weights_is_plain_kmeans():
+    from deepcomp.share import kmeans_1d
+
+    x = np.random.default_rng(0).normal(size=2000)
+    a = kmeans_1d(x, 16)
+    b = kmeans_1d(x, 16, weights=np.full(x.size, 3.0))
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-12, atol=1e-12)
+
+
+def test_weighted_kmeans_centroid_is_the_weighted_mean():
+    from deepcomp.share import kmeans_1d
+
+    # One cluster: its centroid is the weighted mean, not the plain one.
+    x = np.array([0.0, 1.0, 2.0, 10.0])
+    w = np.array([1.0, 1.0, 1.0, 7.0])
+    res = kmeans_1d(x, 1, weights=w)
+    assert res.centroids[0] == pytest.approx((0 + 1 + 2 + 70) / 10)
+    # A segment whose only value weighs 0 keeps its centroid (no 0/0); the other
+    # centroid is the weighted mean of its three values.
+    res = kmeans_1d(np.array([0.0, 0.1, 5.0, 100.0]), 2, weights=np.array([1.0, 1.0, 1.0, 0.0]))
+    np.testing.assert_allclose(res.centroids, [5.1 / 3, 100.0])
+
+
+@pytest.mark.parametrize("weights,match", [(np.ones(3), "4 finite"), (np.array([1.0, -1.0, 1.0, 1.0]), "non-negative"),
+                                           (np.array([1.0, np.nan, 1.0, 1.0]), "finite")])
+def test_bad_kmeans_weights_are_a_clear_error(weights, match):
+    from deepcomp.share import ShareSpecError, kmeans_1d
+
+    with pytest.raises(ShareSpecError, match=match):
+        kmeans_1d(np.array([0.0, 1.0, 2.0, 3.0]), 2, weights=weights)
+
+
+def test_share_tensor_importance_shape_must_match():
+    from deepcomp.share import ShareSpecError, share_tensor
+
+    with pytest.raises(ShareSpecError, match="one number per weight"):
+        share_tensor(torch.randn(4, 5), 2, importance=torch.ones(5))

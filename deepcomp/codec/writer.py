@@ -229,7 +229,8 @@ def prepare_state_dict(sd: Mapping, *, prune: str | None = None, bits=None, init
 def save(obj, path, *, prune: str | None = None, bits=None, init: str = "linear",
          graph=None, meta: dict | None = None, fp16: bool = False, example_inputs=None,
          max_rel_error=None, calibration=None, min_cosine=None, seed: int = 0, log=None,
-         progress: bool = False, snap: float | None = None) -> dict:
+         progress: bool = False, snap: float | None = None,
+         weighting: str | None = None) -> dict:
     """Compress a model (nn.Module) or a state_dict into a .dcz file (see docs/FORMAT.md).
 
     ``snap=E`` (opt-in, lossy; default off = every value stored exactly) rounds every
@@ -240,7 +241,8 @@ def save(obj, path, *, prune: str | None = None, bits=None, init: str = "linear"
     ``bits="auto"`` chooses the bits per weight tensor (deepcomp.oneshot): with
     ``max_rel_error=E`` the fewest bits keeping each tensor's relative L2 error within E
     (``prune="auto"`` also chooses its kept fraction); with ``calibration=inputs,
-    min_cosine=C`` the smallest file whose outputs on those inputs keep cosine >= C.
+    min_cosine=C`` the smallest file whose outputs on those inputs keep cosine >= C, and
+    ``weighting="activations"`` weighs each Linear's k-means by its inputs on them.
     The plan is stored in the file's meta under "oneshot" and returned as "oneshot".
     ``progress=True`` shows tqdm bars for the long steps (k-means, the one-shot search,
     coding) when stderr is a terminal.
@@ -256,12 +258,12 @@ def save(obj, path, *, prune: str | None = None, bits=None, init: str = "linear"
 
         obj, plan = apply(obj, prune=prune, max_rel_error=max_rel_error, calibration=calibration,
                           min_cosine=min_cosine, init=init, seed=seed, fp16=fp16, log=log,
-                          progress=progress)
+                          progress=progress, weighting=weighting)
         meta = {**(meta or {}), "oneshot": plan.to_dict()}
         prune = None
     else:
         for key, value in (("max_rel_error", max_rel_error), ("calibration", calibration),
-                           ("min_cosine", min_cosine)):
+                           ("min_cosine", min_cosine), ("weighting", weighting)):
             if value is not None:
                 raise DeepcompError(f"{key} is a target for bits='auto'; pass bits='auto' with it "
                                     "(or drop it and give fixed bits such as {'fc': 5})")
