@@ -179,10 +179,10 @@ def bits_per_nonzero(sd: dict, v1_file, v2_file) -> list:
         m, n = q.shape[0], int(np.prod(q.shape[1:]))
         mask = (bits != 0).astype(np.uint16)
         pos = len(_C.ac_encode_weights(mask, np.zeros(1, np.uint32), m, n, 0, 1, True, bool(p["cm"]), 0,
-                                       p["sc"], p["sh"])) if p["sp"] else 0
+                                       p["sc"], p["sh"], p.get("pp", 0))) if p["sp"] else 0
         rows.append({"tensor": r.name, "nnz": nnz, "huff_pos": 8 * huff_pos / nnz, "huff_val": 8 * huff_val / nnz,
                      "ac_pos": 8 * pos / nnz, "ac_val": 8 * (q.length - pos) / nnz,
-                     "huff_bytes": r.length, "ac_bytes": q.length, "model": {k: p[k] for k in ("sp", "cm", "vc", "sc", "sh")}})
+                     "huff_bytes": r.length, "ac_bytes": q.length, "model": {k: p[k] for k in ("sp", "cm", "vc", "sc", "sh", "pp") if k in p}})
     return rows
 
 

@@ -211,8 +211,9 @@ PYBIND11_MODULE(_C, m) {
 
   // ---- arithmetic coder (csrc/coder; use deepcomp.codec.arith) --------------------------
   auto weight_model = [](uint64_t rows, uint64_t cols, uint32_t nneg, uint32_t npos, bool sparse, bool col_major,
-                         int value_ctx, int sig_ctx, int shift) {
+                         int value_ctx, int sig_ctx, int shift, uint32_t period) {
     coder::WeightModel m;
+    m.period = period;
     m.sig_ctx = sig_ctx;
     m.rows = rows;
     m.cols = cols;
@@ -232,8 +233,10 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "ac_encode_weights",
       [weight_model](carray<uint16_t> idx, carray<uint32_t> book, uint64_t rows, uint64_t cols, uint32_t nneg,
-                     uint32_t npos, bool sparse, bool col_major, int value_ctx, int sig_ctx, int shift) {
-        coder::WeightModel m = weight_model(rows, cols, nneg, npos, sparse, col_major, value_ctx, sig_ctx, shift);
+                     uint32_t npos, bool sparse, bool col_major, int value_ctx, int sig_ctx, int shift,
+                     uint32_t period) {
+        coder::WeightModel m =
+            weight_model(rows, cols, nneg, npos, sparse, col_major, value_ctx, sig_ctx, shift, period);
         if (idx.ndim() != 1 || static_cast<uint64_t>(idx.shape(0)) != rows * cols)
           throw py::value_error("idx must be 1-D with rows * cols entries");
         if (book.ndim() != 1 || static_cast<uint32_t>(book.shape(0)) != m.codebook)
@@ -249,12 +252,13 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("idx"), py::arg("book"), py::arg("rows"), py::arg("cols"), py::arg("nneg"), py::arg("npos"),
       py::arg("sparse"), py::arg("col_major"), py::arg("value_ctx"), py::arg("sig_ctx"), py::arg("shift"),
-      "Shared weights (table indices, row-major matrix view) and codebook bit patterns -> payload bytes.");
+      py::arg("period") = 0, "Shared weights (table indices, row-major matrix view) and codebook bit patterns -> payload bytes.");
   m.def(
       "ac_decode_weights",
       [weight_model](carray<uint8_t> payload, uint64_t rows, uint64_t cols, uint32_t nneg, uint32_t npos, bool sparse,
-                     bool col_major, int value_ctx, int sig_ctx, int shift) {
-        coder::WeightModel m = weight_model(rows, cols, nneg, npos, sparse, col_major, value_ctx, sig_ctx, shift);
+                     bool col_major, int value_ctx, int sig_ctx, int shift, uint32_t period) {
+        coder::WeightModel m =
+            weight_model(rows, cols, nneg, npos, sparse, col_major, value_ctx, sig_ctx, shift, period);
         if (payload.ndim() != 1) throw py::value_error("payload must be 1-D");
         carray<uint16_t> idx(static_cast<py::ssize_t>(rows * cols));
         carray<uint32_t> book(static_cast<py::ssize_t>(m.codebook));
@@ -268,7 +272,7 @@ PYBIND11_MODULE(_C, m) {
         return py::make_tuple(idx, book);
       },
       py::arg("payload"), py::arg("rows"), py::arg("cols"), py::arg("nneg"), py::arg("npos"), py::arg("sparse"),
-      py::arg("col_major"), py::arg("value_ctx"), py::arg("sig_ctx"), py::arg("shift"),
+      py::arg("col_major"), py::arg("value_ctx"), py::arg("sig_ctx"), py::arg("shift"), py::arg("period") = 0,
       "Payload -> (table indices uint16[rows*cols], codebook bit patterns uint32[nneg+npos]).");
   m.def(
       "ac_encode_floats",

@@ -103,7 +103,7 @@ def decode_floats(data: bytes, count: int, shift: int) -> list:
     return out
 
 
-def decode_weights(data: bytes, rows, cols, nneg, npos, sp, cm, vc, sc, sh):
+def decode_weights(data: bytes, rows, cols, nneg, npos, sp, cm, vc, sc, sh, pp=0):
     dec = RangeDecoder(data, sh)
     book = decode_codebook(dec, nneg, npos)
     base = 1 if sp else 0
@@ -111,8 +111,9 @@ def decode_weights(data: bytes, rows, cols, nneg, npos, sp, cm, vc, sc, sh):
     depth = max(nneg, npos, 1).bit_length() - 1 if max(nneg, npos) & (max(nneg, npos) - 1) == 0 else max(nneg, npos).bit_length()
     nctx = (1, 4, 16)[vc]
     tree = [[Bit() for _ in range(1 << depth)] for _ in range(nctx)]
-    sig = [Bit() for _ in range(96 if sc else 8)]
-    rowb, sign = [Bit(), Bit()], [Bit() for _ in range(3)]
+    per = 96 if sc else 8
+    sig = [Bit() for _ in range(per * (2 if pp else 1))]
+    rowb, sign = [Bit(), Bit()], [Bit() for _ in range(9)]
     R, C = (cols, rows) if cm else (rows, cols)
     out = [0] * (rows * cols)
     at = (lambda r, c: c * cols + r) if cm else (lambda r, c: r * cols + c)
@@ -128,8 +129,22 @@ def decode_weights(data: bytes, rows, cols, nneg, npos, sp, cm, vc, sc, sh):
     def bucket(m):
         return 0 if m == 0 else 1 + (m - 1) * 3 // gmax
 
-    def value(above):
-        neg = dec.bit(sign[state["prev_sign"]]) if nneg and npos else int(nneg != 0)
+    def sign_of(v):
+        return 0 if v < base else (-1 if v - base < nneg else 1)
+
+    def nbr(r, c):  # pp > 0: signs of the image neighbours left and the three above
+        if not pp:
+            return 0
+        s = sign_of(out[at(r, c - 1)]) if c else 0
+        if c >= pp:
+            u = c - pp
+            s += sign_of(out[at(r, u)])
+            s += sign_of(out[at(r, u - 1)]) if u else 0
+            s += sign_of(out[at(r, u + 1)]) if u + 1 < c else 0
+        return 1 if s > 0 else 2 if s < 0 else 0
+
+    def value(above, n):
+        neg = dec.bit(sign[3 * state["prev_sign"] + n]) if nneg and npos else int(nneg != 0)
         group = nneg if neg else npos
         ctx = 0
         if vc == 1:
@@ -152,23 +167,29 @@ def decode_weights(data: bytes, rows, cols, nneg, npos, sp, cm, vc, sc, sh):
             row_has = left = row_nz = 0
             for c in range(C):
                 up = int(r > 0 and out[at(r - 1, c)] != 0)
+                img = pp and c >= pp and out[at(r, c - pp)] != 0
                 if c + 1 == C and not row_has:
                     s = 1
                 elif sc == 0:
-                    s = dec.bit(sig[left | up << 1 | int(seen[c] != 0) << 2])
+                    s = dec.bit(sig[(left | up << 1 | int(seen[c] != 0) << 2) + (per if img else 0)])
                 else:
                     x, y = seen[c] * 64 // (r + 1), row_nz * 64 // (c + 1)
                     cb = 0 if seen[c] == 0 else 1 if x < 2 else 2 if x < 4 else 3 if x < 8 else 4 if x < 16 else 5
                     rb = 0 if row_nz == 0 else 1 if y < 4 else 2 if y < 10 else 3
-                    s = dec.bit(sig[(left | up << 1 | cb << 2) + 24 * rb])
+                    s = dec.bit(sig[(left | up << 1 | cb << 2) + 24 * rb + (per if img else 0)])
                 if s:
-                    out[at(r, c)] = value(out[at(r - 1, c)] if up else 0)
+                    above = (out[at(r, c - pp)] if c >= pp else 0) if pp else (out[at(r - 1, c)] if up else 0)
+                    out[at(r, c)] = value(above, nbr(r, c))
                     seen[c] += 1
                     row_has = 1
                     row_nz += 1
                 left = s
         else:
             for c in range(C):
-                out[at(r, c)] = value(out[at(r - 1, c)] if r else None)
+                if pp:
+                    above = out[at(r, c - pp)] if c >= pp else None
+                else:
+                    above = out[at(r - 1, c)] if r else None
+                out[at(r, c)] = value(above, nbr(r, c))
     assert dec.done()
     return out, book

@@ -23,6 +23,7 @@ from deepcomp.codec.tensors import choose_encoding
 from deepcomp.codec.v2 import _deflate, assemble_v2, choose_encoding_v2
 from deepcomp.codec.writer import assemble
 from deepcomp.errors import DczFormatError
+from tests.image_weights import smooth_images
 
 FAST_BUDGET_S = float(os.environ.get("DEEPCOMP_FUZZ_SECONDS", "10"))
 
@@ -56,10 +57,12 @@ def _corpus_v2(tensors: dict) -> list:
     """Version 2 images: every arithmetic-coded encoding, sparse and dense, and Huffman."""
     g = torch.Generator().manual_seed(1)
     extra = {"acd.weight": torch.randint(-3, 4, (12, 10), generator=g).float() * 0.25,
-             "acf.bias": torch.randn(40, generator=g)}
+             "acf.bias": torch.randn(40, generator=g),
+             "img.weight": smooth_images(12, 8, 0.3, 1)}
     encs = [choose_encoding_v2(k, v) for k, v in {**tensors, **extra}.items()]
     kinds = {e.fields["encoding"] for e in encs}
     assert {"ac_shared", "ac_float"} <= kinds, kinds
+    assert any(e.fields.get("pp") for e in encs)  # the image-period model is in the corpus
     return [assemble_v2(encs, {"nodes": [{"op": "linear"}]}, {"a": 1}), assemble_v2(encs[:3], None, None)]
 
 

@@ -17,6 +17,7 @@ from deepcomp.codec.tensors import SharedDense, SharedSparse
 from deepcomp.codec.v2 import _deflate, assemble_v2, choose_encoding_v2
 from deepcomp.codec.writer import write_state_dict
 from deepcomp.errors import DczChecksumError, DczFormatError, DczTruncatedError
+from tests.image_weights import smooth_images
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -236,6 +237,11 @@ def _row(name):
     (lambda h: h["t"][0][5].__setitem__("sp", 2), DczFormatError, "sp = 2"),
     (lambda h: h["t"][0][5].__setitem__("cm", -1), DczFormatError, "cm = -1"),
     (lambda h: h["t"][0][5].__setitem__("sc", 2), DczFormatError, "sc = 2"),
+    (lambda h: h["t"][0][5].__setitem__("zz", 1), DczFormatError, "optionally 'pp'"),
+    (lambda h: h["t"][0][5].__setitem__("pp", 0), DczFormatError, "pp = 0"),
+    (lambda h: h["t"][0][5].__setitem__("pp", 20), DczFormatError, "pp = 20"),
+    (lambda h: h["t"][0][5].__setitem__("pp", "3"), DczFormatError, "'pp'"),
+    (lambda h: h["t"][0][5].update(pp=3, cm=1), DczFormatError, "row-major"),
     (lambda h: h["t"][0][5].__setitem__("k", 7), DczFormatError, "tensor 'w'"),
     (lambda h: h["t"][0].__setitem__(1, "int32"), DczFormatError, "float32 only"),
     (lambda h: h["t"][0].__setitem__(2, []), DczFormatError, "at least one dimension"),
@@ -539,3 +545,52 @@ def test_huffman_shortcut_picks_what_the_full_comparison_picks(case, monkeypatch
         monkeypatch.undo()
         sparse_ok = uniq[uniq != 0].size <= 256
         assert V2._huffman_floor(_C.table_index(bits, uniq), uniq, sparse_ok) <= len(huff.payload)
+
+
+# ---- rows read as images (the `pp` parameter) ---------------------------------------------
+
+def _smooth_dense(rows, side, seed, k=6):
+    w = smooth_images(rows, side, 1.0, seed, k)
+    return torch.where(w == 0, torch.full((), 0.5 / k), w)  # every element a value
+
+
+@pytest.mark.parametrize("sp", [1, 0])
+@pytest.mark.parametrize("pp", [1, 3, 8, 15])
+def test_image_period_round_trips_and_reference_agrees(sp, pp):
+    from tests.ac_reference import decode_weights
+
+    w = smooth_images(5, 4, 0.4, pp) if sp else _smooth_dense(5, 4, pp)
+    bits = w.contiguous().view(torch.int32).numpy().view(np.uint32).reshape(-1)
+    idx, book, nn, npn = arith.weight_table(bits, bool(sp))
+    for vc, sc in ((0, 0), (2, sp), (1, sp)):
+        p = dict(sp=sp, cm=0, vc=vc, sc=sc, sh=5, pp=pp)
+        payload = arith.encode_shared(idx, book, 5, 16, nn, npn, p)
+        i2, b2 = arith.decode_shared(payload, 5, 16, {**p, "k": nn + npn, "neg": nn}, "t")
+        assert np.array_equal(i2, idx) and np.array_equal(b2, book)
+        out, ref_book = decode_weights(payload, 5, 16, nn, npn, **p)
+        assert out == idx.tolist() and ref_book == book.tolist()
+
+
+def test_image_period_pays_on_smooth_rows_and_the_writer_picks_it(tmp_path):
+    w = smooth_images(60, 12, 0.15, 3)
+    bits = w.contiguous().view(torch.int32).numpy().view(np.uint32).reshape(-1)
+    idx, book, nn, npn = arith.weight_table(bits, True)
+    flat = dict(sp=1, cm=0, vc=2, sc=1, sh=7)
+    plain = arith.encode_shared(idx, book, 60, 144, nn, npn, flat)
+    image = arith.encode_shared(idx, book, 60, 144, nn, npn, {**flat, "pp": 12})
+    assert len(image) < 0.9 * len(plain)
+    assert arith.image_periods((60, 144)) == (12,) and arith.image_periods((8, 3, 5, 5)) == (5,)
+    assert arith.image_periods((60, 143)) == () and arith.image_periods((4, 1, 1, 1)) == ()
+    enc = choose_encoding_v2("fc1.weight", w)
+    assert enc.fields["encoding"] == "ac_shared" and enc.fields["pp"] == 12
+    sd = {"fc1.weight": w, "conv.weight": smooth_images(16, 5, 0.3, 4).reshape(16, 1, 5, 5)}
+    write_state_dict(sd, tmp_path / "img.dcz", version=2)
+    back = decode(tmp_path / "img.dcz")
+    assert all(same_bits(back[k], sd[k]) for k in sd)
+
+
+def test_no_period_is_written_as_before():
+    # pp is left out of the parameters when the writer does not use it, so files of
+    # models without image rows are byte for byte those of the earlier writer
+    enc = choose_encoding_v2("w", shared((30, 20), 0.2, 8, 1))
+    assert enc.fields["encoding"] == "ac_shared" and "pp" not in enc.fields

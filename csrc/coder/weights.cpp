@@ -91,7 +91,8 @@ class WeightCoder {
       seen_.assign(C_, 0);
       colctx_.assign(C_, 0);
     }
-    sig_.assign(m.sig_ctx ? 96 : 8, Bit());
+    sig_per_ = m.sig_ctx ? 96 : 8;
+    sig_.assign(m.period ? 2 * sig_per_ : sig_per_, Bit());
     // The value contexts' magnitude buckets, as tables: the division in bucket() would
     // otherwise sit between one value and the next one's first bin.
     for (uint32_t mag = 0; mag <= groupmax_; ++mag) mag_bucket_.push_back(static_cast<uint8_t>(bucket(mag)));
@@ -111,6 +112,7 @@ class WeightCoder {
     uint32_t prev_mag = 0;
     int prev_sign = 0;  // 0 none yet, 1 positive, 2 negative
     int prev_empty = 0;
+    const uint64_t P = m_.period;
     for (uint64_t r = 0; r < R_; ++r) {
       uint16_t* row = idx + r * step_r;
       const uint16_t* above = r ? idx + (r - 1) * step_r : nullptr;
@@ -147,11 +149,13 @@ class WeightCoder {
             int up = above ? above[c * step_c] != 0 : 0;
             size_t ctx = static_cast<size_t>(left | up << 1 | colctx[c]);
             if (dens) ctx += rbase + 24 * static_cast<size_t>((c < lim1) + (c < lim2));
+            if (P && c >= P && row[(c - P) * step_c] != 0) ctx += sig_per_;
             sig = io.flag(sig_[ctx], v != 0);
           }
           if (sig) {
-            uint16_t a = above ? above[c * step_c] : 0;
-            Status st = value(io, v, prev_mag, prev_sign, a);
+            // with a period, "above" is the element above in the row's image
+            uint16_t a = P ? (c >= P ? row[(c - P) * step_c] : 0) : above ? above[c * step_c] : 0;
+            Status st = value(io, v, prev_mag, prev_sign, a, P ? neighbour_sign(row, c, step_c) : 0);
             if (st != Status::Ok) return st;
             if (seen_[c] < 0xFFFFFFFFu) ++seen_[c];
             row_has = 1;
@@ -170,7 +174,8 @@ class WeightCoder {
         for (uint64_t c = 0; c < C_; ++c) {
           uint16_t v = IO::kEncoding ? row[c * step_c] : 0;
           if (IO::kEncoding && v >= m_.nneg + m_.npos) return Status::SymbolOutOfRange;
-          Status st = value(io, v, prev_mag, prev_sign, above ? above[c * step_c] : 0xFFFF);
+          uint16_t a = P ? (c >= P ? row[(c - P) * step_c] : 0xFFFF) : above ? above[c * step_c] : 0xFFFF;
+          Status st = value(io, v, prev_mag, prev_sign, a, P ? neighbour_sign(row, c, step_c) : 0);
           if (st != Status::Ok) return st;
           if (!IO::kEncoding) row[c * step_c] = v;
         }
@@ -208,12 +213,30 @@ class WeightCoder {
     uint32_t t = v - base_;
     return t < m_.nneg ? t + 1 : t - m_.nneg + 1;
   }
+  // -1, 0, +1 per element: zero, or the sign of its table entry
+  int sign_of(uint16_t v) const { return v < base_ ? 0 : (v - base_ < m_.nneg ? -1 : 1); }
+
+  // With a period: 0 / 1 / 2 for the sum of the signs of the image neighbours already
+  // coded (left, and the three above) being zero / positive / negative. Trained first
+  // layers and kernels are smooth images, so neighbours mostly share their sign.
+  int neighbour_sign(const uint16_t* row, uint64_t c, uint64_t step_c) const {
+    const uint64_t P = m_.period;
+    int s = c ? sign_of(row[(c - 1) * step_c]) : 0;
+    if (c >= P) {
+      const uint64_t u = c - P;
+      s += sign_of(row[u * step_c]);
+      if (u) s += sign_of(row[(u - 1) * step_c]);
+      if (u + 1 < c) s += sign_of(row[(u + 1) * step_c]);
+    }
+    return s > 0 ? 1 : s < 0 ? 2 : 0;
+  }
+
   int bucket(uint32_t mag) const { return mag == 0 ? 0 : 1 + static_cast<int>((mag - 1) * 3 / groupmax_); }
 
   // Codes one non-zero (sparse) or any (dense) element: sign, then magnitude - 1 down a
   // binary tree whose nodes are adaptive bits. v is in/out.
   template <class IO>
-  Status value(IO& io, uint16_t& v, uint32_t& prev_mag, int& prev_sign, uint16_t above) {
+  Status value(IO& io, uint16_t& v, uint32_t& prev_mag, int& prev_sign, uint16_t above, int nbr) {
     int neg = 0;
     uint32_t mag = 0;
     if (IO::kEncoding) {
@@ -222,7 +245,7 @@ class WeightCoder {
       mag = neg ? t + 1 : t - m_.nneg + 1;
     }
     if (m_.nneg && m_.npos)
-      neg = io.bit(sign_[prev_sign], neg);
+      neg = io.bit(sign_[prev_sign * 3 + nbr], neg);
     else
       neg = m_.nneg != 0;
     uint32_t group = neg ? m_.nneg : m_.npos;
@@ -301,7 +324,8 @@ class WeightCoder {
   std::vector<uint8_t> idx_bucket_;  // bucket(mag_of(v)), v = a table index
   std::vector<Bit> sig_;
   Bit row_bits_[2];
-  Bit sign_[3];
+  size_t sig_per_;  // significance contexts without the period's bit
+  Bit sign_[9];  // previous sign (none / + / -) x neighbour_sign()
 };
 
 struct EncIO : Enc {
@@ -327,6 +351,7 @@ Status check_model(const WeightModel& m) {
   if (table > 257 || (!m.sparse && table == 0) || m.codebook != m.nneg + m.npos) return Status::BadParams;
   if (m.value_ctx < 0 || m.value_ctx > 2 || m.sig_ctx < 0 || m.sig_ctx > 1 || !shift_ok(m.shift)) return Status::BadParams;
   if (m.rows == 0 || m.cols == 0 || m.rows > (uint64_t{1} << 40) / m.cols) return Status::BadParams;
+  if (m.period && m.period >= (m.col_major ? m.rows : m.cols)) return Status::BadParams;
   return Status::Ok;
 }
 

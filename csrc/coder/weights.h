@@ -37,6 +37,11 @@ struct WeightModel {
   int value_ctx = 0;        // 0: one context set; 1: by previous value; 2: previous x above
   int sig_ctx = 0;          // 0: left, above, column seen; 1: also column and row density so far
   int shift = 7;            // adaptation limit, kMinShift..kMaxShift
+  // 0: off. Else the scan row is read as an image `period` elements wide (a first layer
+  // over pixels, a convolution's kernel rows): the element `period` places back in the
+  // same scan row (the one "above" in that image) and its neighbours add to the
+  // significance and sign contexts. 1 <= period < scan row length.
+  uint32_t period = 0;
   uint32_t codebook = 0;    // float32 codebook entries coded ahead of the weights
 };
 

@@ -10,9 +10,10 @@
 //       -DDEEPCOMP_FUZZ_STANDALONE -Icsrc csrc/fuzz/fuzz_ac_decode.cpp csrc/coder/weights.cpp -o build/fuzz_ac_standalone
 //   build/fuzz_ac_standalone 20000
 //
-// Input layout: [u8 rows][u8 cols][u8 nneg][u8 npos][u8 flags][payload]; flags bit 0 sparse,
-// bit 1 column-major, bits 2-3 value context (3 -> 0), bit 4 significance context, bits
-// 5-7 shift offset. Properties: decoding arbitrary bytes never reads or writes out of
+// Input layout: [u8 rows][u8 cols][u8 nneg][u8 npos][u8 flags][u8 period][payload]; flags
+// bit 0 sparse, bit 1 column-major, bits 2-3 value context (3 -> 0), bit 4 significance
+// context, bits 5-7 shift offset; period: 0 when its low 2 bits are 0, else (p >> 2) + 1
+// (models whose period is not below the scan row length are skipped). Properties: decoding arbitrary bytes never reads or writes out of
 // bounds and always terminates (the sanitizers and the element count bound it), every
 // decoded index lies inside the table, and whatever decodes re-encodes to a stream that
 // decodes to the same indices and codebook.
@@ -27,6 +28,8 @@ using namespace deepcomp::coder;
 
 namespace {
 
+constexpr size_t kHead = 6;
+
 bool model_from(const uint8_t* d, WeightModel& m) {
   m.rows = static_cast<uint64_t>(d[0] % 64) + 1;
   m.cols = static_cast<uint64_t>(d[1] % 64) + 1;
@@ -38,14 +41,15 @@ bool model_from(const uint8_t* d, WeightModel& m) {
   m.sig_ctx = (d[4] >> 4) & 1;
   m.shift = kMinShift + ((d[4] >> 5) % (kMaxShift - kMinShift + 1));
   m.codebook = m.nneg + m.npos;
+  m.period = (d[5] & 3) ? (d[5] >> 2) + 1u : 0u;
   return check_model(m) == Status::Ok;
 }
 
 bool run_one(const uint8_t* data, size_t size) {
-  if (size < 5) return false;
+  if (size < kHead) return false;
   WeightModel m;
   if (!model_from(data, m)) return false;
-  std::vector<uint8_t> in(data + 5, data + size);  // exact-size heap copy for ASan
+  std::vector<uint8_t> in(data + kHead, data + size);  // exact-size heap copy for ASan
   size_t numel = static_cast<size_t>(m.rows * m.cols);
   std::vector<uint16_t> idx(numel);
   std::vector<uint32_t> book(m.codebook + 1);
@@ -82,12 +86,13 @@ int main(int argc, char** argv) {
   std::mt19937_64 rng(4321);
   long decoded = 0;
   for (long i = 0; i < iters; ++i) {
-    uint8_t head[5];
+    uint8_t head[kHead];
     for (auto& h : head) h = static_cast<uint8_t>(rng());
     head[0] %= 24;
     head[1] %= 24;
+    head[5] %= 48;  // periods up to 12, so that many fit the rows
     WeightModel m;
-    std::vector<uint8_t> input(head, head + 5);
+    std::vector<uint8_t> input(head, head + kHead);
     if (model_from(head, m) && rng() % 2) {
       // a real stream for this model, so decoding gets deep, then damaged or not
       uint32_t table = (m.sparse ? 1u : 0u) + m.nneg + m.npos;
@@ -113,8 +118,8 @@ int main(int argc, char** argv) {
       input.insert(input.end(), enc.begin(), enc.end());
       switch (rng() % 4) {
         case 0: break;
-        case 1: if (enc.size()) input[5 + rng() % enc.size()] ^= static_cast<uint8_t>(1u << (rng() % 8)); break;
-        case 2: input.resize(5 + rng() % (enc.size() + 1)); break;
+        case 1: if (enc.size()) input[kHead + rng() % enc.size()] ^= static_cast<uint8_t>(1u << (rng() % 8)); break;
+        case 2: input.resize(kHead + rng() % (enc.size() + 1)); break;
         default: input.push_back(static_cast<uint8_t>(rng()));
       }
     } else {

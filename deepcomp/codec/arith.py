@@ -67,10 +67,30 @@ def weight_tables(bits: np.ndarray, modes, uniq: np.ndarray | None = None, pos: 
 
 def encode_shared(idx, book, rows, cols, nneg, npos, p: dict) -> bytes:
     return _C.ac_encode_weights(idx, book, rows, cols, nneg, npos, bool(p["sp"]), bool(p["cm"]), p["vc"],
-                                p["sc"], p["sh"])
+                                p["sc"], p["sh"], p.get("pp", 0))
 
 
-AXES = {"sp": (1, 0), "cm": (0, 1), "vc": (0, 1, 2), "sc": (1, 0), "sh": (7, 5, 6, 8, 9)}
+AXES = {"sp": (1, 0), "cm": (0, 1), "pp": (0,), "vc": (0, 1, 2), "sc": (1, 0), "sh": (7, 5, 6, 8, 9)}
+
+
+def image_periods(shape: tuple) -> tuple:
+    """Widths at which a tensor's rows may be images (the `pp` model parameter).
+
+    A convolution's kernel rows are shape[-1] wide; a layer whose input count is a
+    square is tried as a square image (a first layer over pixels). Trained ones are
+    smooth there, so a weight's neighbours "above" predict whether it survived pruning
+    and its sign; the writer keeps the period only when it makes the payload smaller.
+    """
+    cols = 1
+    for d in shape[1:]:
+        cols *= int(d)
+    out = set()
+    if len(shape) == 4 and 1 < int(shape[-1]) < cols:
+        out.add(int(shape[-1]))
+    side = int(round(cols ** 0.5))
+    if len(shape) == 2 and side > 1 and side * side == cols:
+        out.add(side)
+    return tuple(sorted(out))
 # Tensors up to FULL_GRID_NUMEL elements try every model. Bigger ones search one
 # parameter at a time (two rounds up to SAMPLE_NUMEL elements): on the whole tensor up to
 # FULL_SEARCH_NUMEL elements, beyond on evenly spread blocks of rows holding about
@@ -90,6 +110,8 @@ MAX_FINALS = 1
 def _valid(p, rows, cols, options) -> bool:
     if p["sp"] not in options or (p["cm"] and (rows < 2 or cols < 2)):
         return False
+    if p["pp"] and (p["cm"] or p["pp"] >= cols):
+        return False  # a period reads along the rows of the row-major scan
     return p["sp"] or p["sc"] == 0  # dense mode has no significance flags
 
 
@@ -107,8 +129,11 @@ def _sample_rows(rows: int, cols: int) -> np.ndarray:
 
 
 def best_shared(bits: np.ndarray, rows: int, cols: int, sparse_ok: bool, dense_ok: bool,
-                uniq: np.ndarray | None = None, pos: np.ndarray | None = None):
-    """The smallest ac_shared payload found for this tensor: (payload, params) or None."""
+                uniq: np.ndarray | None = None, pos: np.ndarray | None = None, periods: tuple = ()):
+    """The smallest ac_shared payload found for this tensor: (payload, params) or None.
+
+    `periods` (image_periods) are tried as the `pp` parameter; `pp` is left out of the
+    parameters when 0, so files without images read as before."""
     options = [sp for sp, ok in ((1, sparse_ok), (0, dense_ok)) if ok]
     if not options:
         return None
@@ -129,16 +154,17 @@ def best_shared(bits: np.ndarray, rows: int, cols: int, sparse_ok: bool, dense_o
             cache[key] = len(encode_shared(idx, book, trial_rows, cols, nn, npn, p))
         return cache[key]
 
+    axes = {**AXES, "pp": (0,) + tuple(periods)}
     if numel <= FULL_GRID_NUMEL:
-        grid = [dict(zip(AXES, vals)) for vals in itertools.product(*AXES.values())]
+        grid = [dict(zip(axes, vals)) for vals in itertools.product(*axes.values())]
         best = min((p for p in grid if _valid(p, rows, cols, options)), key=size)
     else:
-        best = {a: v[0] for a, v in AXES.items()}
+        best = {a: v[0] for a, v in axes.items()}
         best["sp"] = options[0]
         if not best["sp"]:
             best["sc"] = 0
         for _round in range(2 if numel <= SAMPLE_NUMEL else 1):
-            for axis, values in AXES.items():
+            for axis, values in axes.items():
                 if axis == "sh":
                     best = _best_shift(best, size)
                     continue
@@ -171,6 +197,8 @@ def best_shared(bits: np.ndarray, rows: int, cols: int, sparse_ok: bool, dense_o
             other = encode_shared(idx, book, rows, cols, nn, npn, q)
             if len(other) < len(payload):
                 payload, best = other, q
+    if not best["pp"]:
+        best = {a: v for a, v in best.items() if a != "pp"}
     return payload, {**best, "k": nn + npn, "neg": nn}
 
 
@@ -209,7 +237,7 @@ def decode_shared(payload, rows: int, cols: int, p: dict, what: str):
     npos = p["k"] - nn
     try:
         return _C.ac_decode_weights(np.frombuffer(payload, np.uint8), rows, cols, nn, npos, bool(p["sp"]),
-                                    bool(p["cm"]), p["vc"], p["sc"], p["sh"])
+                                    bool(p["cm"]), p["vc"], p["sc"], p["sh"], p.get("pp", 0))
     except ValueError as e:
         raise DczFormatError(f"{what}: {e}") from None
 

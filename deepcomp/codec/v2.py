@@ -54,7 +54,7 @@ def choose_encoding_v2(name: str, t: torch.Tensor, *, fp16: bool = False) -> Enc
     if dense_ok or sparse_ok:
         pos = _C.table_index(bits, uniq)
         rows, cols = matrix_view(tuple(tt.shape))
-        ac = arith.best_shared(bits, rows, cols, sparse_ok, dense_ok, uniq, pos)
+        ac = arith.best_shared(bits, rows, cols, sparse_ok, dense_ok, uniq, pos, arith.image_periods(tuple(tt.shape)))
         if dense_ok and bits.size > arith.FULL_GRID_NUMEL and len(ac[0]) < _huffman_floor(pos, uniq, sparse_ok):
             # Huffman cannot win (its floor is above this payload) and, on a tensor this
             # big, shares below raw size, so the float trial is skipped too (as below):
@@ -243,11 +243,17 @@ def _check_row(row, i: int, offset: int):
             raise DczFormatError(f"{what}: ac_float takes exactly the parameter 'sh'")
         R._int_field(params, "sh", what, arith.SHIFTS.start, arith.SHIFTS.stop - 1)
     else:
-        if set(params) != set(AC_SHARED_KEYS):
-            raise DczFormatError(f"{what}: ac_shared takes the parameters {sorted(AC_SHARED_KEYS)}, "
-                                 f"got {sorted(params)}")
+        if set(params) - {"pp"} != set(AC_SHARED_KEYS):
+            raise DczFormatError(f"{what}: ac_shared takes the parameters {sorted(AC_SHARED_KEYS)} "
+                                 f"(and optionally 'pp'), got {sorted(params)}")
         for key, (lo, hi) in AC_SHARED_KEYS.items():
             R._int_field(params, key, what, lo, hi)
+        if "pp" in params:
+            # a period of 0 is written by leaving 'pp' out; it reads along row-major rows
+            cols = matrix_view(tuple(r.shape))[1]
+            if params["cm"] != 0 or cols < 2:
+                raise DczFormatError(f"{what}: 'pp' needs a row-major scan (cm = 0) of rows at least 2 long")
+            R._int_field(params, "pp", what, 1, cols - 1)
         if params["neg"] > params["k"]:
             raise DczFormatError(f"{what}: {params['neg']} negative codebook entries of {params['k']}")
         if params["sp"] == 0 and (params["k"] == 0 or params["sc"] != 0):
