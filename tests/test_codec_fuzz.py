@@ -20,7 +20,7 @@ import torch
 from deepcomp.codec import layout as L
 from deepcomp.codec.reader import DczFile, validate
 from deepcomp.codec.tensors import choose_encoding
-from deepcomp.codec.v2 import _deflate, assemble_v2, choose_encoding_v2
+from deepcomp.codec.v2 import _deflate, assemble_v2, choose_encoding_v2, inflate_header
 from deepcomp.codec.writer import assemble
 from deepcomp.errors import DczFormatError
 from tests.image_weights import smooth_images
@@ -67,9 +67,8 @@ def _corpus_v2(tensors: dict) -> list:
 
 
 def _v2_header(image: bytes):
-    _, _, _, hlen, _ = L.PREFIX.unpack_from(image, 0)
-    d = zlib.decompressobj(-15)
-    return json.loads(d.decompress(image[L.PREFIX.size:L.PREFIX.size + hlen])), hlen
+    _, _, flags, hlen, _ = L.PREFIX.unpack_from(image, 0)
+    return json.loads(inflate_header(image[L.PREFIX.size:L.PREFIX.size + hlen], flags)), hlen
 
 
 def _v2_rebuild(h: dict, image: bytes, hlen: int, fix_body_crc: bool) -> bytes:

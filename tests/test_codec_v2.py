@@ -14,7 +14,7 @@ from deepcomp.codec import arith
 from deepcomp.codec import layout as L
 from deepcomp.codec.reader import decode, open_dcz, validate
 from deepcomp.codec.tensors import SharedDense, SharedSparse
-from deepcomp.codec.v2 import _deflate, assemble_v2, choose_encoding_v2
+from deepcomp.codec.v2 import _deflate, assemble_v2, choose_encoding_v2, inflate_header
 from deepcomp.codec.writer import write_state_dict
 from deepcomp.errors import DczChecksumError, DczFormatError, DczTruncatedError
 from tests.image_weights import smooth_images
@@ -187,8 +187,8 @@ def _image(**kw):
 
 
 def _header(image):
-    _, _, _, hlen, _ = L.PREFIX.unpack_from(image, 0)
-    return json.loads(zlib.decompressobj(-15).decompress(image[L.PREFIX.size:L.PREFIX.size + hlen])), hlen
+    _, _, flags, hlen, _ = L.PREFIX.unpack_from(image, 0)
+    return json.loads(inflate_header(image[L.PREFIX.size:L.PREFIX.size + hlen], flags)), hlen
 
 
 def _rebuild(image, h, hlen, fix_body=True):
@@ -198,8 +198,8 @@ def _rebuild(image, h, hlen, fix_body=True):
     return _with_header(_deflate(json.dumps(h).encode()), body)
 
 
-def _with_header(packed, body):
-    return L.PREFIX.pack(L.MAGIC, 2, 0, len(packed), zlib.crc32(packed)) + packed + body
+def _with_header(packed, body, flags=0):
+    return L.PREFIX.pack(L.MAGIC, 2, flags, len(packed), zlib.crc32(packed)) + packed + body
 
 
 def _edit(fn):
@@ -277,10 +277,14 @@ def test_v2_checksums_and_header_stream():
     packed = image[L.PREFIX.size:L.PREFIX.size + hlen]
     with pytest.raises(DczFormatError, match="deflate"):
         validate(_with_header(b"\xff" * 8, body))
+    D = L.FLAG_HEADER_DICT
     with pytest.raises(DczTruncatedError, match="ends early"):
-        validate(_with_header(packed[:-3], body))
+        validate(_with_header(packed[:-3], body, D))
     with pytest.raises(DczFormatError, match="after the end of the header"):
-        validate(_with_header(packed + b"\0", body))
+        validate(_with_header(packed + b"\0", body, D))
+    # the writer's header points into the preset dictionary: without the flag it is refused
+    with pytest.raises(DczFormatError, match="deflate"):
+        validate(_with_header(packed, body, 0))
     # a deflate bomb in the header is refused without inflating it all
     bomb = _deflate(b"{" + b" " * (L.MAX_HEADER_BYTES + L.MAX_GRAPH_BYTES + L.MAX_META_BYTES + 10) + b"}")
     with pytest.raises(DczFormatError, match="inflates to more than"):
@@ -594,3 +598,52 @@ def test_no_period_is_written_as_before():
     # models without image rows are byte for byte those of the earlier writer
     enc = choose_encoding_v2("w", shared((30, 20), 0.2, 8, 1))
     assert enc.fields["encoding"] == "ac_shared" and "pp" not in enc.fields
+
+
+# ---- the header's preset dictionary (prefix flag 1) ----------------------------------------
+
+def test_header_dictionary_flag_old_form_and_unknown_flags(tmp_path):
+    image = _image(graph={"format": "deepcomp-graph", "nodes": []}, meta={"pipeline": {"stages": []}})
+    assert L.PREFIX.unpack_from(image, 0)[2] == L.FLAG_HEADER_DICT  # what the writer emits
+    h, hlen = _header(image)
+    body = image[L.PREFIX.size + hlen:]
+    # the same header without the dictionary (flags 0, as files written before it) still
+    # reads, to the same tensors, and is larger
+    plain = _deflate(json.dumps(h, separators=(",", ":")).encode())
+    old = _with_header(plain, body, 0)
+    assert len(plain) > hlen
+    a, b = validate(image), validate(old)
+    assert [r.name for r in a.tensors] == [r.name for r in b.tensors] and a.graph == b.graph and a.meta == b.meta
+    (tmp_path / "old.dcz").write_bytes(old)
+    (tmp_path / "new.dcz").write_bytes(image)
+    assert same_bits(decode(tmp_path / "old.dcz")["w"], decode(tmp_path / "new.dcz")["w"])
+    for flags in (2, 3, 0x8000):
+        with pytest.raises(DczFormatError, match="prefix flags"):
+            validate(_with_header(plain, body, flags))
+    write_state_dict({"w": shared((8, 6), 0.5, 4, 3)}, tmp_path / "v1.dcz", version=1)
+    v1 = bytearray((tmp_path / "v1.dcz").read_bytes())
+    struct.pack_into("<H", v1, 10, L.FLAG_HEADER_DICT)  # version 1 defines no flags
+    with pytest.raises(DczFormatError, match="defines none"):
+        validate(bytes(v1))
+
+
+def test_header_dictionary_matches_the_specification():
+    import pathlib
+
+    from deepcomp.codec.hdict import FRAGMENTS, HEADER_DICT
+
+    doc = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "FORMAT.md").read_text()
+    block = doc.split("<!-- header dictionary begin -->")[1].split("<!-- header dictionary end -->")[0]
+    lines = block.strip().strip("`").strip().splitlines()
+    assert tuple(lines) == FRAGMENTS
+    assert HEADER_DICT == "".join(lines).encode("ascii") and len(HEADER_DICT) <= 32768
+
+
+def test_header_dictionary_keeps_small_headers_small():
+    # a LeNet-300-100-like table and graph: the dictionary must pay for itself
+    sd = {f"fc{i}.weight": shared(s, 0.1, 8, i) for i, s in ((1, (30, 78)), (2, (10, 30)), (3, (10, 10)))}
+    encs = [choose_encoding_v2(k, v) for k, v in sd.items()]
+    image = assemble_v2(encs, None, {"pipeline": {"stages": [{"name": "dense", "val": 90.1, "test": 89.9}]}})
+    h, hlen = _header(image)
+    plain = _deflate(json.dumps(h, separators=(",", ":")).encode())
+    assert hlen < 0.7 * len(plain)

@@ -109,12 +109,14 @@ def validate(buf: bytes | bytearray | memoryview) -> ParsedFile:
         raise DczVersionError(f"format version {version}; this build reads versions "
                               f"{', '.join(map(str, L.READ_VERSIONS))}"
                               + (" (upgrade deepcomp)" if version > max(L.READ_VERSIONS) else ""))
-    if flags != 0:
-        raise DczFormatError(f"prefix flags are {flags:#x}; version {version} defines none")
+    if flags & ~L.PREFIX_FLAGS[version]:
+        raise DczFormatError(f"prefix flags are {flags:#x}; version {version} defines "
+                             + (f"only {L.PREFIX_FLAGS[version]:#x}" if L.PREFIX_FLAGS[version] else "none")
+                             + " (a newer deepcomp may read it)")
     if version == 2:
         from deepcomp.codec.v2 import validate_v2
 
-        return validate_v2(mv, hlen, hcrc)
+        return validate_v2(mv, hlen, hcrc, flags)
     if hlen == 0 or hlen > L.MAX_HEADER_BYTES:
         raise DczFormatError(f"header length {hlen} outside 1..{L.MAX_HEADER_BYTES}")
     hend = L.PREFIX.size + hlen

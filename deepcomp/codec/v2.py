@@ -21,6 +21,7 @@ import torch
 from deepcomp import _C
 from deepcomp.codec import arith
 from deepcomp.codec import layout as L
+from deepcomp.codec.hdict import HEADER_DICT
 from deepcomp.codec.tensors import Encoded, choose_encoding, matrix_view
 from deepcomp.errors import DczChecksumError, DczFormatError, DczTruncatedError
 
@@ -114,8 +115,10 @@ def _entry(enc: Encoded) -> list:
     return row
 
 
-def _deflate(data: bytes) -> bytes:
-    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+def _deflate(data: bytes, flags: int = 0) -> bytes:
+    """Raw DEFLATE, level 9; with FLAG_HEADER_DICT against the preset dictionary."""
+    zdict = {"zdict": HEADER_DICT} if flags & L.FLAG_HEADER_DICT else {}
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, **zdict)
     return c.compress(data) + c.flush()
 
 
@@ -127,17 +130,20 @@ def assemble_v2(encoded: list, graph: dict | None, meta: dict | None) -> bytes:
     if meta:
         header["m"] = meta
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
-    packed = _deflate(text)
+    packed = _deflate(text, L.FLAG_HEADER_DICT)
     if len(packed) > L.MAX_HEADER_BYTES:
         raise DczFormatError(f"compressed header of {len(packed)} bytes exceeds {L.MAX_HEADER_BYTES}")
-    prefix = L.PREFIX.pack(L.MAGIC, VERSION, 0, len(packed), zlib.crc32(packed))
+    prefix = L.PREFIX.pack(L.MAGIC, VERSION, L.FLAG_HEADER_DICT, len(packed), zlib.crc32(packed))
     return prefix + packed + body
 
 
 # ---- reader ------------------------------------------------------------------------------
 
-def _inflate(data: bytes) -> bytes:
-    d = zlib.decompressobj(-15)
+def inflate_header(data: bytes, flags: int) -> bytes:
+    """The header's JSON text from its deflate stream (with the preset dictionary when
+    `flags` has FLAG_HEADER_DICT), within MAX_INFLATED bytes."""
+    zdict = {"zdict": HEADER_DICT} if flags & L.FLAG_HEADER_DICT else {}
+    d = zlib.decompressobj(-15, **zdict)
     try:
         out = d.decompress(data, MAX_INFLATED + 1)
     except zlib.error as e:
@@ -151,7 +157,7 @@ def _inflate(data: bytes) -> bytes:
     return out
 
 
-def validate_v2(mv: memoryview, hlen: int, hcrc: int):
+def validate_v2(mv: memoryview, hlen: int, hcrc: int, flags: int = 0):
     """Checks a version 2 image (prefix already read); returns the reader's ParsedFile."""
     from deepcomp.codec import reader as R
 
@@ -164,7 +170,7 @@ def validate_v2(mv: memoryview, hlen: int, hcrc: int):
     packed = bytes(mv[L.PREFIX.size:hend])
     if zlib.crc32(packed) != hcrc:
         raise DczChecksumError("header checksum mismatch (the file is corrupted)")
-    header = R._load_json(_inflate(packed), "header")
+    header = R._load_json(inflate_header(packed, flags), "header")
     if not isinstance(header, dict):
         raise DczFormatError("header must be a JSON object")
     rows = header.get("t")
