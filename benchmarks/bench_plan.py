@@ -44,6 +44,13 @@ def run(args) -> dict:
         kw["schedule"] = args.schedule
     if args.allocation is not None:
         kw["allocation"] = args.allocation
+    if args.average is not None:
+        kw["average"] = args.average
+    if args.bisect:
+        # The earlier search: every trial at the log midpoint of its bracket (a false
+        # position held to the middle 0 % of the interval is the midpoint).
+        import deepcomp.plan
+        deepcomp.plan.NEXT_MIN = 0.5
     # Dense bytes from the checkpoint: dead-neuron removal shrinks the returned model.
     dense_bytes = 4 * sum(v.numel() for v in torch.load(ck, weights_only=True).values())
     t0 = time.perf_counter()
@@ -63,7 +70,8 @@ def run(args) -> dict:
            "plan": r.plan.to_dict() if r.plan is not None else None,
            "density": final.density, "bits": final.bits,
            "stages": [s.__dict__ for s in r.stages], "command": " ".join(sys.argv),
-           "allocation": args.allocation or "sensitivity", "schedule": args.schedule or "gradual"}
+           "allocation": args.allocation or "sensitivity", "schedule": args.schedule or "gradual",
+           "average": args.average, "search": "bisect" if args.bisect else "false position"}
     rec["ratio"] = rec["dense_param_bytes"] / rec["file_bytes"]
     rec.update(container(out))
     return rec
@@ -162,6 +170,10 @@ def main(argv=None) -> int:
                     help="planned runs: pruning schedule (default compress's)")
     ap.add_argument("--allocation", default=None, choices=["global", "sensitivity"],
                     help="gradual schedule: how bytes are split over layers (default compress's)")
+    ap.add_argument("--average", type=float, default=None,
+                    help="gradual schedule: averaged share of each trial's recovery (default compress's)")
+    ap.add_argument("--bisect", action="store_true",
+                    help="gradual schedule: plain log bisection of the bytes (the earlier search)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--table", nargs="*", default=None, help="print a table of earlier --json files")
