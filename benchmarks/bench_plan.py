@@ -121,7 +121,9 @@ def table(paths, plot=None) -> None:
             planned = [r for r in rs if r["plan"] is not None]
             fixed = [r for r in rs if r["plan"] is None]
             series = (("--max-drop", lambda r: r["label"].startswith("max-drop")
-                       and r.get("allocation", "sensitivity") == "sensitivity", "o-"),
+                       and r.get("allocation", "sensitivity") == "sensitivity"
+                       and r.get("search") != "bisect", "o-"),
+                      ("--max-drop, plain bisection", lambda r: r.get("search") == "bisect", "v"),
                       ("--target-size", lambda r: r["label"].startswith("target")
                        and r.get("allocation", "sensitivity") == "sensitivity", "^"),
                       ("--allocation global", lambda r: r.get("allocation") == "global", "x"))

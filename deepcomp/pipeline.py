@@ -308,7 +308,7 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     benchmarks/RESULTS.md). ``shrink``: remove hidden units left without inputs or
     outputs after pruning (deepcomp.shrink; outputs unchanged, shapes stored in meta).
     ``schedule``: how a planned run prunes: 'gradual' (default; ``prune_steps`` trials
-    from the dense model bisecting the weight bytes, each cutting gradually over
+    from the dense model searching the weight bytes, each cutting gradually over
     ``epochs`` and recovering over twice that, deepcomp.plan.gradual_search) or 'rounds'
     (one-shot cuts to rising tolerances, ``epochs`` of retraining each).
     ``allocation``: how a gradual trial splits its bytes over the layers: 'sensitivity'
@@ -782,7 +782,7 @@ def add_compress_command(sub) -> None:
     p.add_argument("--schedule", default="gradual", choices=["gradual", "rounds"],
                    help="with --max-drop / --target-size: gradual trials from the dense "
                         "model (cubic cut over --epochs, 2x --epochs of recovery, the best "
-                        "validation point kept; --prune-steps trials bisect the bytes; "
+                        "validation point kept; --prune-steps trials search the bytes; "
                         "default) or one-shot rounds at rising tolerances (--epochs of "
                         "retraining each)")
     p.add_argument("--allocation", default="sensitivity", choices=["sensitivity", "global"],

@@ -21,7 +21,8 @@ Pieces
                  move that saves most bytes per measured point while the budget holds.
 
 ``gradual_search`` (the default schedule) finds the largest cut retraining can recover:
-independent trials from the dense model bisect the weight bytes, each pruning to
+independent trials from the dense model search the weight bytes (``next_target``: false
+position between the smallest passing and largest failing trial), each pruning to
 ``allocate``'s kept fractions for its byte target gradually (``gradual_prune``, Zhu &
 Gupta's cubic schedule) and recovering; a trial passes when validation stays within the
 budget. ``iterative_prune`` (``--schedule rounds``) is the earlier loop: raise the
