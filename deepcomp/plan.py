@@ -801,7 +801,7 @@ def gradual_search(model: nn.Module, sens: Sensitivity, prices: dict, train_set,
                    batch_size: int = 128, seed: int = 0, progress: bool = False, log=None,
                    on_round=None, trials: int = 5, allocation: str = "sensitivity",
                    average: float | None = None):
-    """The largest cut retraining can recover, found by bisection on the weight bytes.
+    """The largest cut retraining can recover, found by a search on the weight bytes.
 
     Each trial starts again from the dense model: ``allocate`` on the one-shot curves
     (``allocation='global'``: ``global_allocation``, one magnitude threshold over all
