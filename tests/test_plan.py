@@ -467,3 +467,12 @@ def test_next_target_false_position_within_the_bracket():
     assert near_lo == int(math.exp(math.log(40000) + (1 - NEXT_MIN) * math.log(10000 / 40000)))
     # Noise that inverts the drops falls back to the midpoint.
     assert next_target(40000, 10000, 0.4, 0.3, 0.35) == 20000
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "half"])
+def test_average_out_of_range_is_a_clear_error(bad, tmp_path):
+    from deepcomp.errors import DeepcompError
+
+    with pytest.raises(DeepcompError, match="--average"):
+        compress("deepcomp:lenet300", tmp_path / "x.dcz", max_drop=0.5, average=bad,
+                 progress=False)
