@@ -278,7 +278,7 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
              distill: float = 0.0, image_size: int | None = None,
              normalize: str = "imagenet", shrink: bool = True,
              schedule: str = "gradual", allocation: str = "sensitivity",
-             average: float | None = None) -> CompressResult:
+             average: float | None = None, search: str = "bisect") -> CompressResult:
     """Run the pipeline (see the module docstring); returns a CompressResult.
 
     ``keep``: kept fraction per layer ({'fc1': 0.08, ...}, a 'fc1=0.08,...' string or one
@@ -308,7 +308,7 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     benchmarks/RESULTS.md). ``shrink``: remove hidden units left without inputs or
     outputs after pruning (deepcomp.shrink; outputs unchanged, shapes stored in meta).
     ``schedule``: how a planned run prunes: 'gradual' (default; ``prune_steps`` trials
-    from the dense model searching the weight bytes, each cutting gradually over
+    from the dense model bisecting the weight bytes, each cutting gradually over
     ``epochs`` and recovering over twice that, deepcomp.plan.gradual_search) or 'rounds'
     (one-shot cuts to rising tolerances, ``epochs`` of retraining each).
     ``allocation``: how a gradual trial splits its bytes over the layers: 'sensitivity'
@@ -316,7 +316,9 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     (one magnitude threshold over all layers).
     ``average``: gradual schedule: each trial keeps the mean of its weights over that
     fraction of the recovery's end instead of its best validation point (0 = the best
-    point; default ``deepcomp.plan.AVERAGE``).
+    point; default ``deepcomp.plan.AVERAGE``). ``search``: gradual schedule: the next
+    trial's byte target at the log midpoint of the bracket ('bisect', default) or where the
+    measured drops put the budget ('false-position').
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     bits = dict(DEFAULT_BITS if bits is None else bits)
@@ -344,6 +346,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
         raise DeepcompError(f"--allocation must be 'global' or 'sensitivity', got {allocation!r}")
     if average is not None and not (isinstance(average, (int, float)) and 0 <= average <= 1):
         raise DeepcompError(f"--average must be a fraction of the recovery in [0, 1], got {average!r}")
+    if search not in ("bisect", "false-position"):
+        raise DeepcompError(f"--search must be 'bisect' or 'false-position', got {search!r}")
     if schedule not in ("gradual", "rounds"):
         raise DeepcompError(f"--schedule must be 'gradual' or 'rounds', got {schedule!r}")
     if auto and plan is not None:
@@ -506,7 +510,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
                                 batch_size=batch_size, seed=seed, progress=progress,
                                 sensitivity_plot=sensitivity_plot, out=out, init=init,
                                 distill_alpha=distill, schedule=schedule,
-                                allocation=allocation, average=average)
+                                allocation=allocation, average=average,
+                                search=search)
                     break
             elif k <= steps:
                 # Iterative pruning with retraining: each round's masks include the last's.
@@ -782,7 +787,7 @@ def add_compress_command(sub) -> None:
     p.add_argument("--schedule", default="gradual", choices=["gradual", "rounds"],
                    help="with --max-drop / --target-size: gradual trials from the dense "
                         "model (cubic cut over --epochs, 2x --epochs of recovery, the best "
-                        "validation point kept; --prune-steps trials search the bytes; "
+                        "validation point kept; --prune-steps trials bisect the bytes; "
                         "default) or one-shot rounds at rising tolerances (--epochs of "
                         "retraining each)")
     p.add_argument("--allocation", default="sensitivity", choices=["sensitivity", "global"],
@@ -793,6 +798,10 @@ def add_compress_command(sub) -> None:
                    help="gradual schedule: keep the mean of each trial's weights over the last "
                         "F of its recovery (stochastic weight averaging) instead of its best "
                         "validation point (default 0: the best point)")
+    p.add_argument("--search", default="bisect", choices=["bisect", "false-position"],
+                   help="gradual schedule: each trial's byte target at the log midpoint of "
+                        "the passing / failing bracket (default) or where the measured "
+                        "validation drops put the budget")
     p.add_argument("--keep-dead", action="store_true",
                    help="keep hidden units that pruning left without inputs or outputs (by "
                         "default they are removed, their constant output folded into the next "
@@ -821,6 +830,7 @@ def _run_compress(args) -> int:
         sensitivity_plot=args.sensitivity_plot, record_hist=args.record_hist,
         image_size=args.image_size, normalize=args.normalize, shrink=not args.keep_dead,
         schedule=args.schedule, allocation=args.allocation, average=args.average,
+        search=args.search,
     )
     if res.rank != 0:  # rank 0 reports for the run
         return 0

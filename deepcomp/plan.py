@@ -21,8 +21,8 @@ Pieces
                  move that saves most bytes per measured point while the budget holds.
 
 ``gradual_search`` (the default schedule) finds the largest cut retraining can recover:
-independent trials from the dense model search the weight bytes (``next_target``: false
-position between the smallest passing and largest failing trial), each pruning to
+independent trials from the dense model bisect the weight bytes (or, opt-in, search them
+by false position, ``next_target``), each pruning to
 ``allocate``'s kept fractions for its byte target gradually (``gradual_prune``, Zhu &
 Gupta's cubic schedule) and recovering; a trial passes when validation stays within the
 budget. ``iterative_prune`` (``--schedule rounds``) is the earlier loop: raise the
@@ -800,7 +800,7 @@ def gradual_search(model: nn.Module, sens: Sensitivity, prices: dict, train_set,
                    target_bytes: int | None = None, epochs: float, lr: float,
                    batch_size: int = 128, seed: int = 0, progress: bool = False, log=None,
                    on_round=None, trials: int = 5, allocation: str = "sensitivity",
-                   average: float | None = None):
+                   average: float | None = None, search: str = "bisect"):
     """The largest cut retraining can recover, found by a search on the weight bytes.
 
     Each trial starts again from the dense model: ``allocate`` on the one-shot curves
@@ -810,8 +810,9 @@ def gradual_search(model: nn.Module, sens: Sensitivity, prices: dict, train_set,
     validation top-1 is within ``PRUNE_SHARE * max_drop`` of ``base_acc``. ``trials``
     times, the next target lies, in log bytes, between the smallest passing target (at
     first the dense weights) and the largest failing one (at first every layer at the
-    grid's smallest kept fraction), where the measured drops put the budget
-    (``next_target``). If none passed, one more trial at the
+    grid's smallest kept fraction): at the log midpoint (``search='bisect'``, the
+    default) or where the measured drops put the budget (``'false-position'``,
+    ``next_target``; measured equal on both LeNets, benchmarks/RESULTS.md). If none passed, one more trial at the
     allocation whose summed one-shot drop is within the budget share (a safe cut). Fresh trials rather than
     a chain of rounds: measured on LeNet-300-100, every extra epoch at this learning rate
     also fits the training images more closely, and a chain of six-epoch rounds ended
@@ -879,7 +880,8 @@ def gradual_search(model: nn.Module, sens: Sensitivity, prices: dict, train_set,
         seen: dict[tuple, tuple[bool, float]] = {}
         ran = 0
         while ran < max(1, int(trials)) and hi > lo + 1:
-            target = next_target(hi, lo, drop_hi, drop_lo, limit)
+            target = next_target(hi, lo, drop_hi, drop_lo, limit) \
+                if search == "false-position" else int(math.sqrt(hi * lo))
             key = tuple(sorted((n, round(k, 6)) for n, k in fit(target).keep.items()))
             if key in seen:
                 # Try the middle of the bracket before giving up on it: no cut of the
@@ -989,7 +991,7 @@ def run_planned(net: nn.Module, result, *, train_set, val_set, add, log, max_dro
                 finetune_lr: float, batch_size: int, seed: int, progress: bool,
                 sensitivity_plot, out, init: str, distill_alpha: float = 0.0,
                 schedule: str = "gradual", allocation: str = "sensitivity",
-                average: float | None = None) -> None:
+                average: float | None = None, search: str = "bisect") -> None:
     """``compress --max-drop`` / ``--target-size``: plan, prune, share, fine-tune ``net``.
 
     ``result`` is the pipeline's CompressResult (its first stage the dense model on
@@ -1074,7 +1076,8 @@ def run_planned(net: nn.Module, result, *, train_set, val_set, add, log, max_dro
             net, sens, prices, train_set, val_set, base_acc=base, max_drop=max_drop,
             target_bytes=tensor_budget, epochs=epochs, lr=lr, batch_size=batch_size,
             seed=seed, progress=progress, log=log, on_round=on_round,
-            trials=max(1, int(prune_steps)), allocation=allocation, average=average)
+            trials=max(1, int(prune_steps)), allocation=allocation, average=average,
+            search=search)
     else:
         rounds, alloc, masks = iterative_prune(
             net, val_set, sens, prices, base_acc=base, retrain=retrain, max_drop=max_drop,

@@ -325,7 +325,8 @@ def test_gradual_prune_reaches_the_targets_and_keeps_the_best_point(small, one_t
         assert float(m.float().mean()) == pytest.approx(keep2[n.rsplit(".", 1)[0]], abs=2e-3)
 
 
-def test_gradual_search_bisects_and_keeps_the_smallest_passing_trial(small, one_thread):
+@pytest.mark.parametrize("search", ["bisect", "false-position"])
+def test_gradual_search_bisects_and_keeps_the_smallest_passing_trial(small, one_thread, search):
     import copy
 
     from deepcomp.plan import PRUNE_SHARE, evaluate_loss, gradual_search
@@ -337,7 +338,8 @@ def test_gradual_search_bisects_and_keeps_the_smallest_passing_trial(small, one_
     sens = sensitivity(net, va, keeps=grid, bits=(4,))
     prices = price_table(net, keeps=grid, bits=(4,))
     rounds, plan, masks = gradual_search(net, sens, prices, tr, va, base_acc=base,
-                                         max_drop=1.0, epochs=0.2, lr=1e-3, trials=3)
+                                         max_drop=1.0, epochs=0.2, lr=1e-3, trials=3,
+                                         search=search)
     assert len(rounds) == 3
     # Every trial is a different cut (an allocation already measured is not rerun).
     # Every searched trial is a different cut (one already measured is not rerun); only
