@@ -479,3 +479,11 @@ def test_average_out_of_range_is_a_clear_error(bad, tmp_path):
     with pytest.raises(DeepcompError, match="--average"):
         compress("deepcomp:lenet300", tmp_path / "x.dcz", max_drop=0.5, average=bad,
                  progress=False)
+
+
+def test_unknown_search_is_a_clear_error(tmp_path):
+    from deepcomp.errors import DeepcompError
+
+    with pytest.raises(DeepcompError, match="--search"):
+        compress("deepcomp:lenet300", tmp_path / "x.dcz", max_drop=0.5, search="golden",
+                 progress=False)
