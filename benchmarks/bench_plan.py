@@ -44,6 +44,10 @@ def run(args) -> dict:
         kw["schedule"] = args.schedule
     if args.allocation is not None:
         kw["allocation"] = args.allocation
+    if args.average is not None:
+        kw["average"] = args.average
+    if args.search is not None:
+        kw["search"] = args.search
     # Dense bytes from the checkpoint: dead-neuron removal shrinks the returned model.
     dense_bytes = 4 * sum(v.numel() for v in torch.load(ck, weights_only=True).values())
     t0 = time.perf_counter()
@@ -63,7 +67,8 @@ def run(args) -> dict:
            "plan": r.plan.to_dict() if r.plan is not None else None,
            "density": final.density, "bits": final.bits,
            "stages": [s.__dict__ for s in r.stages], "command": " ".join(sys.argv),
-           "allocation": args.allocation or "sensitivity", "schedule": args.schedule or "gradual"}
+           "allocation": args.allocation or "sensitivity", "schedule": args.schedule or "gradual",
+           "average": args.average, "search": args.search or "bisect"}
     rec["ratio"] = rec["dense_param_bytes"] / rec["file_bytes"]
     rec.update(container(out))
     return rec
@@ -113,7 +118,10 @@ def table(paths, plot=None) -> None:
             planned = [r for r in rs if r["plan"] is not None]
             fixed = [r for r in rs if r["plan"] is None]
             series = (("--max-drop", lambda r: r["label"].startswith("max-drop")
-                       and r.get("allocation", "sensitivity") == "sensitivity", "o-"),
+                       and r.get("allocation", "sensitivity") == "sensitivity"
+                       and r.get("search", "bisect") == "bisect", "o-"),
+                      ("--max-drop --search false-position", lambda r: r.get("search") in
+                       ("false position", "false-position"), "v"),
                       ("--target-size", lambda r: r["label"].startswith("target")
                        and r.get("allocation", "sensitivity") == "sensitivity", "^"),
                       ("--allocation global", lambda r: r.get("allocation") == "global", "x"))
@@ -162,6 +170,10 @@ def main(argv=None) -> int:
                     help="planned runs: pruning schedule (default compress's)")
     ap.add_argument("--allocation", default=None, choices=["global", "sensitivity"],
                     help="gradual schedule: how bytes are split over layers (default compress's)")
+    ap.add_argument("--average", type=float, default=None,
+                    help="gradual schedule: averaged share of each trial's recovery (default compress's)")
+    ap.add_argument("--search", default=None, choices=["bisect", "false-position"],
+                    help="gradual schedule: how trial bytes are searched (default compress's)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--table", nargs="*", default=None, help="print a table of earlier --json files")

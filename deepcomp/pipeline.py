@@ -277,7 +277,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
              sensitivity_plot=None, record_hist: bool = False,
              distill: float = 0.0, image_size: int | None = None,
              normalize: str = "imagenet", shrink: bool = True,
-             schedule: str = "gradual", allocation: str = "sensitivity") -> CompressResult:
+             schedule: str = "gradual", allocation: str = "sensitivity",
+             average: float | None = None, search: str = "bisect") -> CompressResult:
     """Run the pipeline (see the module docstring); returns a CompressResult.
 
     ``keep``: kept fraction per layer ({'fc1': 0.08, ...}, a 'fc1=0.08,...' string or one
@@ -313,6 +314,11 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     ``allocation``: how a gradual trial splits its bytes over the layers: 'sensitivity'
     (the greedy allocation on the one-shot sensitivity curves, the default) or 'global'
     (one magnitude threshold over all layers).
+    ``average``: gradual schedule: each trial keeps the mean of its weights over that
+    fraction of the recovery's end instead of its best validation point (0 = the best
+    point; default ``deepcomp.plan.AVERAGE``). ``search``: gradual schedule: the next
+    trial's byte target at the log midpoint of the bracket ('bisect', default) or where the
+    measured drops put the budget ('false-position').
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     bits = dict(DEFAULT_BITS if bits is None else bits)
@@ -338,6 +344,10 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
         raise DeepcompError(f"--target-size must be a positive number of bytes, got {target_size!r}")
     if allocation not in ("global", "sensitivity"):
         raise DeepcompError(f"--allocation must be 'global' or 'sensitivity', got {allocation!r}")
+    if average is not None and not (isinstance(average, (int, float)) and 0 <= average <= 1):
+        raise DeepcompError(f"--average must be a fraction of the recovery in [0, 1], got {average!r}")
+    if search not in ("bisect", "false-position"):
+        raise DeepcompError(f"--search must be 'bisect' or 'false-position', got {search!r}")
     if schedule not in ("gradual", "rounds"):
         raise DeepcompError(f"--schedule must be 'gradual' or 'rounds', got {schedule!r}")
     if auto and plan is not None:
@@ -500,7 +510,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
                                 batch_size=batch_size, seed=seed, progress=progress,
                                 sensitivity_plot=sensitivity_plot, out=out, init=init,
                                 distill_alpha=distill, schedule=schedule,
-                                allocation=allocation)
+                                allocation=allocation, average=average,
+                                search=search)
                     break
             elif k <= steps:
                 # Iterative pruning with retraining: each round's masks include the last's.
@@ -783,6 +794,14 @@ def add_compress_command(sub) -> None:
                    help="gradual schedule: split each trial's bytes over the layers greedily "
                         "on the one-shot sensitivity curves (default) or by one magnitude "
                         "threshold over all of them")
+    p.add_argument("--average", type=float, default=None, metavar="F",
+                   help="gradual schedule: keep the mean of each trial's weights over the last "
+                        "F of its recovery (stochastic weight averaging) instead of its best "
+                        "validation point (default 0: the best point)")
+    p.add_argument("--search", default="bisect", choices=["bisect", "false-position"],
+                   help="gradual schedule: each trial's byte target at the log midpoint of "
+                        "the passing / failing bracket (default) or where the measured "
+                        "validation drops put the budget")
     p.add_argument("--keep-dead", action="store_true",
                    help="keep hidden units that pruning left without inputs or outputs (by "
                         "default they are removed, their constant output folded into the next "
@@ -810,7 +829,8 @@ def _run_compress(args) -> int:
         max_drop=args.max_drop, target_size=args.target_size,
         sensitivity_plot=args.sensitivity_plot, record_hist=args.record_hist,
         image_size=args.image_size, normalize=args.normalize, shrink=not args.keep_dead,
-        schedule=args.schedule, allocation=args.allocation,
+        schedule=args.schedule, allocation=args.allocation, average=args.average,
+        search=args.search,
     )
     if res.rank != 0:  # rank 0 reports for the run
         return 0

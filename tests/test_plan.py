@@ -325,7 +325,8 @@ def test_gradual_prune_reaches_the_targets_and_keeps_the_best_point(small, one_t
         assert float(m.float().mean()) == pytest.approx(keep2[n.rsplit(".", 1)[0]], abs=2e-3)
 
 
-def test_gradual_search_bisects_and_keeps_the_smallest_passing_trial(small, one_thread):
+@pytest.mark.parametrize("search", ["bisect", "false-position"])
+def test_gradual_search_bisects_and_keeps_the_smallest_passing_trial(small, one_thread, search):
     import copy
 
     from deepcomp.plan import PRUNE_SHARE, evaluate_loss, gradual_search
@@ -337,8 +338,16 @@ def test_gradual_search_bisects_and_keeps_the_smallest_passing_trial(small, one_
     sens = sensitivity(net, va, keeps=grid, bits=(4,))
     prices = price_table(net, keeps=grid, bits=(4,))
     rounds, plan, masks = gradual_search(net, sens, prices, tr, va, base_acc=base,
-                                         max_drop=1.0, epochs=0.2, lr=1e-3, trials=3)
+                                         max_drop=1.0, epochs=0.2, lr=1e-3, trials=3,
+                                         search=search)
     assert len(rounds) == 3
+    # Every trial is a different cut (an allocation already measured is not rerun).
+    if search == "false-position":
+        # Every searched trial is a different cut (one already measured is not rerun);
+        # only the safe-cut fallback after a search where nothing passed may repeat one.
+        keys = [tuple(sorted(r.keep.items())) for r in rounds]
+        searched = keys if any(r.accepted for r in rounds[:-1]) else keys[:-1]
+        assert len(set(searched)) == len(searched)
     for r in rounds:
         assert r.accepted == (base - r.val_acc <= PRUNE_SHARE * 1.0 + 1e-9)
     # Bisection: after a pass the next target is smaller, after a failure larger.
@@ -391,3 +400,90 @@ def test_global_allocation_is_one_threshold_that_fits_the_bytes(small):
     assert plan.keep["fc3.weight"] > plan.keep["fc1.weight"]
     # The grid prices interpolate: at a grid point they are exact.
     assert _price_at(prices["fc1.weight"], 0.25, 4) == prices["fc1.weight"][(0.25, 4)]
+
+
+def test_gradual_prune_average_keeps_masks_and_measures_the_mean(small, one_thread):
+    import copy
+
+    from deepcomp.plan import evaluate_loss, gradual_prune
+
+    net0, _, tr, va = small
+    keep = {"fc1": 0.2, "fc2": 0.4, "fc3": 0.8}
+    runs = {}
+    for avg in (0.5, 1e-6):
+        net = copy.deepcopy(net0)
+        m, acc, at = gradual_prune(net, keep, tr, va, epochs=0.5, recover_epochs=1.0, lr=1e-3,
+                                   seed=3, average=avg)
+        for n, mk in m.masks.items():
+            w = dict(net.named_parameters())[n].detach()
+            assert not w[~mk].any(), n                   # the mean keeps the masks
+            assert float(mk.float().mean()) == pytest.approx(keep[n.rsplit(".", 1)[0]], abs=2e-3)
+        assert evaluate_loss(net, va)[0] == pytest.approx(acc)   # the model returned
+        assert 0.5 <= at <= 1.5 + 1e-9                   # inside the recovery
+        runs[avg] = (copy.deepcopy(net.state_dict()), at)
+    # Half the recovery averaged is a different model from the last point alone (the
+    # tiny window), and its middle lies earlier in the round.
+    a, b = runs[0.5][0], runs[1e-6][0]
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert runs[0.5][1] < runs[1e-6][1]
+
+
+def test_gradual_prune_average_refreshes_batchnorm(one_thread):
+    from torch import nn
+
+    from deepcomp.plan import gradual_prune
+
+    torch.manual_seed(0)
+    x = torch.randn(600, 1, 4, 4)
+    y = (x.flatten(1).sum(1) > 0).long()
+    data = TensorImageDataset(x, y)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                        nn.Linear(32, 2))
+    gradual_prune(net, {"1": 0.5, "4": 0.5}, data, data, epochs=1, recover_epochs=2, lr=1e-2,
+                  batch_size=50, average=0.5)
+    bn = net[2]
+    # Recomputed for the averaged weights: the cumulative mean over the training batches
+    # equals the batch statistics of the averaged first layer on the whole set (every
+    # batch the same size, one pass).
+    with torch.no_grad():
+        h = net[1](net[0](x))
+    assert torch.allclose(bn.running_mean, h.mean(0), atol=1e-5)
+    assert bn.momentum == 0.1                              # restored
+
+
+def test_next_target_false_position_within_the_bracket():
+    import math
+
+    from deepcomp.plan import NEXT_MIN, next_target
+
+    # No measured failure yet: the log midpoint.
+    assert next_target(40000, 10000, 0.0, None, 0.35) == 20000
+    # Measured on both sides: where the line through the drops meets the budget, in log bytes.
+    t = (0.35 - 0.25) / (0.65 - 0.25)
+    want = int(math.exp(math.log(40000) + t * (math.log(10000) - math.log(40000))))
+    assert next_target(40000, 10000, 0.25, 0.65, 0.35) == want
+    assert 10000 < want < 40000
+    # A crossing next to a bracket is held inside the middle of the interval.
+    near_hi = next_target(40000, 10000, 0.34, 5.0, 0.35)
+    assert near_hi == int(math.exp(math.log(40000) + NEXT_MIN * math.log(10000 / 40000)))
+    near_lo = next_target(40000, 10000, 0.0, 0.36, 0.35)
+    assert near_lo == int(math.exp(math.log(40000) + (1 - NEXT_MIN) * math.log(10000 / 40000)))
+    # Noise that inverts the drops falls back to the midpoint.
+    assert next_target(40000, 10000, 0.4, 0.3, 0.35) == 20000
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "half"])
+def test_average_out_of_range_is_a_clear_error(bad, tmp_path):
+    from deepcomp.errors import DeepcompError
+
+    with pytest.raises(DeepcompError, match="--average"):
+        compress("deepcomp:lenet300", tmp_path / "x.dcz", max_drop=0.5, average=bad,
+                 progress=False)
+
+
+def test_unknown_search_is_a_clear_error(tmp_path):
+    from deepcomp.errors import DeepcompError
+
+    with pytest.raises(DeepcompError, match="--search"):
+        compress("deepcomp:lenet300", tmp_path / "x.dcz", max_drop=0.5, search="golden",
+                 progress=False)
