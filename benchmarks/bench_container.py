@@ -8,7 +8,8 @@ tensor table, graph and meta; version 2 has no padding) is reported with the hea
 preset dictionary (prefix flag 1, what the writer emits) and without it (the same JSON
 deflated plainly, flags 0, as files before 2026-12-04). Without arguments it makes
 one-shot files to measure: the shipped LeNet-300-100 and LeNet-5 at the paper's
-densities and bits with their graphs, and a ResNet-18 (random init, 70 % pruned, 5 bit).
+densities and bits with their graphs (bench_codec.py's recipe), and a ResNet-18 (random
+init, 70 % pruned, 5 bit).
 Sizes are real file bytes.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import deepcomp  # noqa: E402
 from deepcomp.codec import layout as L  # noqa: E402
@@ -32,28 +34,20 @@ from deepcomp.codec.writer import write_state_dict  # noqa: E402
 
 
 def default_files(tmp: Path) -> list[Path]:
+    """The paper-recipe LeNets with their graphs (bench_entropy's, as bench_codec makes
+    them) and a one-shot ResNet-18 saved with its graph."""
     import torchvision
-
-    from deepcomp.models import load_checkpoint
+    from bench_entropy import lenet_paper
 
     out = []
-    for arch, keep, bits in (("lenet300", {"fc1": 0.08, "fc2": 0.09, "fc3": 0.26}, {"fc": 5}),
-                             ("lenet5", {"conv1": 0.66, "conv2": 0.12, "fc1": 0.08, "fc2": 0.19}, {"fc": 5, "conv": 8})):
-        model = load_checkpoint(f"deepcomp:{arch}").eval()
-        with torch.no_grad():
-            for name, m in model.named_children():
-                if name in keep:
-                    w = m.weight
-                    cut = w.abs().flatten().kthvalue(max(1, int(w.numel() * (1 - keep[name])))).values
-                    w.mul_(w.abs() > cut)
-        path = tmp / f"{arch}_paper.dcz"
-        deepcomp.save(model, path, bits=bits, example_inputs=(torch.zeros(1, 1, 28, 28),))
-        out.append(path)
+    for arch in ("lenet300", "lenet5"):
+        sd, graph = lenet_paper(arch)
+        out.append(tmp / f"{arch}_paper.dcz")
+        write_state_dict(sd, out[-1], graph=graph)
     torch.manual_seed(0)
-    path = tmp / "resnet18_30pct.dcz"
-    deepcomp.save(torchvision.models.resnet18(weights=None).eval(), path, prune="sparsity:0.7",
+    out.append(tmp / "resnet18_30pct.dcz")
+    deepcomp.save(torchvision.models.resnet18(weights=None).eval(), out[-1], prune="sparsity:0.7",
                   bits={"fc": 5, "conv": 5}, example_inputs=(torch.zeros(1, 3, 64, 64),))
-    out.append(path)
     return out
 
 

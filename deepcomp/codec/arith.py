@@ -21,6 +21,7 @@ import itertools
 import numpy as np
 
 from deepcomp import _C
+from deepcomp.codec.tensors import matrix_view
 from deepcomp.errors import DczFormatError
 
 SHIFTS = range(_C.AC_MIN_SHIFT, _C.AC_MAX_SHIFT + 1)
@@ -81,9 +82,7 @@ def image_periods(shape: tuple) -> tuple:
     smooth there, so a weight's neighbours "above" predict whether it survived pruning
     and its sign; the writer keeps the period only when it makes the payload smaller.
     """
-    cols = 1
-    for d in shape[1:]:
-        cols *= int(d)
+    cols = matrix_view(shape)[1]
     out = set()
     if len(shape) == 4 and 1 < int(shape[-1]) < cols:
         out.add(int(shape[-1]))
