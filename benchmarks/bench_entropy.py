@@ -26,6 +26,8 @@ Coders:
     shared_sparse (relative indices, then cluster codes, one byte each, fillers
     included, then the fp32 codebook), a table index per element (uint8) then the
     codebook for other shared tensors, raw little-endian bytes for the rest.
+Also version 2 with coder="huffman" (Huffman streams only, for fast decoding): its
+bytes and decode times next to the smallest file's.
 Times: encode (write_state_dict) and decode (deepcomp.decode of the file) medians,
 single process (the codec's own thread pool as configured, --threads to cap it);
 torch.load of the dense .pt for scale; MB/s are of the dense fp32 state_dict.
@@ -199,12 +201,13 @@ def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, re
               speed_only: bool = False) -> dict:
     res = {"model": label, "dense_MB": sum(t.numel() * t.element_size() for t in sd.values()) / 1e6}
     files = {}
-    for v in (1, 2):
+    for v in (1, 2, "2h"):  # "2h": version 2 with coder="huffman" (fast decode)
         p = tmp / f"m.v{v}.dcz"
+        kw = {"version": 2, "coder": "huffman"} if v == "2h" else {"version": v}
         enc, enc_cpu = [], []
         for _ in range(max(1, min(3, repeats))):
             t0, c0 = time.perf_counter(), time.process_time()
-            write_state_dict(sd, p, graph=graph, version=v)
+            write_state_dict(sd, p, graph=graph, **kw)
             enc.append(time.perf_counter() - t0)
             enc_cpu.append(time.process_time() - c0)
         res[f"v{v}_encode_s"] = statistics.median(enc)
@@ -230,9 +233,9 @@ def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, re
     res["per_tensor"] = [] if speed_only else bits_per_nonzero(sd, open_dcz(files[1]), open_dcz(files[2]))
     dense_pt = tmp / "dense.pt"
     torch.save(sd, dense_pt)
-    order = [1, 2, "pt"] * repeats
-    times = {1: [], 2: [], "pt": []}
-    cpu = {1: [], 2: [], "pt": []}
+    order = [1, 2, "2h", "pt"] * repeats
+    times = {k: [] for k in (1, 2, "2h", "pt")}
+    cpu = {k: [] for k in (1, 2, "2h", "pt")}
     for which in order:  # round robin, so load drifts hit every reader alike
         t0, c0 = time.perf_counter(), time.process_time()
         if which == "pt":
@@ -241,10 +244,11 @@ def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, re
             deepcomp.decode(files[which])
         times[which].append(time.perf_counter() - t0)
         cpu[which].append(time.process_time() - c0)
-    res["v1_decode_s"], res["v2_decode_s"], res["torch_load_s"] = (statistics.median(times[k]) for k in (1, 2, "pt"))
-    res["v1_decode_cpu_s"], res["v2_decode_cpu_s"], res["torch_load_cpu_s"] = (
-        statistics.median(cpu[k]) for k in (1, 2, "pt"))
-    for k in ("v1_encode", "v2_encode", "v1_decode", "v2_decode", "torch_load"):
+    res["v1_decode_s"], res["v2_decode_s"], res["v2h_decode_s"], res["torch_load_s"] = (
+        statistics.median(times[k]) for k in (1, 2, "2h", "pt"))
+    res["v1_decode_cpu_s"], res["v2_decode_cpu_s"], res["v2h_decode_cpu_s"], res["torch_load_cpu_s"] = (
+        statistics.median(cpu[k]) for k in (1, 2, "2h", "pt"))
+    for k in ("v1_encode", "v2_encode", "v2h_encode", "v1_decode", "v2_decode", "v2h_decode", "torch_load"):
         res[k + "_MBps"] = res["dense_MB"] / res[k + "_s"]
     if speed_only:
         return res
@@ -274,6 +278,7 @@ def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, re
 def print_table(rows: list) -> None:
     cols = [r["model"] for r in rows]
     lines = [("deepcomp .dcz v1 (Huffman)", "v1_bytes"), ("deepcomp .dcz v2 (arithmetic)", "v2_bytes"),
+             ("deepcomp .dcz v2, coder=huffman (fast decode)", "v2h_bytes"),
              ("  v1 container (header, graph, meta, padding)", "v1_container"),
              ("  v2 container (prefix + deflated header)", "v2_container"),
              ("deepcomp .dcz v2, snap=1e-3 (lossy, error <= 1e-3 of range)", "v2_snap_bytes"),
@@ -320,7 +325,8 @@ def print_table(rows: list) -> None:
     print("| seconds (median) | " + " | ".join(cols) + " |")
     print("|---|" + "---:|" * len(cols))
     for label, key in (("encode v1", "v1_encode_s"), ("encode v2", "v2_encode_s"), ("decode v1", "v1_decode_s"),
-                       ("decode v2", "v2_decode_s"), ("torch.load dense .pt", "torch_load_s"),
+                       ("decode v2", "v2_decode_s"), ("decode v2, coder=huffman", "v2h_decode_s"),
+                       ("torch.load dense .pt", "torch_load_s"),
                        ("NNCodec encode", "nnc_encode_s"), ("NNCodec decode", "nnc_decode_s")):
         print(f"| {label} | " + " | ".join(f"{r[key]:.4f}" if isinstance(r.get(key), float) else "-" for r in rows) + " |")
     print()
@@ -328,19 +334,22 @@ def print_table(rows: list) -> None:
     print("|---|" + "---:|" * len(cols))
     for label, key in (("encode v1", "v1_encode_MBps"), ("encode v2", "v2_encode_MBps"),
                        ("decode v1", "v1_decode_MBps"), ("decode v2", "v2_decode_MBps"),
-                       ("torch.load dense .pt", "torch_load_MBps")):
+                       ("decode v2, coder=huffman", "v2h_decode_MBps"), ("torch.load dense .pt", "torch_load_MBps")):
         print(f"| {label} | " + " | ".join(f"{r[key]:,.0f}" if isinstance(r.get(key), float) else "-" for r in rows) + " |")
-    print("| decode v2 / torch.load (time) | " + " | ".join(
-        f"{r['v2_decode_s'] / r['torch_load_s']:.1f}x" if "torch_load_s" in r else "-" for r in rows) + " |")
+    for v in ("v2", "v2h"):
+        print(f"| decode {v} / torch.load (time) | " + " | ".join(
+            f"{r[v + '_decode_s'] / r['torch_load_s']:.2f}x" if "torch_load_s" in r else "-" for r in rows) + " |")
     print()
     print("| CPU seconds, all threads (median; less sensitive to a busy host) | " + " | ".join(cols) + " |")
     print("|---|" + "---:|" * len(cols))
     for label, key in (("encode v1", "v1_encode_cpu_s"), ("encode v2", "v2_encode_cpu_s"),
                        ("decode v1", "v1_decode_cpu_s"), ("decode v2", "v2_decode_cpu_s"),
-                       ("torch.load dense .pt", "torch_load_cpu_s")):
+                       ("decode v2, coder=huffman", "v2h_decode_cpu_s"), ("torch.load dense .pt", "torch_load_cpu_s")):
         print(f"| {label} | " + " | ".join(f"{r[key]:.4f}" if isinstance(r.get(key), float) else "-" for r in rows) + " |")
-    print("| decode v2 / torch.load (CPU) | " + " | ".join(
-        f"{r['v2_decode_cpu_s'] / r['torch_load_cpu_s']:.1f}x" if "torch_load_cpu_s" in r else "-" for r in rows) + " |")
+    for v in ("v2", "v2h"):
+        print(f"| decode {v} / torch.load (CPU) | " + " | ".join(
+            f"{r[v + '_decode_cpu_s'] / r['torch_load_cpu_s']:.2f}x" if "torch_load_cpu_s" in r else "-"
+            for r in rows) + " |")
     for r in rows:
         if "nnc_error" in r:
             print(f"NNCodec failed on {r['model']}: {r['nnc_error']}")

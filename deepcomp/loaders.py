@@ -6,7 +6,9 @@ Accepted, decided by content rather than by file name:
   * a TorchScript archive (torch.jit.save);
   * a .safetensors file, read with the safetensors package (its errors made ModelErrors);
   * a fully pickled object (torch.save(model)) only with unsafe_pickle=True, because
-    unpickling it runs code from the file.
+    unpickling it runs code from the file;
+  * a .dcz file (validated, decoded; its graph and meta come along), so that a file can
+    be written again with other writer settings, e.g. `--coder huffman`.
 `arch` pairs a state_dict with deepcomp.models.get_model(arch), so the result is a
 module whose graph can be captured.
 """
@@ -38,7 +40,8 @@ _ST_MAX_HEADER = 100 << 20
 class LoadedModel:
     obj: object  # nn.Module or dict[str, Tensor]
     graph: dict | None  # captured already (torch.export archives)
-    kind: str  # 'state_dict', 'torch.export', 'torchscript', 'safetensors', 'pickled module'
+    kind: str  # 'state_dict', 'torch.export', 'torchscript', 'safetensors', 'pickled module', 'dcz'
+    meta: dict | None = None  # a .dcz's own meta section
 
 
 def load_model_file(path, *, arch: str | None = None, unsafe_pickle: bool = False) -> LoadedModel:
@@ -63,6 +66,13 @@ def load_model_file(path, *, arch: str | None = None, unsafe_pickle: bool = Fals
 def _load(path: str, unsafe_pickle: bool) -> LoadedModel:
     with open(path, "rb") as f:
         head = f.read(16)
+    from deepcomp.codec import layout as L
+
+    if head.startswith(L.MAGIC):
+        from deepcomp.codec.reader import open_dcz
+
+        f = open_dcz(path)
+        return LoadedModel(f.state_dict(), f.graph, "dcz", dict(f.meta))
     if _looks_like_safetensors(head):
         return LoadedModel(read_safetensors(path), None, "safetensors")
     if zipfile.is_zipfile(path):

@@ -278,7 +278,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
              distill: float = 0.0, image_size: int | None = None,
              normalize: str = "imagenet", shrink: bool = True,
              schedule: str = "gradual", allocation: str = "sensitivity",
-             average: float | None = None, search: str = "bisect") -> CompressResult:
+             average: float | None = None, search: str = "bisect",
+             coder: str = "auto") -> CompressResult:
     """Run the pipeline (see the module docstring); returns a CompressResult.
 
     ``keep``: kept fraction per layer ({'fc1': 0.08, ...}, a 'fc1=0.08,...' string or one
@@ -318,7 +319,9 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     fraction of the recovery's end instead of its best validation point (0 = the best
     point; default ``deepcomp.plan.AVERAGE``). ``search``: gradual schedule: the next
     trial's byte target at the log midpoint of the bracket ('bisect', default) or where the
-    measured drops put the budget ('false-position').
+    measured drops put the budget ('false-position'). ``coder``: 'auto' (default) writes
+    the smallest file; 'huffman' only Huffman streams, larger but fast to decode
+    (deepcomp.save's ``coder``); the planner prices its choices with the smallest coder.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     bits = dict(DEFAULT_BITS if bits is None else bits)
@@ -348,6 +351,9 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
         raise DeepcompError(f"--average must be a fraction of the recovery in [0, 1], got {average!r}")
     if search not in ("bisect", "false-position"):
         raise DeepcompError(f"--search must be 'bisect' or 'false-position', got {search!r}")
+    from deepcomp.codec.v2 import check_coder
+
+    coder = check_coder(coder)  # before any training, not after it
     if schedule not in ("gradual", "rounds"):
         raise DeepcompError(f"--schedule must be 'gradual' or 'rounds', got {schedule!r}")
     if auto and plan is not None:
@@ -573,7 +579,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
                 # No bits: the weights are already shared (at most 2**bits values per
                 # layer), so the codec stores them losslessly and the file scores what was
                 # measured.
-                result.codec_summary = codec_save(net.cpu(), out, init=init, meta=meta, progress=progress)
+                result.codec_summary = codec_save(net.cpu(), out, init=init, meta=meta, progress=progress,
+                                             coder=coder)
                 log(f"[write] {out} ({out.stat().st_size} bytes, "
                     f"{time.perf_counter() - t0:.1f} s)")
             dctx.barrier("writing the output")
@@ -802,6 +809,10 @@ def add_compress_command(sub) -> None:
                    help="gradual schedule: each trial's byte target at the log midpoint of "
                         "the passing / failing bracket (default) or where the measured "
                         "validation drops put the budget")
+    p.add_argument("--coder", default="auto", choices=["auto", "huffman"],
+                   help="how OUT's tensors are coded: auto (default) the smallest file; huffman "
+                        "only table-driven Huffman streams, larger but decoding about as fast as "
+                        "torch.load (the plan's prices stay the smallest coder's)")
     p.add_argument("--keep-dead", action="store_true",
                    help="keep hidden units that pruning left without inputs or outputs (by "
                         "default they are removed, their constant output folded into the next "
@@ -830,7 +841,7 @@ def _run_compress(args) -> int:
         sensitivity_plot=args.sensitivity_plot, record_hist=args.record_hist,
         image_size=args.image_size, normalize=args.normalize, shrink=not args.keep_dead,
         schedule=args.schedule, allocation=args.allocation, average=args.average,
-        search=args.search,
+        search=args.search, coder=args.coder,
     )
     if res.rank != 0:  # rank 0 reports for the run
         return 0

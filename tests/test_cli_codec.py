@@ -115,6 +115,7 @@ def test_pickled_module_needs_opt_in(tmp_path, capsys):
 
 @pytest.mark.parametrize("content,args,match", [
     (b"hello, not a model", [], "not a model file"),
+    (b"\x89DCZ\r\n\x1a\n\x02\0\0\0garbage", [], "shorter than the 20-byte prefix"),
     (None, [], "no such file"),
     ("sd", ["--bits", "fc=nine"], "--bits"),
     ("sd", ["--bits", "attn=4"], "unknown layer kind"),
@@ -180,3 +181,35 @@ def test_encode_snap_is_smaller_within_its_bound(tmp_path, lenet300_pt, capsys):
         assert main(["encode", common[0], str(tmp_path / "c.dcz"), *common[1:], "--snap", bad]) != 0
         assert "snap" in capsys.readouterr().err
         assert not (tmp_path / "c.dcz").exists()
+
+
+def test_reencode_a_dcz_with_the_huffman_coder(tmp_path, lenet300_pt, capsys):
+    small, fast = tmp_path / "a.dcz", tmp_path / "b.dcz"
+    assert main(["encode", str(lenet300_pt), str(small), "--prune", "sparsity:0.9", "--bits", "fc=5",
+                 "--arch", "deepcomp:lenet300"]) == 0
+    # a .dcz is an input too: same tensors, its graph and meta carried over
+    assert main(["encode", str(small), str(fast), "--coder", "huffman"]) == 0
+    capsys.readouterr()
+    t = info_json(fast, capsys)
+    kinds = {r["name"]: r["encoding"] for r in t["tensors"]}
+    assert not any(k.startswith("ac_") for k in kinds.values())
+    assert kinds["fc1.weight"] == "shared_sparse"
+    assert "ac_shared" in {r["encoding"] for r in info_json(small, capsys)["tensors"]}
+    assert fast.stat().st_size > small.stat().st_size  # the arithmetic coder is smaller here
+    a, b = deepcomp.decode(small), deepcomp.decode(fast)
+    assert list(a) == list(b) and all(same_bits(a[k], b[k]) for k in a)
+    from deepcomp.codec import open_dcz
+
+    fa, fb = open_dcz(small), open_dcz(fast)
+    assert fb.graph == fa.graph and fb.meta["prune"] == "sparsity:0.9"
+    assert fb.meta["source"] == "lenet300.pt" and fb.meta["source_kind"] == "state_dict + deepcomp:lenet300"
+    # and back again: the smallest coder gives the first file's tensor sections
+    again = tmp_path / "c.dcz"
+    assert main(["encode", str(fast), str(again)]) == 0
+    capsys.readouterr()
+    sizes = lambda p: {r["name"]: r["bytes"] for r in info_json(p, capsys)["tensors"]}  # noqa: E731
+    assert sizes(again) == sizes(small)
+    with pytest.raises(SystemExit) as e:
+        main(["encode", str(small), str(tmp_path / "d.dcz"), "--coder", "rans"])
+    assert e.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err and not (tmp_path / "d.dcz").exists()

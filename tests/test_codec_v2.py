@@ -647,3 +647,33 @@ def test_header_dictionary_keeps_small_headers_small():
     h, hlen = _header(image)
     plain = _deflate(json.dumps(h, separators=(",", ":")).encode())
     assert hlen < 0.7 * len(plain)
+
+
+def test_huffman_coder_choice_is_version_1s_and_decodes_the_same(tmp_path):
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(64, 300, generator=g)
+    w[torch.rand(64, 300, generator=g) < 0.9] = 0
+    book = torch.linspace(-2, 2, 31)
+    sd = {"w": torch.where(w != 0, book[(w.abs() * 7).long().clamp(0, 30)], w),
+          "b": torch.randn(64, generator=g), "dense": book[torch.randint(0, 31, (40, 40), generator=g)]}
+    from deepcomp.codec.tensors import choose_encoding
+
+    for name, t in sd.items():
+        enc = choose_encoding_v2(name, t, coder="huffman")
+        ref = choose_encoding(name, t)
+        assert enc.fields == ref.fields and bytes(enc.payload) == bytes(ref.payload)
+        assert not enc.fields["encoding"].startswith("ac_")
+    small, fast = tmp_path / "a.dcz", tmp_path / "b.dcz"
+    write_state_dict(sd, small)
+    write_state_dict(sd, fast, coder="HUFFMAN")
+    assert small.stat().st_size < fast.stat().st_size
+    a, b = decode(small), decode(fast)
+    for k in sd:
+        assert torch.equal(a[k].view(torch.int32), sd[k].view(torch.int32))
+        assert torch.equal(b[k].view(torch.int32), sd[k].view(torch.int32))
+    from deepcomp.errors import DeepcompError
+
+    for bad in ("rans", 3, None):
+        with pytest.raises(DeepcompError, match="coder must be one of auto, huffman"):
+            write_state_dict(sd, tmp_path / "c.dcz", coder=bad)
+    assert not (tmp_path / "c.dcz").exists()

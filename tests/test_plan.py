@@ -487,3 +487,16 @@ def test_unknown_search_is_a_clear_error(tmp_path):
     with pytest.raises(DeepcompError, match="--search"):
         compress("deepcomp:lenet300", tmp_path / "x.dcz", max_drop=0.5, search="golden",
                  progress=False)
+
+
+def test_unknown_coder_is_refused_before_any_training(tmp_path, monkeypatch):
+    from deepcomp import pipeline
+    from deepcomp.errors import DeepcompError
+
+    def no_data(*a, **k):
+        raise AssertionError("data was loaded before the coder was checked")
+
+    monkeypatch.setattr(pipeline, "get_dataset", no_data)
+    with pytest.raises(DeepcompError, match="coder must be one of auto, huffman"):
+        compress("deepcomp:lenet300", tmp_path / "x.dcz", coder="rans", progress=False)
+    assert not (tmp_path / "x.dcz").exists()

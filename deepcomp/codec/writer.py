@@ -35,17 +35,23 @@ def _json_bytes(obj, what: str, cap: int) -> bytes:
 
 
 def write_state_dict(sd: Mapping, path, *, graph: dict | None = None, meta: dict | None = None,
-                     fp16: bool = False, version: int = L.WRITE_VERSION, progress: bool = False) -> dict:
+                     fp16: bool = False, version: int = L.WRITE_VERSION, progress: bool = False,
+                     coder: str = "auto") -> dict:
     """Encode a state_dict losslessly (fp16 only if asked) into `path`; returns a summary.
 
     version 2 (the default) is the compact container with arithmetic coding; version 1
     writes the original JSON-header, Huffman-only layout that every reader understands.
+    ``coder='huffman'`` (version 2): Huffman streams only, for files that must decode
+    fast (about torch.load's speed) at some 10-20 % more bytes; 'auto' keeps the smallest.
     ``progress``: a tqdm bar over the weights coded (on a terminal only).
     """
     if version not in L.READ_VERSIONS:
         raise DeepcompError(f"cannot write .dcz version {version}; choose one of {L.READ_VERSIONS}")
+    from deepcomp.codec.v2 import check_coder
+
+    coder = check_coder(coder)
     if version == 2:
-        return _write_v2(sd, path, graph=graph, meta=meta, fp16=fp16, progress=progress)
+        return _write_v2(sd, path, graph=graph, meta=meta, fp16=fp16, progress=progress, coder=coder)
     _check_items(sd)
     with element_bar(sd.values(), "encode", progress) as done:
         encoded = [done(choose_encoding(name, t, fp16=fp16), t) for name, t in sd.items()]
@@ -78,7 +84,7 @@ def _check_items(sd: Mapping):
             raise ModelError(f"tensor {name!r} has layout {t.layout}; store it dense")
 
 
-def _write_v2(sd: Mapping, path, *, graph, meta, fp16, progress=False) -> dict:
+def _write_v2(sd: Mapping, path, *, graph, meta, fp16, progress=False, coder="auto") -> dict:
     from deepcomp.codec.v2 import assemble_v2, choose_encoding_v2
 
     _check_items(sd)
@@ -93,7 +99,7 @@ def _write_v2(sd: Mapping, path, *, graph, meta, fp16, progress=False) -> dict:
     # Tensors are priced independently (the coder and numpy release the GIL).
     items = list(sd.items())
     with element_bar(sd.values(), "encode", progress) as done:
-        encoded = each_by_work(lambda kv: done(choose_encoding_v2(kv[0], kv[1], fp16=fp16), kv[1]),
+        encoded = each_by_work(lambda kv: done(choose_encoding_v2(kv[0], kv[1], fp16=fp16, coder=coder), kv[1]),
                                items, [t.numel() for _, t in items])
     image = assemble_v2(encoded, graph, meta)
     atomic_write(path, lambda f: f.write(image))
@@ -230,7 +236,7 @@ def save(obj, path, *, prune: str | None = None, bits=None, init: str = "linear"
          graph=None, meta: dict | None = None, fp16: bool = False, example_inputs=None,
          max_rel_error=None, calibration=None, min_cosine=None, seed: int = 0, log=None,
          progress: bool = False, snap: float | None = None,
-         weighting: str | None = None) -> dict:
+         weighting: str | None = None, coder: str = "auto") -> dict:
     """Compress a model (nn.Module) or a state_dict into a .dcz file (see docs/FORMAT.md).
 
     ``snap=E`` (opt-in, lossy; default off = every value stored exactly) rounds every
@@ -246,7 +252,13 @@ def save(obj, path, *, prune: str | None = None, bits=None, init: str = "linear"
     The plan is stored in the file's meta under "oneshot" and returned as "oneshot".
     ``progress=True`` shows tqdm bars for the long steps (k-means, the one-shot search,
     coding) when stderr is a terminal.
+    ``coder='huffman'`` trades bytes for decode speed: only version 1's Huffman streams
+    (one table lookup per symbol) instead of the smallest of those and the arithmetic
+    coder (benchmarks/RESULTS.md: about 10-20 % larger, decoding at torch.load's speed).
     """
+    from deepcomp.codec.v2 import check_coder
+
+    coder = check_coder(coder)
     plan = None
     if snap is not None:
         from deepcomp.codec.snap import check_rel
@@ -307,7 +319,8 @@ def save(obj, path, *, prune: str | None = None, bits=None, init: str = "linear"
             from deepcomp.codec.snap import snap_state_dict
 
             sd = snap_state_dict(sd, snap)
-    summary = write_state_dict(sd, path, graph=graph_dict, meta=meta, fp16=fp16, progress=progress)
+    summary = write_state_dict(sd, path, graph=graph_dict, meta=meta, fp16=fp16, progress=progress,
+                               coder=coder)
     if plan is not None:
         summary["oneshot"] = plan
     return summary
