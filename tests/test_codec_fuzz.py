@@ -63,7 +63,11 @@ def _corpus_v2(tensors: dict) -> list:
     kinds = {e.fields["encoding"] for e in encs}
     assert {"ac_shared", "ac_float"} <= kinds, kinds
     assert any(e.fields.get("pp") for e in encs)  # the image-period model is in the corpus
-    return [assemble_v2(encs, {"nodes": [{"op": "linear"}]}, {"a": 1}), assemble_v2(encs[:3], None, None)]
+    # coder="huffman": the compact container around version 1's streams only
+    huff = [choose_encoding_v2(k, v, coder="huffman") for k, v in {**tensors, **extra}.items()]
+    assert {"shared_sparse", "shared_dense"} <= {e.fields["encoding"] for e in huff}
+    return [assemble_v2(encs, {"nodes": [{"op": "linear"}]}, {"a": 1}), assemble_v2(encs[:3], None, None),
+            assemble_v2(huff, None, {"a": 1})]
 
 
 def _v2_header(image: bytes):
