@@ -321,7 +321,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     trial's byte target at the log midpoint of the bracket ('bisect', default) or where the
     measured drops put the budget ('false-position'). ``coder``: 'auto' (default) writes
     the smallest file; 'huffman' only Huffman streams, larger but fast to decode
-    (deepcomp.save's ``coder``); the planner prices its choices with the smallest coder.
+    (deepcomp.save's ``coder``); the planner prices its choices with the same coder, so
+    ``target_size`` holds for the file written.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     bits = dict(DEFAULT_BITS if bits is None else bits)
@@ -517,7 +518,7 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
                                 sensitivity_plot=sensitivity_plot, out=out, init=init,
                                 distill_alpha=distill, schedule=schedule,
                                 allocation=allocation, average=average,
-                                search=search)
+                                search=search, coder=coder)
                     break
             elif k <= steps:
                 # Iterative pruning with retraining: each round's masks include the last's.
@@ -609,7 +610,7 @@ def _remove_dead_units(net: nn.Module, result: CompressResult, val_set, log) -> 
     if result.plan is not None and result.shrink.changed:
         from deepcomp.plan import tensor_bytes_of
 
-        result.plan.bytes = tensor_bytes_of(net)
+        result.plan.bytes = tensor_bytes_of(net, coder)
 
 
 def _describe_data(data, dataset) -> str:
@@ -812,7 +813,7 @@ def add_compress_command(sub) -> None:
     p.add_argument("--coder", default="auto", choices=["auto", "huffman"],
                    help="how OUT's tensors are coded: auto (default) the smallest file; huffman "
                         "only table-driven Huffman streams, larger but decoding about as fast as "
-                        "torch.load (the plan's prices stay the smallest coder's)")
+                        "torch.load (--max-drop / --target-size price their choices with it)")
     p.add_argument("--keep-dead", action="store_true",
                    help="keep hidden units that pruning left without inputs or outputs (by "
                         "default they are removed, their constant output folded into the next "

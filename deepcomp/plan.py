@@ -216,8 +216,9 @@ def sensitivity(model: nn.Module, val_set, *, keeps=KEEP_GRID, bits=BITS_GRID,
 # ----------------------------------------------------------------------------- prices
 
 def price_table(model: nn.Module, *, keeps=KEEP_GRID, bits=BITS_GRID, seed: int = 0,
-                layers=None) -> dict[str, dict[tuple[float, int], int]]:
-    """{layer: {(keep, bits): exact section bytes}} from the writer's own encoder."""
+                layers=None, coder: str = "auto") -> dict[str, dict[tuple[float, int], int]]:
+    """{layer: {(keep, bits): exact section bytes}} from the writer's own encoder (with
+    the coder the file will be written with)."""
     from deepcomp.codec import tensor_bytes
 
     out: dict[str, dict[tuple[float, int], int]] = {}
@@ -228,7 +229,7 @@ def price_table(model: nn.Module, *, keeps=KEEP_GRID, bits=BITS_GRID, seed: int 
         for k in keeps:
             w = _pruned(p, k)
             for b in bits:
-                out[n][(float(k), int(b))] = tensor_bytes(n, _shared(n, w, b, seed))
+                out[n][(float(k), int(b))] = tensor_bytes(n, _shared(n, w, b, seed), coder=coder)
     return out
 
 
@@ -370,7 +371,8 @@ def allocate(sens: Sensitivity, prices: dict, *, tolerance: float | None = None,
 @torch.no_grad()
 def choose_bits(model: nn.Module, val_set, *, base_acc: float, max_drop: float | None = None,
                 target_bytes: int | None = None, bits=BITS_GRID, start: dict | None = None,
-                seed: int = 0, init: str = "linear", log=None) -> tuple[dict[str, int], dict[str, int], float]:
+                seed: int = 0, init: str = "linear", log=None,
+                coder: str = "auto") -> tuple[dict[str, int], dict[str, int], float]:
     """Measured bit allocation on the (pruned) model; returns (bits, bytes, val top-1).
 
     From ``start`` (default the largest of ``bits`` for every layer), repeatedly try one
@@ -392,7 +394,7 @@ def choose_bits(model: nn.Module, val_set, *, base_acc: float, max_drop: float |
     def shared(n, b):
         if (n, b) not in shared_cache:
             shared_cache[(n, b)] = _shared(n, orig[n], b, seed, init)
-            price[(n, b)] = tensor_bytes(n, shared_cache[(n, b)])
+            price[(n, b)] = tensor_bytes(n, shared_cache[(n, b)], coder=coder)
         return shared_cache[(n, b)]
 
     def measure(assign) -> float:
@@ -971,7 +973,7 @@ def distill(model: nn.Module, teacher: nn.Module, dataset, *, epochs: float, lr:
 
 # ----------------------------------------------------------------------------- the pipeline's driver
 
-def _file_overhead(net: nn.Module, meta: dict, init: str) -> tuple[int, int]:
+def _file_overhead(net: nn.Module, meta: dict, init: str, coder: str = "auto") -> tuple[int, int]:
     """(container bytes, bytes of the tensors that are not planned) of ``net`` written now.
 
     Container bytes are everything in the file that is not a tensor section (prefix,
@@ -984,7 +986,7 @@ def _file_overhead(net: nn.Module, meta: dict, init: str) -> tuple[int, int]:
 
     planned = set(prunable_weights(net))
     with tempfile.TemporaryDirectory() as d:
-        s = codec_save(net, Path(d) / "trial.dcz", init=init, meta=meta)
+        s = codec_save(net, Path(d) / "trial.dcz", init=init, meta=meta, coder=coder)
     sections = s["tensors"]
     other = sum(v["bytes"] for n, v in sections.items() if n not in planned)
     return s["file_bytes"] - sum(v["bytes"] for v in sections.values()), other
@@ -995,7 +997,7 @@ def run_planned(net: nn.Module, result, *, train_set, val_set, add, log, max_dro
                 finetune_lr: float, batch_size: int, seed: int, progress: bool,
                 sensitivity_plot, out, init: str, distill_alpha: float = 0.0,
                 schedule: str = "gradual", allocation: str = "sensitivity",
-                average: float | None = None, search: str = "bisect") -> None:
+                average: float | None = None, search: str = "bisect", coder: str = "auto") -> None:
     """``compress --max-drop`` / ``--target-size``: plan, prune, share, fine-tune ``net``.
 
     ``result`` is the pipeline's CompressResult (its first stage the dense model on
@@ -1016,10 +1018,10 @@ def run_planned(net: nn.Module, result, *, train_set, val_set, add, log, max_dro
         # The planned layers get what the container and the other tensors leave. The
         # meta grows by a stage row per round; a generous row size keeps the estimate
         # on the safe side, and the real size is checked again before fine-tuning.
-        container, other = _file_overhead(net, pipeline_meta(result, seed=seed, init=init), init)
+        container, other = _file_overhead(net, pipeline_meta(result, seed=seed, init=init), init, coder)
         tensor_budget = target_size - container - other - 160 * (prune_steps + 3)
         floor = sum(price_table(net, keeps=(min(KEEP_GRID),), bits=(min(BITS_GRID),),
-                                seed=seed)[n][(min(KEEP_GRID), min(BITS_GRID))]
+                                seed=seed, coder=coder)[n][(min(KEEP_GRID), min(BITS_GRID))]
                     for n in prunable_weights(net))
         if tensor_budget < floor:
             raise PlanError(
@@ -1041,7 +1043,7 @@ def run_planned(net: nn.Module, result, *, train_set, val_set, add, log, max_dro
     log(sens.table())
     if sensitivity_plot is not None:
         sens.plot(sensitivity_plot)
-    prices = price_table(net, seed=seed)
+    prices = price_table(net, seed=seed, coder=coder)
     log(f"[plan] sensitivity and prices of {len(prices)} layers: {time.perf_counter() - t0:.1f} s")
 
     teacher = copy.deepcopy(net).eval() if distill_alpha > 0 else None
@@ -1100,16 +1102,16 @@ def run_planned(net: nn.Module, result, *, train_set, val_set, add, log, max_dro
         if schedule == "gradual" and target_size is not None else None
     bits, _, acc = choose_bits(net, val_set, base_acc=base, max_drop=max_drop,
                                target_bytes=tensor_budget, start=start, seed=seed, init=init,
-                               log=log)
+                               log=log, coder=coder)
     if target_size is not None:
         trial = copy.deepcopy(net)
         quantize_model(trial, bits, init, seed)
         finalize(trial)
-        container, other = _file_overhead(trial, pipeline_meta(result, seed=seed, init=init), init)
+        container, other = _file_overhead(trial, pipeline_meta(result, seed=seed, init=init), init, coder)
         fitted = target_size - container - other - 200
-        if sum(tensor_bytes_of(trial).values()) > fitted:
+        if sum(tensor_bytes_of(trial, coder).values()) > fitted:
             bits, _, acc = choose_bits(net, val_set, base_acc=base, target_bytes=fitted,
-                                       start=bits, seed=seed, init=init, log=log)
+                                       start=bits, seed=seed, init=init, log=log, coder=coder)
     label = " ".join(f"{n.rsplit('.', 1)[0]}:{b}" for n, b in bits.items())
     quantize_model(net, bits, init, seed)
     shared = add("share (planned bits)", t0, label)
@@ -1133,17 +1135,17 @@ def run_planned(net: nn.Module, result, *, train_set, val_set, add, log, max_dro
                if isinstance(r, Round) else
                {"bytes": r.target_bytes, "val": round(r.val_acc, 2), "kept": r.accepted}
                for r in rounds]
-    result.plan = Plan(keep, bits, tensor_bytes_of(net), est_drop=alloc.est_drop if alloc else None,
+    result.plan = Plan(keep, bits, tensor_bytes_of(net, coder), est_drop=alloc.est_drop if alloc else None,
                        budget=budget, seed=seed, history=history)
     log("[plan] per-layer plan (bytes: the writer's sections for these weights)\n"
         + result.plan.table())
 
 
-def tensor_bytes_of(net: nn.Module) -> dict[str, int]:
+def tensor_bytes_of(net: nn.Module, coder: str = "auto") -> dict[str, int]:
     """The writer's section bytes of each planned layer's weights as they are now."""
     from deepcomp.codec import tensor_bytes
 
-    return {n: tensor_bytes(n, p.detach()) for n, p in prunable_weights(net).items()}
+    return {n: tensor_bytes(n, p.detach(), coder=coder) for n, p in prunable_weights(net).items()}
 
 
 # ----------------------------------------------------------------------------- command line

@@ -264,14 +264,24 @@ def test_max_drop_run_respects_budget_and_prices_the_file(small, tmp_path, one_t
     assert set(f.meta["pipeline"]["weight_hist"]) == set(r.plan.keep)
 
 
-def test_target_size_fits(small, tmp_path, one_thread):
+@pytest.mark.parametrize("coder", ["auto", "huffman"])
+def test_target_size_fits(small, tmp_path, one_thread, coder):
     net, full, _, _ = small
     out = tmp_path / "t.dcz"
     r = compress(net, out, train_set=full, test_set=fashion_mnist("test").subset(500, seed=0),
                  val=1000, seed=0, target_size=30000, epochs=0.3, finetune_epochs=0.2,
-                 prune_steps=2, progress=False, log=lambda s: None)
+                 prune_steps=2, progress=False, log=lambda s: None, coder=coder)
     assert out.stat().st_size <= 30000
     assert r.plan.budget == {"target_size": 30000}
+    # the plan's prices are the sections the chosen coder wrote
+    from deepcomp.codec import open_dcz
+
+    f = open_dcz(out)
+    for name, price in r.plan.bytes.items():
+        rec = f.record(name)
+        assert rec.length == price
+        if coder == "huffman":
+            assert not rec.encoding.startswith("ac_")
 
 
 def test_target_size_out_of_reach_is_one_line(capsys, tmp_path):

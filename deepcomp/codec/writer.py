@@ -115,17 +115,18 @@ def _write_v2(sd: Mapping, path, *, graph, meta, fp16, progress=False, coder="au
     }
 
 
-def tensor_bytes(name: str, t: torch.Tensor, *, fp16: bool = False) -> int:
+def tensor_bytes(name: str, t: torch.Tensor, *, fp16: bool = False, coder: str = "auto") -> int:
     """The exact bytes `t`'s section would take in a .dcz file written now.
 
     This is the writer's own per-tensor path (every candidate encoding priced, the
-    smallest kept), so a planner that prices choices with it follows any coder the
-    writer gains. Header entry, alignment padding and meta are not included.
+    smallest kept; with ``coder='huffman'`` version 1's choice), so a planner that prices
+    choices with it follows any coder the writer gains. Header entry, alignment padding
+    and meta are not included.
     """
     if L.WRITE_VERSION >= 2:
         from deepcomp.codec.v2 import choose_encoding_v2
 
-        return len(choose_encoding_v2(name, t, fp16=fp16).payload)
+        return len(choose_encoding_v2(name, t, fp16=fp16, coder=coder).payload)
     return len(choose_encoding(name, t, fp16=fp16).payload)
 
 
