@@ -188,15 +188,15 @@ class Cache:
     targets) and each (tensor, kept fraction, bits) is clustered and priced once.
     """
 
-    def __init__(self, init: str = "linear", seed: int = 0, fp16: bool = False):
-        self.init, self.seed, self.fp16 = init, seed, fp16
+    def __init__(self, init: str = "linear", seed: int = 0, fp16: bool = False, coder: str = "auto"):
+        self.init, self.seed, self.fp16, self.coder = init, seed, fp16, coder
         self.q: dict[tuple, torch.Tensor] = {}
         self.prices: dict[tuple, int] = {}
         self.loss: dict[tuple, np.ndarray] = {}
 
-    def check(self, init: str, seed: int, fp16: bool) -> None:
-        if (init, seed, fp16) != (self.init, self.seed, self.fp16):
-            raise OneShotError("a one-shot Cache serves one (init, seed, fp16); make a new one")
+    def check(self, init: str, seed: int, fp16: bool, coder: str = "auto") -> None:
+        if (init, seed, fp16, coder) != (self.init, self.seed, self.fp16, self.coder):
+            raise OneShotError("a one-shot Cache serves one (init, seed, fp16, coder); make a new one")
 
     def quantized(self, name: str, w: torch.Tensor, bits: int, keep: float = 1.0,
                   importance: torch.Tensor | None = None, weighting: str | None = None) -> torch.Tensor:
@@ -213,7 +213,7 @@ class Cache:
 
         k = (name, *key)
         if k not in self.prices:
-            self.prices[k] = tensor_bytes(name, t, fp16=self.fp16)
+            self.prices[k] = tensor_bytes(name, t, fp16=self.fp16, coder=self.coder)
         return self.prices[k]
 
 
@@ -221,13 +221,15 @@ class Cache:
 
 def rel_error_plan(sd: Mapping, max_rel_error, *, prune_auto: bool = False, init: str = "linear",
                    seed: int = 0, fp16: bool = False, keeps=KEEP_GRID, bits_grid=AUTO_BITS,
-                   log=None, cache: Cache | None = None, progress: bool = False) -> tuple[dict, OneShotPlan]:
-    """(state_dict with the chosen weights shared, plan) for the ``max_rel_error`` mode."""
+                   log=None, cache: Cache | None = None, progress: bool = False,
+                   coder: str = "auto") -> tuple[dict, OneShotPlan]:
+    """(state_dict with the chosen weights shared, plan) for the ``max_rel_error`` mode;
+    ``coder``: the writer's coder the sections are priced with."""
     from deepcomp.progress import element_bar
 
     e = check_max_rel_error(max_rel_error)
-    cache = cache or Cache(init, seed, fp16)
-    cache.check(init, seed, fp16)
+    cache = cache or Cache(init, seed, fp16, coder)
+    cache.check(init, seed, fp16, coder)
     out = dict(sd)
     plan = OneShotPlan({}, {}, target={"max_rel_error": e, "prune": "auto" if prune_auto else None},
                        seed=seed, init=init)
@@ -389,7 +391,7 @@ def _activation_importance(model: nn.Module, names: list[str], items: list[tuple
 def calibrated_plan(model: nn.Module, calibration, min_cosine, *, prune: str | None = None,
                     init: str = "linear", seed: int = 0, fp16: bool = False, bits_grid=AUTO_BITS,
                     log=None, cache: Cache | None = None, progress: bool = False,
-                    weighting: str | None = None) -> tuple[dict, OneShotPlan]:
+                    weighting: str | None = None, coder: str = "auto") -> tuple[dict, OneShotPlan]:
     """(state_dict with the chosen weights shared, plan) keeping min cosine >= ``min_cosine``.
 
     Method. Distortions of separately quantized layers add, to first order: with output
@@ -419,8 +421,8 @@ def calibrated_plan(model: nn.Module, calibration, min_cosine, *, prune: str | N
     if not isinstance(model, nn.Module):
         raise OneShotError("calibration needs the model itself (an nn.Module), not a state_dict")
     items = _check_calibration(calibration)
-    cache = cache or Cache(init, seed, fp16)
-    cache.check(init, seed, fp16)
+    cache = cache or Cache(init, seed, fp16, coder)
+    cache.check(init, seed, fp16, coder)
     say = log or (lambda s: None)
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if prune:
@@ -559,7 +561,8 @@ def _kept(w: torch.Tensor) -> float:
 
 def apply(obj, *, prune=None, max_rel_error=None, calibration=None, min_cosine=None,
           init: str = "linear", seed: int = 0, fp16: bool = False, log=None,
-          cache: Cache | None = None, progress: bool = False, weighting: str | None = None):
+          cache: Cache | None = None, progress: bool = False, weighting: str | None = None,
+          coder: str = "auto"):
     """``bits="auto"`` for ``save``: returns (the model or state_dict with shared weights, plan).
 
     A module comes back as a copy with its weights replaced, so the graph is captured
@@ -589,7 +592,7 @@ def apply(obj, *, prune=None, max_rel_error=None, calibration=None, min_cosine=N
                                "prune spec (std:S or sparsity:P) or none")
         sd, plan = calibrated_plan(obj, calibration, min_cosine, prune=prune, init=init, seed=seed,
                                    fp16=fp16, log=log, cache=cache, progress=progress,
-                                   weighting=weighting)
+                                   weighting=weighting, coder=coder)
     else:
         if isinstance(obj, nn.Module):
             sd = {k: v.detach().cpu() for k, v in obj.state_dict().items()}
@@ -602,7 +605,7 @@ def apply(obj, *, prune=None, max_rel_error=None, calibration=None, min_cosine=N
 
             sd, _ = prune_state_dict(sd, prune)
         sd, plan = rel_error_plan(sd, max_rel_error, prune_auto=prune_auto, init=init, seed=seed,
-                                  fp16=fp16, log=log, cache=cache, progress=progress)
+                                  fp16=fp16, log=log, cache=cache, progress=progress, coder=coder)
         if prune and not prune_auto:
             plan.target["prune"] = prune
         for n in plan.bits:

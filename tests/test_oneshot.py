@@ -319,3 +319,18 @@ def test_save_with_activation_weighting_meets_the_target_and_records_it(tmp_path
     assert _min_cosine(model, decode(out), items) >= 0.99
     assert r["oneshot"].target["weighting"] == "activations"
     assert open_dcz(out).meta["oneshot"]["target"]["weighting"] == "activations"
+
+
+@pytest.mark.parametrize("target", [{"max_rel_error": 0.05}, {"min_cosine": 0.99}])
+def test_huffman_coder_plans_in_its_own_bytes(tmp_path, target):
+    model = _mlp().eval()
+    g = torch.Generator().manual_seed(5)
+    kw = dict(target)
+    if "min_cosine" in kw:
+        kw["calibration"] = [torch.randn(8, 32, generator=g) for _ in range(3)]
+    out = tmp_path / "h.dcz"
+    r = deepcomp.save(model, out, bits="auto", graph=False, coder="huffman", **kw)
+    f = open_dcz(out)
+    assert not any(f.record(n).encoding.startswith("ac_") for n in f.names)
+    # priced with the coder that wrote the file: the plan's bytes are its sections
+    assert r["oneshot"].tensor_bytes == sum(f.record(n).length for n in r["oneshot"].bits)

@@ -271,7 +271,7 @@ def save(obj, path, *, prune: str | None = None, bits=None, init: str = "linear"
 
         obj, plan = apply(obj, prune=prune, max_rel_error=max_rel_error, calibration=calibration,
                           min_cosine=min_cosine, init=init, seed=seed, fp16=fp16, log=log,
-                          progress=progress, weighting=weighting)
+                          progress=progress, weighting=weighting, coder=coder)
         meta = {**(meta or {}), "oneshot": plan.to_dict()}
         prune = None
     else:
