@@ -131,7 +131,9 @@ def files(tmp_path_factory):
         z.writestr("archive/version", b"3\n")
     models["pt2_junk"] = put("junk.pt2", zb.getvalue())
     models["empty_pt"] = put("empty.pt", b"")
-    models["dcz_as_model"] = good
+    # encode reads a .dcz (to write it again); a damaged one is refused like any model file
+    models["dcz_truncated"] = put("trunc.dcz", good.read_bytes()[:-7])
+    models["dcz_bad_body_crc"] = put("badcrc.dcz", good.read_bytes()[:-1] + bytes([good.read_bytes()[-1] ^ 1]))
 
     x = d / "x.npy"
     np.save(x, np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32))
