@@ -203,6 +203,7 @@ def test_reencode_a_dcz_with_the_huffman_coder(tmp_path, lenet300_pt, capsys):
     fa, fb = open_dcz(small), open_dcz(fast)
     assert fb.graph == fa.graph and fb.meta["prune"] == "sparsity:0.9"
     assert fb.meta["source"] == "lenet300.pt" and fb.meta["source_kind"] == "state_dict + deepcomp:lenet300"
+    assert fb.meta["recoded_from"] == "a.dcz" and "recoded_from" not in fa.meta
     # and back again: the smallest coder gives the first file's tensor sections
     again = tmp_path / "c.dcz"
     assert main(["encode", str(fast), str(again)]) == 0

@@ -70,6 +70,14 @@ def _snap(args: argparse.Namespace):
     return check_rel(value)
 
 
+def _meta(args: argparse.Namespace, loaded) -> dict:
+    """What the file records of its source; a .dcz written again keeps its own record
+    (source, pipeline, plan) and adds the file it was re-coded from."""
+    if loaded.kind == "dcz":
+        return {**(loaded.meta or {}), "recoded_from": os.path.basename(args.input)}
+    return {"source": os.path.basename(args.input), "source_kind": loaded.kind}
+
+
 def _encode(args: argparse.Namespace) -> int:
     from deepcomp.codec.writer import parse_bits, save
     from deepcomp.loaders import load_model_file
@@ -85,7 +93,7 @@ def _encode(args: argparse.Namespace) -> int:
     bits = parse_bits(args.bits) if args.bits else None
     loaded = load_model_file(args.input, arch=args.arch, unsafe_pickle=args.unsafe_pickle)
     graph = False if args.no_graph else (loaded.graph if loaded.graph is not None else None)
-    meta = {"source": os.path.basename(args.input), "source_kind": loaded.kind, **(loaded.meta or {})}
+    meta = _meta(args, loaded)
     if args.prune:
         meta["prune"] = args.prune
     if bits:
@@ -109,7 +117,7 @@ def _encode_auto(args: argparse.Namespace) -> int:
     e = check_max_rel_error(args.max_rel_error)
     loaded = load_model_file(args.input, arch=args.arch, unsafe_pickle=args.unsafe_pickle)
     graph = False if args.no_graph else (loaded.graph if loaded.graph is not None else None)
-    meta = {"source": os.path.basename(args.input), "source_kind": loaded.kind, **(loaded.meta or {})}
+    meta = _meta(args, loaded)
     summary = save(loaded.obj, args.output, prune=args.prune, bits="auto", init=args.init,
                    graph=graph, meta=meta, fp16=args.fp16, max_rel_error=e, seed=args.seed,
                    progress=not args.quiet, snap=_snap(args), coder=args.coder)
