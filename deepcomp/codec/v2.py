@@ -56,9 +56,7 @@ def choose_encoding_v2(name: str, t: torch.Tensor, *, fp16: bool = False, coder:
     times faster than the adaptive binary coder's one dependent decision per bin.
     """
     if check_coder(coder) == "huffman":
-        enc = choose_encoding(name, t, fp16=fp16)
-        enc.why = {"huffman" if enc.fields["encoding"] != "raw" else "raw": len(enc.payload), "coder": "huffman"}
-        return enc
+        return choose_encoding(name, t, fp16=fp16)  # its `why` compares version 1's candidates
     tt = t.detach().cpu().contiguous()
     if tt.dtype != torch.float32 or tt.dim() == 0 or tt.numel() == 0:
         return choose_encoding(name, t, fp16=fp16)
