@@ -810,7 +810,9 @@ def add_compress_command(sub) -> None:
                    help="gradual schedule: each trial's byte target at the log midpoint of "
                         "the passing / failing bracket (default) or where the measured "
                         "validation drops put the budget")
-    p.add_argument("--coder", default="auto", choices=["auto", "huffman"],
+    from deepcomp.codec.v2 import CODERS
+
+    p.add_argument("--coder", default="auto", choices=CODERS,
                    help="how OUT's tensors are coded: auto (default) the smallest file; huffman "
                         "only table-driven Huffman streams, larger but decoding about as fast as "
                         "torch.load (--max-drop / --target-size price their choices with it)")

@@ -38,7 +38,9 @@ def add_codec_commands(sub) -> None:
     e.add_argument("--snap", metavar="E", default=None,
                    help="lossy, opt-in: store every float value (biases, norm parameters, centroids) on a "
                         "power-of-two grid within E times its tensor's range, e.g. 1e-3 (smaller files)")
-    e.add_argument("--coder", default="auto", choices=("auto", "huffman"),
+    from deepcomp.codec.v2 import CODERS
+
+    e.add_argument("--coder", default="auto", choices=CODERS,
                    help="auto (default): the smallest file, arithmetic coding where it wins; huffman: "
                         "table-driven Huffman streams only, larger (~10-20 %%) but decoding about as "
                         "fast as torch.load reads the dense .pt")
