@@ -42,7 +42,8 @@ def write_state_dict(sd: Mapping, path, *, graph: dict | None = None, meta: dict
     version 2 (the default) is the compact container with arithmetic coding; version 1
     writes the original JSON-header, Huffman-only layout that every reader understands.
     ``coder='huffman'`` (version 2): Huffman streams only, for files that must decode
-    fast (about torch.load's speed) at some 10-20 % more bytes; 'auto' keeps the smallest.
+    fast (about torch.load's speed) at more bytes (8-13 % on the LeNets); 'auto' keeps
+    the smallest.
     ``progress``: a tqdm bar over the weights coded (on a terminal only).
     """
     if version not in L.READ_VERSIONS:
@@ -255,7 +256,8 @@ def save(obj, path, *, prune: str | None = None, bits=None, init: str = "linear"
     coding) when stderr is a terminal.
     ``coder='huffman'`` trades bytes for decode speed: only version 1's Huffman streams
     (one table lookup per symbol) instead of the smallest of those and the arithmetic
-    coder (benchmarks/RESULTS.md: about 10-20 % larger, decoding at torch.load's speed).
+    coder (benchmarks/RESULTS.md: 8-13 % larger on the LeNets, decoding in 0.6-0.8x
+    torch.load's time).
     """
     from deepcomp.codec.v2 import check_coder
 
