@@ -11,8 +11,8 @@ from deepcomp.fileio import atomic_write
 
 def add_codec_commands(sub) -> None:
     e = sub.add_parser("encode", help="one-shot compress a model file into a .dcz (no data needed)",
-                       description="Load a model, optionally prune and weight-share it, and Huffman-code it "
-                                   "into a .dcz file. Without --bits, weights with at most 256 distinct values "
+                       description="Load a model (or a .dcz), optionally prune and weight-share it, and code it "
+                                   "into a .dcz file (per tensor the smaller of Huffman and arithmetic coding). Without --bits, weights with at most 256 distinct values "
                                    "are stored exactly as they are; others are shared at fc=5, conv=8 bits.")
     e.add_argument("input", help="state_dict .pt, torch.export .pt2, TorchScript archive, .safetensors, or a "
                                  ".dcz to write again (e.g. with --coder huffman)")
