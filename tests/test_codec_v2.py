@@ -583,7 +583,8 @@ def test_image_period_pays_on_smooth_rows_and_the_writer_picks_it(tmp_path):
     plain = arith.encode_shared(idx, book, 60, 144, nn, npn, flat)
     image = arith.encode_shared(idx, book, 60, 144, nn, npn, {**flat, "pp": 12})
     assert len(image) < 0.9 * len(plain)
-    assert arith.image_periods((60, 144)) == (12,) and arith.image_periods((8, 3, 5, 5)) == (5,)
+    # 144 is a 12 x 12 image or 16 channels of 3 x 3
+    assert arith.image_periods((60, 144)) == (3, 12) and arith.image_periods((8, 3, 5, 5)) == (5,)
     assert arith.image_periods((60, 143)) == () and arith.image_periods((4, 1, 1, 1)) == ()
     enc = choose_encoding_v2("fc1.weight", w)
     assert enc.fields["encoding"] == "ac_shared" and enc.fields["pp"] == 12
@@ -591,6 +592,23 @@ def test_image_period_pays_on_smooth_rows_and_the_writer_picks_it(tmp_path):
     write_state_dict(sd, tmp_path / "img.dcz", version=2)
     back = decode(tmp_path / "img.dcz")
     assert all(same_bits(back[k], sd[k]) for k in sd)
+
+
+def test_flattened_feature_maps_are_read_as_images(tmp_path):
+    # A classifier's first layer over 32 channels of 5 x 5 maps (as LeNet-5's fc1 reads
+    # 50 x 4 x 4): 800 inputs, tried at widths 4 and 5; the maps' own width must win.
+    assert arith.image_periods((40, 800)) == (4, 5)
+    assert arith.image_periods((10, 9216)) == (3, 4, 6, 8, 96)   # AlexNet's 256 x 6 x 6 among them
+    w = smooth_images(40 * 32, 5, 0.2, 7).reshape(40, 800)
+    enc = choose_encoding_v2("fc1.weight", w)
+    assert enc.fields["encoding"] == "ac_shared" and enc.fields["pp"] == 5
+    bits = w.contiguous().view(torch.int32).numpy().view(np.uint32).reshape(-1)
+    idx, book, nn, npn = arith.weight_table(bits, True)
+    p = {k: enc.fields[k] for k in ("sp", "cm", "vc", "sc", "sh")}
+    flat = arith.encode_shared(idx, book, 40, 800, nn, npn, p)
+    assert len(enc.payload) < len(flat)
+    write_state_dict({"fc1.weight": w}, tmp_path / "maps.dcz", version=2)
+    assert same_bits(decode(tmp_path / "maps.dcz")["fc1.weight"], w)
 
 
 def test_no_period_is_written_as_before():

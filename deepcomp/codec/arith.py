@@ -78,18 +78,30 @@ def image_periods(shape: tuple) -> tuple:
     """Widths at which a tensor's rows may be images (the `pp` model parameter).
 
     A convolution's kernel rows are shape[-1] wide; a layer whose input count is a
-    square is tried as a square image (a first layer over pixels). Trained ones are
+    square is tried as a square image (a first layer over pixels); and one whose input
+    count is C * w * w with C >= w * w channels is tried at each such width w >= 3, as a
+    classifier's first layer over flattened feature maps (LeNet-5's 50 x 4 x 4,
+    AlexNet's 256 x 6 x 6, VGG's 512 x 7 x 7; the channel count of such a head is
+    usually the larger factor, which keeps the trials to a few). Trained ones are
     smooth there, so a weight's neighbours "above" predict whether it survived pruning
-    and its sign; the writer keeps the period only when it makes the payload smaller.
+    and its sign; the writer keeps a period only when it makes the payload smaller.
     """
     cols = matrix_view(shape)[1]
     out = set()
     if len(shape) == 4 and 1 < int(shape[-1]) < cols:
         out.add(int(shape[-1]))
-    side = int(round(cols ** 0.5))
-    if len(shape) == 2 and side > 1 and side * side == cols:
-        out.add(side)
+    if len(shape) == 2:
+        side = int(round(cols ** 0.5))
+        if side > 1 and side * side == cols:
+            out.add(side)
+        w = 3
+        while w ** 4 <= cols:
+            if cols % (w * w) == 0:
+                out.add(w)
+            w += 1
     return tuple(sorted(out))
+
+
 # Tensors up to FULL_GRID_NUMEL elements try every model. Bigger ones search one
 # parameter at a time (two rounds up to SAMPLE_NUMEL elements): on the whole tensor up to
 # FULL_SEARCH_NUMEL elements, beyond on evenly spread blocks of rows holding about
