@@ -16,7 +16,7 @@ $(VENV)/.stamp: pyproject.toml
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q torch==2.14.1 torchvision==0.29.1 numpy scipy \
 	    pybind11 cmake ninja setuptools wheel pytest zstandard atheris \
-	    transformers matplotlib tqdm safetensors
+	    transformers matplotlib tqdm safetensors pyflakes
 	touch $@
 
 # The peers the benchmarks run in the same run (not needed by the tests).

@@ -560,7 +560,7 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
                 f"({result.checkpoint_seconds:.2f} s)")
 
         if shrink and (steps or auto):
-            _remove_dead_units(net, result, val_set, log)
+            _remove_dead_units(net, result, val_set, log, coder)
 
         # The final model's test top-1: reported only, never decided on.
         last = result.stages[-1]
@@ -593,8 +593,11 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     return result
 
 
-def _remove_dead_units(net: nn.Module, result: CompressResult, val_set, log) -> None:
-    """Drop units pruning left without inputs or outputs; log and keep the shapes."""
+def _remove_dead_units(net: nn.Module, result: CompressResult, val_set, log, coder: str) -> None:
+    """Drop units pruning left without inputs or outputs; log and keep the shapes.
+
+    A plan's bytes are priced again on the smaller tensors, with the coder the file
+    will be written with."""
     from deepcomp.shrink import remove_dead_units
 
     if hasattr(val_set, "images") and isinstance(val_set.images, torch.Tensor):
