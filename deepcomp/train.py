@@ -50,19 +50,24 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, batch_size: int = 1000, device=None) -> float:
-    """Top-1 accuracy in percent (on ``device``, by default the model's)."""
+def evaluate(model: nn.Module, dataset, batch_size: int = 1000, device=None,
+             per_example: bool = False):
+    """Top-1 accuracy in percent (on ``device``, by default the model's).
+
+    ``per_example``: (accuracy, a bool CPU tensor saying which examples, in dataset
+    order, the model gets right), to pair two models' answers on the same images.
+    """
     device = _device_of(model) if device is None else device
     was_training = model.training
     model.eval()
-    correct = 0
-    total = 0
+    right = []
     for x, y in _batches(dataset, batch_size, False, None):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        correct += int((model(x).argmax(1) == y).sum())
-        total += int(y.shape[0])
+        right.append((model(x).argmax(1) == y).cpu())
     model.train(was_training)
-    return 100.0 * correct / max(1, total)
+    hits = torch.cat(right) if right else torch.zeros(0, dtype=torch.bool)
+    acc = 100.0 * int(hits.sum()) / max(1, hits.numel())
+    return (acc, hits) if per_example else acc
 
 
 def make_optimizer(params, name: str = "adam", lr: float = 1e-3,

@@ -236,6 +236,21 @@ def test_max_drop_run_respects_budget_and_prices_the_file(small, tmp_path, one_t
     dense, final = r.stage("dense"), r.stages[-1]
     assert dense.accuracy - final.accuracy <= 1.0
     assert final.density < 0.9                    # it did prune
+    # The drop is also reported paired, image by image: recount it from the two models.
+    _, va = split_train_val(full, 1000, seed=0)
+    for split, data, d_acc, f_acc in (("val", va, dense.accuracy, final.accuracy),
+                                      ("test", test, dense.test_accuracy, final.test_accuracy)):
+        with torch.no_grad():
+            a = net.eval()(data.images).argmax(1) == data.targets
+            b = r.model.eval()(data.images).argmax(1) == data.targets
+        lost, won = int((a & ~b).sum()), int((~a & b).sum())
+        assert r.paired[split] == (len(data), lost, won)
+        drop, se = r.paired_drop(split)
+        assert drop == pytest.approx(d_acc - f_acc, abs=1e-9)
+        n = len(data)
+        assert se == pytest.approx(100 * ((lost + won) - (lost - won) ** 2 / n) ** 0.5 / n)
+        assert 0 < se < 100 * ((lost + won) ** 0.5) / n + 1e-12
+    assert "paired standard error" in r.table()
     f = open_dcz(out)
     meta_plan = f.meta["pipeline"]["plan"]
     # The file's meta holds the compact plan (kept fraction and bits per layer, budget,
