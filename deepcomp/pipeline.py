@@ -139,10 +139,10 @@ class CompressResult:
         for split in ("val", "test"):
             if split in self.paired:
                 n, lost, won = self.paired[split]
-                drop, se = self.paired_drop(split)
-                parts.append(f"{split} {drop:+.2f} +- {se:.2f} points ({lost} images lost, "
-                             f"{won} gained of {n})")
-        return "drop against dense (paired standard error): " + "; ".join(parts)
+                _, se = self.paired_drop(split)
+                parts.append(f"{split} {100.0 * (won - lost) / n:+.2f} +- {se:.2f} points "
+                             f"({lost} images lost, {won} gained of {n})")
+        return "top-1 against dense, image by image (paired standard error): " + "; ".join(parts)
 
 
 def resolve_model(model, arch: str | None = None) -> tuple[nn.Module, str | None]:
@@ -609,9 +609,9 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
                 if hits.shape == dense_hits.shape:
                     result.paired[split] = (int(hits.numel()), int((dense_hits & ~hits).sum()),
                                             int((~dense_hits & hits).sum()))
+            log(f"[{last.name}] test top-1 {last.test_accuracy:.2f}% (reported only)")
             if result.paired:
                 log(result.paired_line())
-            log(f"[{last.name}] test top-1 {last.test_accuracy:.2f}% (reported only)")
         if out is not None:
             t0 = time.perf_counter()
             out = Path(out)
