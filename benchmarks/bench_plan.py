@@ -68,7 +68,9 @@ def run(args) -> dict:
            "density": final.density, "bits": final.bits,
            "stages": [s.__dict__ for s in r.stages], "command": " ".join(sys.argv),
            "allocation": args.allocation or "sensitivity", "schedule": args.schedule or "gradual",
-           "average": args.average, "search": args.search or "bisect"}
+           "average": args.average, "search": args.search or "bisect",
+           # split -> [images, lost, gained] against dense (compress's paired count)
+           "paired": {k: list(v) for k, v in r.paired.items()}}
     rec["ratio"] = rec["dense_param_bytes"] / rec["file_bytes"]
     rec.update(container(out))
     return rec
