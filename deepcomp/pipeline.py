@@ -612,6 +612,12 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
             log(f"[{last.name}] test top-1 {last.test_accuracy:.2f}% (reported only)")
             if result.paired:
                 log(result.paired_line())
+                if max_drop is not None and "val" in result.paired:
+                    se = result.paired_drop("val")[1]
+                    if 2 * se > max_drop:
+                        log(f"note: the {result.paired['val'][0]} validation images measure the "
+                            f"drop to +- {se:.2f} points, so --max-drop {max_drop:g} was judged "
+                            f"within two standard errors; a larger --val tightens it")
         if out is not None:
             t0 = time.perf_counter()
             out = Path(out)
