@@ -139,8 +139,9 @@ class CompressResult:
         for split in ("val", "test"):
             if split in self.paired:
                 n, lost, won = self.paired[split]
-                _, se = self.paired_drop(split)
-                parts.append(f"{split} {100.0 * (won - lost) / n:+.2f} +- {se:.2f} points "
+                drop, se = self.paired_drop(split)
+                # + 0.0: a drop of 0 prints as +0.00, not -0.00
+                parts.append(f"{split} {-drop + 0.0:+.2f} +- {se:.2f} points "
                              f"({lost} images lost, {won} gained of {n})")
         return "top-1 against dense, image by image (paired standard error): " + "; ".join(parts)
 
@@ -606,9 +607,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
             last.test_accuracy, right["test"] = evaluate(net, test_set, per_example=True)
             for split, dense_hits in dense_right.items():
                 hits = right[split]
-                if hits.shape == dense_hits.shape:
-                    result.paired[split] = (int(hits.numel()), int((dense_hits & ~hits).sum()),
-                                            int((~dense_hits & hits).sum()))
+                result.paired[split] = (int(hits.numel()), int((dense_hits & ~hits).sum()),
+                                        int((~dense_hits & hits).sum()))
             log(f"[{last.name}] test top-1 {last.test_accuracy:.2f}% (reported only)")
             if result.paired:
                 log(result.paired_line())
