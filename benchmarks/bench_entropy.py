@@ -33,6 +33,10 @@ single process (the codec's own thread pool as configured, --threads to cap it);
 torch.load of the dense .pt for scale; MB/s are of the dense fp32 state_dict.
 --resnet adds ResNet-18 (random init) at 30 % density, 5 bit; --speed-only skips the
 size rivals (general compressors, NNCodec) and the per-tensor split.
+--cold N adds decode times as a program starting up meets them: N fresh processes per
+reader, round robin, each timing its one first call after the imports (files in the page
+cache, the allocator's memory new: the warm medians above reuse freed memory); the
+one-time import of deepcomp's codec and native module is reported on its own line.
 """
 from __future__ import annotations
 
@@ -197,8 +201,38 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(ts)
 
 
+COLD_CALL = """
+import sys, time
+import torch
+torch.set_num_threads(1)
+p = sys.argv[1]
+t0 = time.perf_counter()
+if not p.endswith(".pt"):
+    import deepcomp
+    from deepcomp.codec import reader, streams, v2  # what decode imports on first use
+t1 = time.perf_counter()
+if p.endswith(".pt"):
+    torch.load(p, map_location="cpu", weights_only=True)
+else:
+    deepcomp.decode(p)
+print(t1 - t0, time.perf_counter() - t1)
+"""
+
+
+def cold_times(paths: dict, runs: int) -> dict:
+    """Medians over fresh processes, readers round robin: (import seconds, first call seconds)."""
+    times = {k: [] for k in paths}
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for _ in range(runs):
+        for k, p in paths.items():
+            out = subprocess.run([sys.executable, "-c", COLD_CALL, str(p)], capture_output=True, text=True,
+                                 env=env, check=True)
+            times[k].append([float(x) for x in out.stdout.split()[-2:]])
+    return {k: (statistics.median(t[0] for t in v), statistics.median(t[1] for t in v)) for k, v in times.items()}
+
+
 def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, repeats: int,
-              speed_only: bool = False) -> dict:
+              speed_only: bool = False, cold: int = 0) -> dict:
     res = {"model": label, "dense_MB": sum(t.numel() * t.element_size() for t in sd.values()) / 1e6}
     files = {}
     for v in (1, 2, "2h"):  # "2h": version 2 with coder="huffman" (fast decode)
@@ -250,6 +284,10 @@ def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, re
         statistics.median(cpu[k]) for k in (1, 2, "2h", "pt"))
     for k in ("v1_encode", "v2_encode", "v2h_encode", "v1_decode", "v2_decode", "v2h_decode", "torch_load"):
         res[k + "_MBps"] = res["dense_MB"] / res[k + "_s"]
+    if cold:
+        ct = cold_times({"v1": files[1], "v2": files[2], "v2h": files["2h"], "pt": dense_pt}, cold)
+        res.update({"cold_v1_s": ct["v1"][1], "cold_v2_s": ct["v2"][1], "cold_v2h_s": ct["v2h"][1],
+                    "cold_torch_load_s": ct["pt"][1], "cold_import_s": ct["v2h"][0]})
     if speed_only:
         return res
     arrs, blob = quantized_view(sd, open_dcz(files[1]))
@@ -350,6 +388,18 @@ def print_table(rows: list) -> None:
         print(f"| decode {v} / torch.load (CPU) | " + " | ".join(
             f"{r[v + '_decode_cpu_s'] / r['torch_load_cpu_s']:.2f}x" if "torch_load_cpu_s" in r else "-"
             for r in rows) + " |")
+    if any("cold_torch_load_s" in r for r in rows):
+        print()
+        print("| first call in a fresh process, ms (median) | " + " | ".join(cols) + " |")
+        print("|---|" + "---:|" * len(cols))
+        for label, key in (("decode v1", "cold_v1_s"), ("decode v2", "cold_v2_s"),
+                           ("decode v2, coder=huffman", "cold_v2h_s"), ("torch.load dense .pt", "cold_torch_load_s"),
+                           ("(once per process: import deepcomp's codec and _C)", "cold_import_s")):
+            print(f"| {label} | " + " | ".join(f"{r[key] * 1e3:.1f}" if key in r else "-" for r in rows) + " |")
+        for v in ("v1", "v2", "v2h"):
+            print(f"| decode {v} / torch.load (first call) | " + " | ".join(
+                f"{r[f'cold_{v}_s'] / r['cold_torch_load_s']:.2f}x" if "cold_torch_load_s" in r else "-"
+                for r in rows) + " |")
     for r in rows:
         if "nnc_error" in r:
             print(f"NNCodec failed on {r['model']}: {r['nnc_error']}")
@@ -394,6 +444,8 @@ def main(argv=None) -> int:
     ap.add_argument("--speed-only", action="store_true",
                     help="sizes and times only: no general compressors, NNCodec or per-tensor bit split")
     ap.add_argument("--threads", type=int, help="decoder/encoder thread cap (deepcomp.codec.reader.MAX_THREADS)")
+    ap.add_argument("--cold", type=int, default=0, metavar="N",
+                    help="also time one first decode in each of N fresh processes per reader")
     args = ap.parse_args(argv)
     if args.threads:
         import deepcomp.codec.reader as reader
@@ -418,7 +470,8 @@ def main(argv=None) -> int:
         for label, make in jobs:
             sd, graph = make()
             big = "MiniLM" in label or "ResNet" in label or "AlexNet" in label
-            rows.append(run_model(label, sd, graph, Path(td), nnc, args.repeats if not big else 3, args.speed_only))
+            rows.append(run_model(label, sd, graph, Path(td), nnc, args.repeats if not big else 3, args.speed_only,
+                                  args.cold))
             print(f"done: {label}", file=sys.stderr)
         if not args.only:
             tp = throughput(Path(td), 5)

@@ -209,6 +209,63 @@ PYBIND11_MODULE(_C, m) {
       py::arg("rel"), py::arg("codes"), py::arg("index_bits"), py::arg("codebook"), py::arg("numel"),
       py::arg("nnz"), "shared_sparse streams -> dense float32[numel] (codebook values as bit patterns).");
 
+  m.def(
+      "huffman_sparse_dense",
+      [](carray<uint8_t> rel_payload, carray<uint8_t> rel_lengths, carray<uint8_t> code_payload,
+         carray<uint8_t> code_lengths, size_t entries, int index_bits, carray<float> codebook, uint64_t numel,
+         size_t nnz) {
+        if (rel_payload.ndim() != 1 || rel_lengths.ndim() != 1 || code_payload.ndim() != 1 ||
+            code_lengths.ndim() != 1 || codebook.ndim() != 1)
+          throw py::value_error("payloads, lengths and codebook must be 1-D");
+        if (index_bits < 2 || index_bits > 8)
+          throw py::value_error(sparse_index::status_message(sparse_index::Status::BadIndexBits));
+        uint32_t k = static_cast<uint32_t>(codebook.shape(0));
+        if (rel_lengths.shape(0) != (py::ssize_t{1} << index_bits) ||
+            code_lengths.shape(0) != static_cast<py::ssize_t>(k) + 1)
+          throw py::value_error("code tables do not match the index width and codebook size");
+        if (nnz > entries) throw py::value_error(sparse_index::status_message(sparse_index::Status::NnzMismatch));
+        // numpy.zeros takes calloc'd pages, already zero, so the kernel skips its own clear.
+        carray<float> out = py::module_::import("numpy").attr("zeros")(numel, "float32");
+        sparse_index::Status st;
+        huffman::Status hs;
+        {
+          py::gil_scoped_release nogil;
+          st = sparse_index::huffman_dense(
+              rel_payload.data(), static_cast<size_t>(rel_payload.shape(0)), rel_lengths.data(), code_payload.data(),
+              static_cast<size_t>(code_payload.shape(0)), code_lengths.data(), entries, index_bits, k, numel, nnz,
+              reinterpret_cast<const uint32_t*>(codebook.data()), reinterpret_cast<uint32_t*>(out.mutable_data()),
+              true, &hs);
+        }
+        if (st == sparse_index::Status::Stream) throw py::value_error(huffman::status_message(hs));
+        if (st != sparse_index::Status::Ok) throw py::value_error(sparse_index::status_message(st));
+        return out;
+      },
+      py::arg("rel_payload"), py::arg("rel_lengths"), py::arg("code_payload"), py::arg("code_lengths"),
+      py::arg("entries"), py::arg("index_bits"), py::arg("codebook"), py::arg("numel"), py::arg("nnz"),
+      "shared_sparse Huffman streams -> dense float32[numel] in one pass (huffman_decode_pair + sparse_dense "
+      "without the intermediate arrays); ValueError if anything is malformed.");
+  m.def(
+      "huffman_decode_map",
+      [](carray<uint8_t> payload, carray<uint8_t> lengths, size_t count, carray<float> table) {
+        if (payload.ndim() != 1 || lengths.ndim() != 1 || table.ndim() != 1)
+          throw py::value_error("payload, lengths and table must be 1-D");
+        size_t nbytes = static_cast<size_t>(payload.shape(0));
+        if (lengths.shape(0) != table.shape(0)) throw py::value_error("code table and value table differ in size");
+        if (count > nbytes * 8) throw py::value_error(huffman::status_message(huffman::Status::CountTooLarge));
+        carray<float> out(static_cast<py::ssize_t>(count));
+        huffman::Status st;
+        {
+          py::gil_scoped_release nogil;
+          st = huffman::decode_map(payload.data(), nbytes, lengths.data(), static_cast<size_t>(lengths.shape(0)),
+                                   reinterpret_cast<const uint32_t*>(table.data()),
+                                   reinterpret_cast<uint32_t*>(out.mutable_data()), count);
+        }
+        if (st != huffman::Status::Ok) throw py::value_error(huffman::status_message(st));
+        return out;
+      },
+      py::arg("payload"), py::arg("lengths"), py::arg("count"), py::arg("table"),
+      "Decode `count` symbols straight into float32 values: out[i] = table[symbol i] (bit patterns).");
+
   // ---- arithmetic coder (csrc/coder; use deepcomp.codec.arith) --------------------------
   auto weight_model = [](uint64_t rows, uint64_t cols, uint32_t nneg, uint32_t npos, bool sparse, bool col_major,
                          int value_ctx, int sig_ctx, int shift, uint32_t period) {

@@ -17,6 +17,14 @@ def huffman_decode(payload: "npt.NDArray[np.uint8]", lengths: "npt.NDArray[np.ui
 def huffman_decode_pair(payload_a: "npt.NDArray[np.uint8]", lengths_a: "npt.NDArray[np.uint8]",
                         payload_b: "npt.NDArray[np.uint8]", lengths_b: "npt.NDArray[np.uint8]",
                         count: int) -> "tuple[npt.NDArray[np.uint16], npt.NDArray[np.uint16]]": ...
+# out[i] = table[symbol i] (float32 bit patterns), without the uint16 symbols in between
+def huffman_decode_map(payload: "npt.NDArray[np.uint8]", lengths: "npt.NDArray[np.uint8]", count: int,
+                       table: "npt.NDArray[np.float32]") -> "npt.NDArray[np.float32]": ...
+# huffman_decode_pair + sparse_dense in one pass (every check of both); dense float32[numel]
+def huffman_sparse_dense(rel_payload: "npt.NDArray[np.uint8]", rel_lengths: "npt.NDArray[np.uint8]",
+                         code_payload: "npt.NDArray[np.uint8]", code_lengths: "npt.NDArray[np.uint8]",
+                         entries: int, index_bits: int, codebook: "npt.NDArray[np.float32]", numel: int,
+                         nnz: int) -> "npt.NDArray[np.float32]": ...
 # ---- arithmetic coder (csrc/coder; use deepcomp.codec.arith); ValueError on bad input ------
 AC_MIN_SHIFT: int  # 4
 AC_MAX_SHIFT: int  # 10

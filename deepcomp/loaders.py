@@ -71,7 +71,7 @@ def _load(path: str, unsafe_pickle: bool) -> LoadedModel:
     if head.startswith(L.MAGIC):
         from deepcomp.codec.reader import open_dcz
 
-        f = open_dcz(path)
+        f = open_dcz(path, defer=True)
         return LoadedModel(f.state_dict(), f.graph, "dcz", dict(f.meta))
     if _looks_like_safetensors(head):
         return LoadedModel(read_safetensors(path), None, "safetensors")

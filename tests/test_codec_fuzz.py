@@ -225,16 +225,34 @@ def mutate(image: bytes, rng: random.Random) -> bytes:
     return bytes(b)
 
 
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal dtype, shape and bytes (NaN payloads and -0.0 included)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return a.numel() == 0 or torch.equal(a.contiguous().reshape(-1).view(torch.uint8),
+                                         b.contiguous().reshape(-1).view(torch.uint8))
+
+
 def check_one(data: bytes) -> str:
-    """'ok' or 'rejected'; anything else escapes and fails the test."""
+    """'ok' or 'rejected'; anything else escapes and fails the test.
+
+    `decode`'s deferred path (stream payloads decoded straight into the tensors) must
+    reject exactly what the validator rejects, and give the same bytes otherwise."""
+    try:
+        deferred = DczFile(validate(data, defer=True)).state_dict()
+    except DczFormatError:
+        deferred = None
     try:
         parsed = validate(data)
     except DczFormatError:
+        assert deferred is None, "the deferred decode accepted a file the validator rejects"
         return "rejected"
+    assert deferred is not None, "the deferred decode rejected a file the validator accepts"
     f = DczFile(parsed)
     # Once validation passes, decoding must not fail at all.
     for name in f.names:
-        f.dense(name)
+        t = f.dense(name)
+        assert same_bits(t, deferred[name]), name
         f.compressed(name)
     return "ok"
 
@@ -330,6 +348,7 @@ def test_cpp_decoder_fuzz_driver_under_sanitizers(tmp_path):
     build = subprocess.run([cxx, "-std=c++17", "-O1", "-g", "-fsanitize=address,undefined",
                             "-fno-sanitize-recover=all", "-DDEEPCOMP_FUZZ_STANDALONE", f"-I{root / 'csrc'}",
                             str(root / "csrc/fuzz/fuzz_huffman_decode.cpp"), str(root / "csrc/huffman/huffman.cpp"),
+                            str(root / "csrc/huffman/sparse_index.cpp"),
                             "-o", str(exe)], capture_output=True, text=True)
     if build.returncode != 0 and "sanitize" in build.stderr:
         pytest.skip("sanitizer runtime not available")

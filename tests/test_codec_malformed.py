@@ -8,11 +8,35 @@ import pytest
 import torch
 
 from deepcomp.codec import layout as L
-from deepcomp.codec.reader import validate
+from deepcomp.codec.reader import DczFile
+from deepcomp.codec.reader import validate as full_validate
 from deepcomp.codec.streams import encode_stream
 from deepcomp.codec.tensors import Encoded, choose_encoding
 from deepcomp.codec.writer import assemble
 from deepcomp.errors import DczChecksumError, DczFormatError, DczTruncatedError, DczVersionError
+from tests.test_codec_fuzz import same_bits
+
+
+def validate(image):
+    """The validator, with `decode`'s deferred path run beside it on the same bytes.
+
+    `decode` checks stream headers up front and decodes Huffman payloads straight into
+    tensors later (validate(defer=True), then DczFile.dense): it must reject every
+    malformed image with the same error type as the full validator, and accept the
+    others with bit-identical tensors."""
+    try:
+        deferred, deferred_err = DczFile(full_validate(image, defer=True)).state_dict(), None
+    except DczFormatError as e:
+        deferred, deferred_err = None, e
+    try:
+        parsed = full_validate(image)
+    except DczFormatError as e:
+        assert type(deferred_err) is type(e), f"deferred path gave {deferred_err!r} where validate gave {e!r}"
+        raise
+    assert deferred_err is None, f"deferred path rejected a valid image: {deferred_err!r}"
+    full = DczFile(parsed).state_dict()
+    assert all(same_bits(deferred[k], full[k]) for k in full)
+    return parsed
 
 
 def sparse_weight():
@@ -311,8 +335,6 @@ def sparse_enc(rel, codes, k=2, b=2, shape=(4, 8), nnz=None):
 
 def test_handmade_sparse_is_valid_and_decodes():
     # entries at 0, 2, (filler at 6), 9: rel 0, 1, 3(filler), 2
-    from deepcomp.codec.reader import DczFile
-
     f = DczFile(validate(build([sparse_enc([0, 1, 3, 2], [0, 1, 2, 1])])))
     dense = f.dense("s").reshape(-1)
     assert dense[[0, 2, 9]].tolist() == [1.0, 2.0, 2.0] and int((dense != 0).sum()) == 3

@@ -248,3 +248,163 @@ def test_sparse_walks_agree_with_reference():
             _C.sparse_check(rel, codes, b, k, ref[-1][0], len(ref))
         with pytest.raises(ValueError, match="non-zeros"):
             _C.sparse_dense(rel, codes, b, book, numel, len(ref) - 1)
+
+
+# ---- long streams: the multi-symbol table and the fused sparse decode ---------------
+
+MULTI_MIN = 8192  # huffman::Decoder::kMultiMinCount: streams this long use the 4-symbol table
+
+
+def _symbols(kind: str, n: int, rng) -> tuple[np.ndarray, int]:
+    if kind == "skewed":  # geometric: short codes and rare ones up to the 15-bit limit
+        return np.minimum(rng.geometric(0.45, n) - 1, 40).astype(np.uint16), 41
+    if kind == "uniform257":  # the codes stream of a 256-entry codebook (8-9 bit codes)
+        return rng.integers(0, 257, n).astype(np.uint16), 257
+    if kind == "two":  # 1-bit codes: four symbols per lookup
+        return rng.integers(0, 2, n).astype(np.uint16), 2
+    if kind == "rare":  # one dominant symbol and one 15-bit one, met now and then
+        a = np.zeros(n, np.uint16)
+        a[rng.random(n) < 0.002] = 3
+        a[rng.random(n) < 0.3] = 1
+        a[: 4] = [0, 1, 2, 3]
+        return a, 4
+    if kind == "wide":  # the largest alphabet: symbols need all 12 bits of a slot
+        return rng.integers(4000, 4096, n).astype(np.uint16), 4096
+    raise ValueError(kind)
+
+
+def _coded(sym: np.ndarray, alphabet: int):
+    freqs = np.bincount(sym, minlength=alphabet).astype(np.uint64)
+    lengths = _C.huffman_code_lengths(freqs)
+    payload, _ = _C.huffman_encode(sym, lengths)
+    return np.frombuffer(payload, np.uint8), lengths
+
+
+@pytest.mark.parametrize("kind", ["skewed", "uniform257", "two", "rare", "wide"])
+@pytest.mark.parametrize("n", [MULTI_MIN - 1, MULTI_MIN, MULTI_MIN + 3, 40_001])
+def test_long_streams_round_trip_on_the_multi_symbol_path(kind, n):
+    rng = np.random.default_rng(n + len(kind))
+    sym, alphabet = _symbols(kind, n, rng)
+    payload, lengths = _coded(sym, alphabet)
+    assert np.array_equal(_C.huffman_decode(payload, lengths, n), sym)
+    other = rng.integers(0, 257, n).astype(np.uint16)
+    op, ol = _coded(other, 257)
+    a, b = _C.huffman_decode_pair(payload, lengths, op, ol, n)
+    assert np.array_equal(a, sym) and np.array_equal(b, other)
+    table = rng.standard_normal(alphabet).astype(np.float32)
+    assert np.array_equal(_C.huffman_decode_map(payload, lengths, n, table).view(np.uint32),
+                          table.view(np.uint32)[sym])
+    # the payload must be used exactly: one byte short, one byte over (a count one off
+    # can be legal: the all-zero code of the commonest symbol may sit in the padding)
+    for bad, count in ((payload[:-1], n), (np.append(payload, np.uint8(0)), n)):
+        with pytest.raises(ValueError):
+            _C.huffman_decode(bad, lengths, count)
+        with pytest.raises(ValueError):
+            _C.huffman_decode_map(bad, lengths, count, table)
+
+
+def test_long_stream_matches_the_python_reference():
+    rng = np.random.default_rng(3)
+    sym, alphabet = _symbols("skewed", 12_000, rng)
+    payload, lengths = _coded(sym, alphabet)
+    assert bytes(payload) == ref_encode(sym.tolist(), lengths.tolist())
+    assert _C.huffman_decode(payload, lengths, sym.size).tolist() == ref_decode(bytes(payload), lengths.tolist(),
+                                                                               sym.size)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_long_payloads_decode_as_the_reference_reads_them(seed):
+    # random bytes under a valid table, read symbol by symbol by the reference: the C++
+    # decoder (multi-symbol path) must return the same symbols, and accept the payload
+    # exactly when what is left after the last whole code is under a byte of zero bits
+    rng = np.random.default_rng(900 + seed)
+    freqs = rng.integers(0, 50, int(rng.integers(2, 300))).astype(np.uint64)
+    freqs[:2] += 1
+    lengths = _C.huffman_code_lengths(freqs)
+    payload = rng.integers(0, 256, int(rng.integers(14_000, 16_000)), dtype=np.uint8)
+    if seed % 2:
+        payload[-2:] = 0  # ends in zero bits: often a legal end
+    table = {format(c, f"0{l}b"): s for s, (c, l) in ref_canonical_codes(lengths.tolist()).items()}
+    bits = "".join(format(b, "08b") for b in payload.tolist())
+    syms, cur = [], ""
+    for bit in bits:
+        cur += bit
+        if cur in table:
+            syms.append(table[cur])
+            cur = ""
+    assert len(syms) >= MULTI_MIN
+    legal = len(cur) < 8 and "1" not in cur
+    if not legal:
+        with pytest.raises(ValueError):
+            _C.huffman_decode(payload, lengths, len(syms))
+    else:
+        assert _C.huffman_decode(payload, lengths, len(syms)).tolist() == syms
+        a, b = _C.huffman_decode_pair(payload, lengths, payload, lengths, len(syms))
+        assert a.tolist() == syms and b.tolist() == syms
+    # a count well short leaves whole bytes unread
+    with pytest.raises(ValueError, match="after the last symbol"):
+        _C.huffman_decode(payload, lengths, len(syms) - int(rng.integers(100, 2000)))
+
+
+def _sparse_streams(rng, n_entries: int, b: int, k: int, filler_share: float):
+    rel = rng.integers(0, 1 << b, n_entries).astype(np.uint16)
+    codes = rng.integers(0, k, n_entries).astype(np.uint16)
+    filler = rng.random(n_entries) < filler_share
+    filler[-1] = False
+    codes[filler] = k
+    rel[filler] = (1 << b) - 1
+    rel[:2], codes[:2] = [0, 1], [0, 1 % k]  # at least two symbols per stream
+    nnz = int((~filler).sum())
+    numel = int((rel.astype(np.int64) + 1).sum()) + int(rng.integers(0, 7))
+    rp, rl = _coded(rel, 1 << b)
+    cp, cl = _coded(codes, k + 1)
+    return rel, codes, rp, rl, cp, cl, nnz, numel
+
+
+@pytest.mark.parametrize("n_entries,b,k", [(5, 2, 2), (511, 3, 5), (513, 5, 24), (MULTI_MIN + 1, 5, 31),
+                                            (30_000, 8, 256), (20_000, 2, 1)])
+def test_fused_sparse_decode_equals_the_two_pass_decode(n_entries, b, k):
+    rng = np.random.default_rng(n_entries)
+    rel, codes, rp, rl, cp, cl, nnz, numel = _sparse_streams(rng, n_entries, b, k, 0.1)
+    book = rng.standard_normal(k).astype(np.float32)
+    two_pass = _C.sparse_dense(rel, codes, b, book, numel, nnz)
+    fused = _C.huffman_sparse_dense(rp, rl, cp, cl, n_entries, b, book, numel, nnz)
+    assert np.array_equal(fused.view(np.uint32), two_pass.view(np.uint32))
+    # every check of the two passes holds in the fused one
+    cases = {"past the end": dict(numel=numel - 7 - 1 if numel - 7 - 1 > 0 else 0),
+             "non-zeros": dict(nnz=nnz - 1),
+             "symbol count": dict(cp=cp[:-1]),
+             "after the last symbol": dict(rp=np.append(rp, np.uint8(0)))}
+    for match, change in cases.items():
+        args = dict(rp=rp, cp=cp, numel=numel, nnz=nnz, **{})
+        args.update(change)
+        with pytest.raises(ValueError, match=match):
+            _C.huffman_sparse_dense(args["rp"], rl, args["cp"], cl, n_entries, b, book, args["numel"], args["nnz"])
+    with pytest.raises(ValueError, match="code tables"):
+        _C.huffman_sparse_dense(rp, rl, cp, cl[:-1], n_entries, b, book, numel, nnz)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_fused_sparse_decode_agrees_on_corrupted_streams(seed):
+    # flipped bits in either payload: the fused decoder rejects exactly what the two
+    # passes (decode_pair, then the walk) reject, and writes the same tensor otherwise
+    rng = np.random.default_rng(4000 + seed)
+    n = int(rng.choice([300, MULTI_MIN + 100]))
+    rel, codes, rp, rl, cp, cl, nnz, numel = _sparse_streams(rng, n, 3, 7, 0.05)
+    book = rng.standard_normal(7).astype(np.float32)
+    rp, cp = rp.copy(), cp.copy()
+    for _ in range(int(rng.integers(1, 4))):
+        target = rp if rng.random() < 0.5 else cp
+        target[int(rng.integers(0, target.size))] ^= np.uint8(1 << int(rng.integers(0, 8)))
+    try:
+        r2, c2 = _C.huffman_decode_pair(rp, rl, cp, cl, n)
+        expect = _C.sparse_dense(r2, c2, 3, book, numel, nnz)
+    except ValueError:
+        expect = None
+    try:
+        got = _C.huffman_sparse_dense(rp, rl, cp, cl, n, 3, book, numel, nnz)
+    except ValueError:
+        got = None
+    assert (got is None) == (expect is None)
+    if got is not None:
+        assert np.array_equal(got.view(np.uint32), expect.view(np.uint32))

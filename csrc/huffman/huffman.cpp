@@ -149,178 +149,127 @@ Status encode(const uint16_t* symbols, size_t count, const uint8_t* lengths, siz
   return Status::Ok;
 }
 
-namespace {
-
-// One stream being decoded: a left-aligned bit buffer and a two-level lookup. Bits
-// below the `nbits` valid ones may hold look-ahead from a word refill; they equal the
-// stream's next bits, so OR-ing them in again later is harmless.
-//
-// Codes of up to kPrimaryBits bits (nearly every symbol decoded, as long codes are rare
-// by construction) resolve in one lookup in a table small enough for L1; longer ones
-// walk the canonical code's per-length ranges.
-constexpr int kPrimaryBits = 11;
-
-struct Reader {
-  const uint8_t* in = nullptr;
-  size_t in_bytes = 0;
-  size_t pos = 0;
-  uint64_t buf = 0;
-  int nbits = 0;
-  int maxl = 0;
-  int pbits = 0;
-  std::vector<uint16_t> primary;  // pbits-bit prefix -> symbol << 4 | length, or 0: longer code
-  uint32_t first[kMaxCodeLen + 1] = {0};   // first canonical code of each length
-  uint32_t count[kMaxCodeLen + 1] = {0};   // codes of each length
-  uint32_t offset[kMaxCodeLen + 1] = {0};  // index in `sorted` of each length's first symbol
-  std::vector<uint16_t> sorted;            // symbols by (length, symbol)
-
-  Status init(const uint8_t* data, size_t size, const uint8_t* lengths, size_t alphabet, size_t count_) {
-    Status st = check_lengths(lengths, alphabet);
-    if (st != Status::Ok) return st;
-    // Every code is at least one bit long.
-    if (size > (SIZE_MAX >> 3) || count_ > size * 8) return Status::CountTooLarge;
-    in = data;
-    in_bytes = size;
-    for (size_t s = 0; s < alphabet; ++s) {
-      maxl = std::max<int>(maxl, lengths[s]);
-      count[lengths[s]]++;
-    }
-    count[0] = 0;
-    pbits = std::min(maxl, kPrimaryBits);
-    std::vector<uint32_t> codes(alphabet);
-    canonical_codes(lengths, alphabet, codes.data());
-    uint32_t at = 0;
-    for (int l = 1; l <= kMaxCodeLen; ++l) {
-      offset[l] = at;
-      at += count[l];
-    }
-    sorted.assign(at, 0);
-    uint32_t fill[kMaxCodeLen + 1];
-    std::memcpy(fill, offset, sizeof(fill));
-    primary.assign(size_t{1} << pbits, 0);
-    for (size_t s = 0; s < alphabet; ++s) {
-      int l = lengths[s];
-      if (!l) continue;
-      if (fill[l] == offset[l]) first[l] = codes[s];  // symbols come in increasing order
-      sorted[fill[l]++] = static_cast<uint16_t>(s);
-      if (l > pbits) continue;
-      size_t lo = static_cast<size_t>(codes[s]) << (pbits - l);
-      size_t span = size_t{1} << (pbits - l);
-      uint16_t e = static_cast<uint16_t>(s << 4 | static_cast<unsigned>(l));
-      std::fill(primary.begin() + lo, primary.begin() + lo + span, e);
-    }
-    return Status::Ok;
+Status Decoder::init(const uint8_t* data, size_t size, const uint8_t* lengths, size_t alphabet, size_t count) {
+  Status st = check_lengths(lengths, alphabet);
+  if (st != Status::Ok) return st;
+  // Every code is at least one bit long.
+  if (size > (SIZE_MAX >> 3) || count > size * 8) return Status::CountTooLarge;
+  in_ = data;
+  in_bytes_ = size;
+  for (size_t s = 0; s < alphabet; ++s) {
+    maxl_ = std::max<int>(maxl_, lengths[s]);
+    count_[lengths[s]]++;
   }
-
-  // The code under the buffer's top bits: its symbol, and its length in *len (0 if none,
-  // which a complete code never produces).
-  inline uint16_t peek(int* len) const {
-    uint32_t e = primary[buf >> (64 - pbits)];
-    if (e) {
-      *len = static_cast<int>(e & 15u);
-      return static_cast<uint16_t>(e >> 4);
-    }
-    for (int l = pbits + 1; l <= maxl; ++l) {
-      uint32_t c = static_cast<uint32_t>(buf >> (64 - l));
-      if (c - first[l] < count[l]) {
-        *len = l;
-        return sorted[offset[l] + (c - first[l])];
+  count_[0] = 0;
+  pbits_ = std::min(maxl_, kPrimaryBits);
+  std::vector<uint32_t> codes(alphabet);
+  canonical_codes(lengths, alphabet, codes.data());
+  uint32_t at = 0;
+  for (int l = 1; l <= kMaxCodeLen; ++l) {
+    offset_[l] = at;
+    at += count_[l];
+  }
+  sorted_.assign(at, 0);
+  uint32_t fill[kMaxCodeLen + 1];
+  std::memcpy(fill, offset_, sizeof(fill));
+  primary_.assign(size_t{1} << pbits_, 0);
+  for (size_t s = 0; s < alphabet; ++s) {
+    int l = lengths[s];
+    if (!l) continue;
+    if (fill[l] == offset_[l]) first_[l] = codes[s];  // symbols come in increasing order
+    sorted_[fill[l]++] = static_cast<uint16_t>(s);
+    if (l > pbits_) continue;
+    size_t lo = static_cast<size_t>(codes[s]) << (pbits_ - l);
+    size_t span = size_t{1} << (pbits_ - l);
+    uint16_t e = static_cast<uint16_t>(s << 4 | static_cast<unsigned>(l));
+    std::fill(primary_.begin() + lo, primary_.begin() + lo + span, e);
+  }
+  if (count >= kMultiMinCount) {
+    const size_t size = size_t{1} << pbits_, mask = size - 1;
+    multi_.assign(size, 0);
+    for (size_t x = 0; x < size; ++x) {
+      uint64_t e = 0;
+      int used = 0, n = 0;
+      while (n < 4) {
+        // The known bits left are x's low (pbits - used); zeros below them do not
+        // matter for a code that fits in them.
+        uint16_t p = primary_[(x << used) & mask];
+        int l = p & 15;
+        if (p == 0 || l > pbits_ - used) break;
+        e |= static_cast<uint64_t>(p >> 4) << (16 + 12 * n);
+        used += l;
+        ++n;
       }
-    }
-    *len = 0;
-    return 0;
-  }
-
-  inline void refill() {
-    if (in_bytes - pos >= 8) {
-      uint64_t w;
-      std::memcpy(&w, in + pos, 8);
-      w = __builtin_bswap64(w);
-      buf |= w >> nbits;
-      pos += static_cast<size_t>((63 - nbits) >> 3);
-      nbits |= 56;
-    } else {
-      while (nbits <= 56 && pos < in_bytes) {
-        buf |= static_cast<uint64_t>(in[pos++]) << (56 - nbits);
-        nbits += 8;
-      }
+      multi_[x] = e | static_cast<uint64_t>(used) << 3 | static_cast<uint64_t>(n);
     }
   }
+  return Status::Ok;
+}
 
-  // Caller guarantees nbits >= maxl: the whole code is buffered.
-  inline bool next_unchecked(uint16_t* sym) {
-    int l;
-    *sym = peek(&l);
-    buf <<= l;
-    nbits -= l;
-    return l != 0;
-  }
-
-  // Near the end of the payload: missing bits read as zero, so check the code was there.
-  inline bool next_checked(uint16_t* sym) {
-    int l;
-    uint16_t v = peek(&l);
-    if (l == 0 || l > nbits) return false;
-    buf <<= l;
-    nbits -= l;
-    *sym = v;
-    return true;
-  }
-
+Status Decoder::finish() const {
   // Whatever is left must be the zero padding of the final byte.
-  Status finish() const {
-    if (pos != in_bytes || nbits >= 8 || buf != 0) return Status::TrailingBits;
-    return Status::Ok;
-  }
-};
+  if (pos_ != in_bytes_ || nbits_ >= 8 || buf_ != 0) return Status::TrailingBits;
+  return Status::Ok;
+}
 
-}  // namespace
+Status Decoder::next_block(uint16_t* out, size_t n) {
+  Status err = Status::Ok;
+  size_t i = 0;
+  while (i < n)
+    if (!step(out, &i, n, &err)) return err;
+  return Status::Ok;
+}
+
+Status next_pair_block(Decoder& a, Decoder& b, uint16_t* out_a, uint16_t* out_b, size_t n) {
+  // Two independent table-lookup chains in one loop: the CPU overlaps their latencies.
+  Status err = Status::Ok;
+  size_t i = 0, j = 0;
+  while (i < n && j < n) {
+    if (!a.step(out_a, &i, n, &err) || !b.step(out_b, &j, n, &err)) return err;
+  }
+  while (i < n)
+    if (!a.step(out_a, &i, n, &err)) return err;
+  while (j < n)
+    if (!b.step(out_b, &j, n, &err)) return err;
+  return Status::Ok;
+}
 
 Status decode(const uint8_t* in, size_t in_bytes, const uint8_t* lengths, size_t alphabet,
               uint16_t* out, size_t count) {
-  Reader r;
+  Decoder r;
   Status st = r.init(in, in_bytes, lengths, alphabet, count);
-  if (st != Status::Ok) return st;
-  size_t i = 0;
-  while (i < count) {
-    r.refill();
-    if (r.nbits >= r.maxl) {
-      while (r.nbits >= r.maxl && i < count)
-        if (!r.next_unchecked(&out[i++])) return Status::IncompleteCode;
-    } else if (!r.next_checked(&out[i++])) {
-      return Status::ShortStream;
-    }
-  }
-  return r.finish();
+  if (st == Status::Ok) st = r.next_block(out, count);
+  return st != Status::Ok ? st : r.finish();
 }
 
 Status decode_pair(const uint8_t* in_a, size_t bytes_a, const uint8_t* lengths_a, size_t alphabet_a,
                    uint16_t* out_a, const uint8_t* in_b, size_t bytes_b, const uint8_t* lengths_b,
                    size_t alphabet_b, uint16_t* out_b, size_t count) {
-  Reader a, b;
+  Decoder a, b;
   Status st = a.init(in_a, bytes_a, lengths_a, alphabet_a, count);
   if (st != Status::Ok) return st;
   st = b.init(in_b, bytes_b, lengths_b, alphabet_b, count);
   if (st != Status::Ok) return st;
-  // Two independent table-lookup chains in one loop: the CPU overlaps their latencies.
-  size_t i = 0;
-  while (i < count) {
-    a.refill();
-    b.refill();
-    if (a.nbits >= a.maxl && b.nbits >= b.maxl) {
-      while (a.nbits >= a.maxl && b.nbits >= b.maxl && i < count) {
-        bool ok = a.next_unchecked(&out_a[i]);
-        ok &= b.next_unchecked(&out_b[i]);
-        if (!ok) return Status::IncompleteCode;
-        ++i;
-      }
-    } else {
-      if (!a.next_checked(&out_a[i]) || !b.next_checked(&out_b[i])) return Status::ShortStream;
-      ++i;
-    }
-  }
+  st = next_pair_block(a, b, out_a, out_b, count);
+  if (st != Status::Ok) return st;
   st = a.finish();
   return st != Status::Ok ? st : b.finish();
+}
+
+Status decode_map(const uint8_t* in, size_t in_bytes, const uint8_t* lengths, size_t alphabet,
+                  const uint32_t* table, uint32_t* out, size_t count) {
+  Decoder r;
+  Status st = r.init(in, in_bytes, lengths, alphabet, count);
+  if (st != Status::Ok) return st;
+  // Blocks small enough for L1: the symbols never make a round trip through memory.
+  uint16_t sym[kBlock];
+  for (size_t at = 0; at < count; at += kBlock) {
+    size_t n = std::min(kBlock, count - at);
+    st = r.next_block(sym, n);
+    if (st != Status::Ok) return st;
+    for (size_t i = 0; i < n; ++i) out[at + i] = table[sym[i]];
+  }
+  return r.finish();
 }
 
 }  // namespace huffman

@@ -1,5 +1,6 @@
 #include "huffman/sparse_index.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace deepcomp {
@@ -14,40 +15,20 @@ const char* status_message(Status s) {
     case Status::TrailingFiller: return "the last entry is a filler";
     case Status::NnzMismatch: return "streams hold a different number of non-zeros than the tensor table says";
     case Status::CodeOutOfRange: return "cluster code outside the codebook";
+    case Status::Stream: return "malformed Huffman stream";
   }
   return "unknown error";
 }
 
 namespace {
 
-// One walk, three outputs: `emit(position, code)` is called for each real entry, in
-// increasing position order, at most nnz times.
 template <typename Emit>
 Status walk(const uint16_t* rel, const uint16_t* codes, size_t entries, int index_bits,
             uint32_t filler_code, uint64_t numel, size_t nnz, Emit emit) {
-  if (index_bits < 2 || index_bits > 8) return Status::BadIndexBits;
-  const uint32_t max_step = (1u << index_bits) - 1;
-  // filler_code <= 256, so real codes (< filler_code) fit in a byte.
-  if (filler_code > 256) return Status::CodeOutOfRange;
-  uint64_t next = 0;  // position of the current entry plus one: avoids starting at -1
-  size_t n = 0;
-  for (size_t j = 0; j < entries; ++j) {
-    uint32_t r = rel[j];
-    if (r > max_step) return Status::PastEnd;
-    next += r + 1;
-    if (next > numel) return Status::PastEnd;
-    uint32_t c = codes[j];
-    if (c == filler_code) {
-      if (r != max_step) return Status::FillerStep;
-      if (j + 1 == entries) return Status::TrailingFiller;
-      continue;
-    }
-    if (c > filler_code) return Status::CodeOutOfRange;
-    if (n == nnz) return Status::NnzMismatch;
-    emit(next - 1, c);
-    ++n;
-  }
-  return n == nnz ? Status::Ok : Status::NnzMismatch;
+  Walker w(entries, index_bits, filler_code, numel, nnz);
+  Status st = w.start();
+  if (st == Status::Ok) st = w.feed(rel, codes, entries, emit);
+  return st != Status::Ok ? st : w.finish();
 }
 
 }  // namespace
@@ -76,6 +57,42 @@ Status dense(const uint16_t* rel, const uint16_t* codes, size_t entries, int ind
   if (!out_is_zero) std::memset(out, 0, numel * sizeof(uint32_t));
   return walk(rel, codes, entries, index_bits, filler_code, numel, nnz,
               [&](uint64_t p, uint32_t c) { out[p] = book[c]; });
+}
+
+Status huffman_dense(const uint8_t* rel_in, size_t rel_bytes, const uint8_t* rel_lengths,
+                     const uint8_t* code_in, size_t code_bytes, const uint8_t* code_lengths,
+                     size_t entries, int index_bits, uint32_t filler_code, uint64_t numel, size_t nnz,
+                     const uint32_t* book, uint32_t* out, bool out_is_zero, huffman::Status* stream_status) {
+  *stream_status = huffman::Status::Ok;
+  Walker w(entries, index_bits, filler_code, numel, nnz);
+  Status st = w.start();
+  if (st != Status::Ok) return st;
+  huffman::Decoder rel, code;
+  huffman::Status hs = rel.init(rel_in, rel_bytes, rel_lengths, size_t{1} << index_bits, entries);
+  if (hs == huffman::Status::Ok) hs = code.init(code_in, code_bytes, code_lengths, filler_code + 1, entries);
+  if (hs != huffman::Status::Ok) {
+    *stream_status = hs;
+    return Status::Stream;
+  }
+  if (!out_is_zero) std::memset(out, 0, numel * sizeof(uint32_t));
+  uint16_t r[huffman::kBlock], c[huffman::kBlock];
+  for (size_t at = 0; at < entries; at += huffman::kBlock) {
+    size_t n = std::min(huffman::kBlock, entries - at);
+    hs = huffman::next_pair_block(rel, code, r, c, n);
+    if (hs != huffman::Status::Ok) {
+      *stream_status = hs;
+      return Status::Stream;
+    }
+    st = w.feed(r, c, n, [&](uint64_t p, uint32_t v) { out[p] = book[v]; });
+    if (st != Status::Ok) return st;
+  }
+  hs = rel.finish();
+  if (hs == huffman::Status::Ok) hs = code.finish();
+  if (hs != huffman::Status::Ok) {
+    *stream_status = hs;
+    return Status::Stream;
+  }
+  return w.finish();
 }
 
 }  // namespace sparse_index

@@ -7,6 +7,10 @@ section's checksum, each stream header and code table, and then the decoded stre
 themselves (bitstream lengths, index ranges, relative-index structure). Allocations
 sized from the file are bounded first: by the file size for raw data, by the payload for
 Huffman streams (the C++ decoder re-checks), and by an expansion cap for the rest.
+
+`decode` (a whole file to dense tensors) defers the Huffman payloads of shared tensors:
+every header is checked first, and each payload is then decoded straight into its dense
+tensor by one C++ pass that makes the same checks (no symbol arrays in between).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import torch
 
 from deepcomp import _C
 from deepcomp.codec import layout as L
+from deepcomp.codec.layout import MODE_HUFFMAN
 from deepcomp.codec.streams import decode_pair, decode_stream, parse_stream
 from deepcomp.codec.tensors import RawTensor, SharedDense, SharedSparse, matrix_view
 from deepcomp.errors import (
@@ -94,8 +99,14 @@ def _load_json(data: bytes, what: str):
         raise DczFormatError(f"{what} is not valid UTF-8 JSON ({type(e).__name__}: {str(e)[:80]})") from None
 
 
-def validate(buf: bytes | bytearray | memoryview) -> ParsedFile:
-    """Check a whole .dcz image and decode its streams; raise DczFormatError if anything is off."""
+def validate(buf: bytes | bytearray | memoryview, *, defer: bool = False) -> ParsedFile:
+    """Check a whole .dcz image and decode its streams; raise DczFormatError if anything is off.
+
+    ``defer=True`` (for a caller that wants only dense tensors, as `decode` does) checks
+    everything down to each Huffman stream's header and code table but leaves the
+    Huffman payloads of shared tensors to `DczFile.dense`, which decodes them straight
+    into the tensor with the same checks (one pass instead of three) and raises the same
+    DczFormatError for a bad stream: the error then comes from `dense`, not from here."""
     mv = memoryview(buf).cast("B")
     size = len(mv)
     if size < L.PREFIX.size:
@@ -116,7 +127,7 @@ def validate(buf: bytes | bytearray | memoryview) -> ParsedFile:
     if version == 2:
         from deepcomp.codec.v2 import validate_v2
 
-        return validate_v2(mv, hlen, hcrc, flags)
+        return validate_v2(mv, hlen, hcrc, flags, defer=defer)
     if hlen == 0 or hlen > L.MAX_HEADER_BYTES:
         raise DczFormatError(f"header length {hlen} outside 1..{L.MAX_HEADER_BYTES}")
     hend = L.PREFIX.size + hlen
@@ -166,7 +177,7 @@ def validate(buf: bytes | bytearray | memoryview) -> ParsedFile:
 
     for r in records:
         _parse_sections(mv, r)
-    _each(lambda r: _decode_content(mv, r), records)
+    _each(lambda r: _decode_content(mv, r, defer), records)
 
     graph = meta = None
     if "graph" in extra:
@@ -329,7 +340,7 @@ def _parse_sections(mv: memoryview, r: TensorRecord) -> None:
         raise DczFormatError(f"{what}: {end - pos} unused bytes at the end of its section")
 
 
-def _decode_content(mv: memoryview, r: TensorRecord) -> None:
+def _decode_content(mv: memoryview, r: TensorRecord, defer: bool = False) -> None:
     what = f"tensor {r.name!r}"
     if r.encoding == "raw":
         storage = L.DTYPES[r.fields["storage"]][1]
@@ -339,10 +350,17 @@ def _decode_content(mv: memoryview, r: TensorRecord) -> None:
         return
     k = r.fields["k"]
     r.codebook = np.frombuffer(mv, "<f4", k, r.offset).astype(np.float32)
+    if defer and all(st.mode == MODE_HUFFMAN for st in r.streams.values()):
+        return  # DczFile.dense decodes the payloads straight into the tensor
+    _decode_streams(r)
+
+
+def _decode_streams(r: TensorRecord) -> None:
+    what = f"tensor {r.name!r}"
     if r.encoding == "shared_dense":
         r.codes = decode_stream(r.streams["codes"], f"{what} cluster codes")
         return
-    b = r.fields["index_bits"]
+    b, k = r.fields["index_bits"], r.fields["k"]
     rel, codes = decode_pair(r.streams["index"], r.streams["codes"], f"{what} relative indices",
                              f"{what} cluster codes")
     try:
@@ -384,6 +402,8 @@ class DczFile:
 
     def dense(self, name: str) -> torch.Tensor:
         r = self.record(name)
+        if r.codes is None and r.encoding in ("shared_dense", "shared_sparse"):
+            return torch.from_numpy(_fused_dense(r)).reshape(r.shape)
         tdtype = L.DTYPES[r.dtype][0]
         if r.encoding in ("raw", "ac_float"):
             arr = r.raw.copy()
@@ -403,6 +423,8 @@ class DczFile:
 
     def compressed(self, name: str):
         r = self.record(name)
+        if r.codes is None and r.encoding in ("shared_dense", "shared_sparse"):
+            _decode_streams(r)  # a deferred file (validate(defer=True))
         if r.encoding in ("raw", "ac_float"):
             return RawTensor(name, r.shape, np.ascontiguousarray(self.dense(name).numpy()))
         if r.encoding == "ac_shared":
@@ -420,8 +442,31 @@ class DczFile:
         return SharedSparse(name, r.shape, r.codebook.copy(), indptr, indices, codes)
 
     def state_dict(self) -> dict:
-        tensors = _each(lambda r: self.dense(r.name), self._p.tensors)
+        recs = self._p.tensors
+        # Work ~ bytes to decode, plus the dense tensor to write for shared ones.
+        work = [r.length + (r.numel // 16 if r.encoding.startswith(("shared", "ac_shared")) else 0)
+                for r in recs]
+        tensors = each_by_work(lambda r: self.dense(r.name), recs, work)
         return dict(zip(self.names, tensors))
+
+
+def _fused_dense(r: TensorRecord) -> np.ndarray:
+    """A deferred shared tensor, decoded from its Huffman streams straight to float32."""
+    what = f"tensor {r.name!r}"
+    if r.encoding == "shared_dense":
+        s = r.streams["codes"]
+        try:
+            return _C.huffman_decode_map(np.frombuffer(s.payload, np.uint8), s.lengths, s.count, r.codebook)
+        except ValueError as e:
+            raise DczFormatError(f"{what} cluster codes: {e}") from None
+    s1, s2 = r.streams["index"], r.streams["codes"]
+    try:
+        return _C.huffman_sparse_dense(np.frombuffer(s1.payload, np.uint8), s1.lengths,
+                                       np.frombuffer(s2.payload, np.uint8), s2.lengths, s1.count,
+                                       r.fields["index_bits"], r.codebook, r.numel, r.fields["nnz"])
+    except ValueError as e:
+        raise DczFormatError(f"{what} relative indices / cluster codes: {e} (shape {list(r.shape)}, "
+                             f"{r.fields['nnz']} non-zeros)") from None
 
 
 def _ac_compressed(name: str, r: TensorRecord):
@@ -462,9 +507,10 @@ def read_bytes(path) -> bytes:
         raise DeepcompError(f"cannot read {path}: {e.strerror or e}") from None
 
 
-def open_dcz(path) -> DczFile:
-    return DczFile(validate(read_bytes(path)), os.fspath(path))
+def open_dcz(path, *, defer: bool = False) -> DczFile:
+    """A validated file; ``defer=True`` for callers that want dense tensors (see validate)."""
+    return DczFile(validate(read_bytes(path), defer=defer), os.fspath(path))
 
 
 def decode(path) -> dict:
-    return open_dcz(path).state_dict()
+    return open_dcz(path, defer=True).state_dict()

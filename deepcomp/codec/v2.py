@@ -173,7 +173,7 @@ def inflate_header(data: bytes, flags: int) -> bytes:
     return out
 
 
-def validate_v2(mv: memoryview, hlen: int, hcrc: int, flags: int = 0):
+def validate_v2(mv: memoryview, hlen: int, hcrc: int, flags: int = 0, *, defer: bool = False):
     """Checks a version 2 image (prefix already read); returns the reader's ParsedFile."""
     from deepcomp.codec import reader as R
 
@@ -218,7 +218,7 @@ def validate_v2(mv: memoryview, hlen: int, hcrc: int, flags: int = 0):
     for r in records:
         if r.encoding in L.ENCODINGS:
             R._parse_sections(mv, r)
-    R.each_by_work(lambda r: _decode(mv, r, R), records, [_decode_work(r) for r in records])
+    R.each_by_work(lambda r: _decode(mv, r, R, defer), records, [_decode_work(r) for r in records])
     graph, meta = header.get("g"), header.get("m", {})
     if graph is not None and not isinstance(graph, dict):
         raise DczFormatError("header field 'g' (graph) must be a JSON object")
@@ -294,10 +294,10 @@ def _decode_work(r) -> int:
     return r.length if r.encoding in ("shared_dense", "shared_sparse") else r.length // 64
 
 
-def _decode(mv: memoryview, r, R) -> None:
+def _decode(mv: memoryview, r, R, defer: bool = False) -> None:
     what = f"tensor {r.name!r}"
     if r.encoding in L.ENCODINGS:
-        R._decode_content(mv, r)
+        R._decode_content(mv, r, defer)
         return
     payload = mv[r.offset:r.offset + r.length]
     if r.encoding == "ac_float":
