@@ -475,8 +475,9 @@ def test_parallel_encode_and_decode_match_serial(tmp_path, monkeypatch):
     assert list(par) == list(serial) and all(same_bits(par[k], serial[k]) for k in sd)
 
 
-def test_parallel_decode_reports_the_first_bad_tensor_in_order(tmp_path, monkeypatch):
-    from deepcomp.codec.reader import each_by_work
+@pytest.mark.parametrize("inline", [0, 50, 1000])
+def test_parallel_decode_reports_the_first_bad_tensor_in_order(tmp_path, monkeypatch, inline):
+    from deepcomp.codec import reader as R
 
     def fn(x):
         if x in (1, 3):
@@ -484,10 +485,17 @@ def test_parallel_decode_reports_the_first_bad_tensor_in_order(tmp_path, monkeyp
         return x * 2
 
     _parallel(monkeypatch, 4)
+    # inline 0: all on the pool; 50: the big item on the pool, the rest on the caller;
+    # 1000: all on the caller
+    monkeypatch.setattr(R, "INLINE_WORK", inline)
     # the biggest item (3) starts first, yet item 1's error is the one raised, as serially
     with pytest.raises(DczFormatError, match="bad 1"):
-        each_by_work(fn, [0, 1, 2, 3], [1, 1, 1, 100])
-    assert each_by_work(fn, [0, 2, 4], [5, 1, 9]) == [0, 4, 8]
+        R.each_by_work(fn, [0, 1, 2, 3], [1, 1, 1, 100])
+    with pytest.raises(DczFormatError, match="bad 1"):
+        R.each_by_work(fn, [0, 1, 2, 3], [1, 100, 1, 1])
+    with pytest.raises(DczFormatError, match="bad 3"):
+        R.each_by_work(fn, [0, 2, 3, 4], [100, 1, 1, 100])
+    assert R.each_by_work(fn, [0, 2, 4, 5], [5, 1, 90, 1]) == [0, 4, 8, 10]
 
 
 def _pruned_layer(rows=48, cols=70, seed=2026):

@@ -177,7 +177,7 @@ def validate(buf: bytes | bytearray | memoryview, *, defer: bool = False) -> Par
 
     for r in records:
         _parse_sections(mv, r)
-    _each(lambda r: _decode_content(mv, r, defer), records)
+    each_by_work(lambda r: _decode_content(mv, r, defer), records, [decode_work(r, defer) for r in records])
 
     graph = meta = None
     if "graph" in extra:
@@ -194,44 +194,66 @@ def validate(buf: bytes | bytearray | memoryview, *, defer: bool = False) -> Par
                       {k: ln for k, (off, ln) in extra.items()})
 
 
-# Streams of this many bytes or more are decoded on several threads (the C++ coder
-# releases the GIL); below it, thread start-up costs more than it saves.
-PARALLEL_MIN_BYTES = 1 << 20
 # Above this fraction of nonzeros a shared tensor is handed out as dense codes (the
 # runtime's SPARSE_DENSITY: its sparse kernels lose to dense ones beyond it).
 SPARSE_FORM_DENSITY = 0.5
 MAX_THREADS = 4  # benchmarks set 1 to measure the single-threaded decoder
 
 
-def _each(fn, records: list) -> list:
-    """fn over records, in threads when the payload is big; the first error (in order) wins."""
-    workers = min(MAX_THREADS, os.cpu_count() or 1)
-    if workers < 2 or len(records) < 2 or sum(r.length for r in records) < PARALLEL_MIN_BYTES:
-        return [fn(r) for r in records]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(fn, records))
-
-
-# Arithmetic-coded tensors cost ~10 ns per element to decode (and more to encode), far
-# more per byte than Huffman: their threshold counts elements of work, not bytes. Below
+# Decoding runs on several threads (the C++ coders release the GIL) when there is enough
+# of it. Arithmetic-coded tensors cost ~10 ns per element to decode (and more to encode),
+# far more per byte than Huffman: the threshold counts elements of work, not bytes. Below
 # ~10 ms of work, thread start-up and a busy shared machine cost more than a second core
 # gains (LeNet files decoded 20-50 % slower on threads on a loaded 2-vCPU host).
 PARALLEL_MIN_WORK = 1 << 20
+
+
+# Items below this much work run on the calling thread while the pool takes the big ones:
+# a pool task costs ~20 us of locking, more than a bias or a norm parameter takes.
+INLINE_WORK = 1 << 14
 
 
 def each_by_work(fn, items: list, work: list) -> list:
     """fn over items on a thread pool when their total work (element counts) is big.
 
     The biggest items are started first, so one large tensor does not start last and
-    leave the other threads idle; results come back in item order, and the first error
-    in item order is the one raised (as serially)."""
+    leave the other threads idle; small ones run on the calling thread meanwhile.
+    Results come back in item order, and the first error in item order is the one
+    raised (as serially)."""
     workers = min(MAX_THREADS, os.cpu_count() or 1, len(items))
     if workers < 2 or sum(work) < PARALLEL_MIN_WORK:
         return [fn(x) for x in items]
-    order = sorted(range(len(items)), key=lambda i: -work[i])
+    big = sorted((i for i in range(len(items)) if work[i] >= INLINE_WORK), key=lambda i: -work[i])
+    done: dict = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {i: pool.submit(fn, items[i]) for i in order}
-        return [futures[i].result() for i in range(len(items))]
+        futures = {i: pool.submit(fn, items[i]) for i in big}
+        for i in range(len(items)):
+            if i not in futures:
+                try:
+                    done[i] = (True, fn(items[i]))
+                except Exception as e:  # noqa: BLE001 - re-raised below, in item order
+                    done[i] = (False, e)
+        out = []
+        for i in range(len(items)):
+            if i in futures:
+                out.append(futures[i].result())
+            else:
+                ok, v = done[i]
+                if not ok:
+                    raise v
+                out.append(v)
+        return out
+
+
+def decode_work(r, defer: bool = False) -> int:
+    """Work in units of one arithmetic-decoded element (~10 ns): a Huffman byte holds two
+    or three symbols at ~3.5 ns each, about one unit; a raw byte is a copy, ~1/64. A
+    deferred Huffman payload costs nothing here (DczFile.dense decodes it)."""
+    if r.encoding in ("ac_shared", "ac_float"):
+        return r.numel
+    if defer and r.streams and all(s.mode == MODE_HUFFMAN for s in r.streams.values()):
+        return 1
+    return r.length if r.encoding in ("shared_dense", "shared_sparse") else r.length // 64
 
 
 def _check_entry(e, i: int) -> TensorRecord:

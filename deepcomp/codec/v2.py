@@ -218,7 +218,7 @@ def validate_v2(mv: memoryview, hlen: int, hcrc: int, flags: int = 0, *, defer: 
     for r in records:
         if r.encoding in L.ENCODINGS:
             R._parse_sections(mv, r)
-    R.each_by_work(lambda r: _decode(mv, r, R, defer), records, [_decode_work(r) for r in records])
+    R.each_by_work(lambda r: _decode(mv, r, R, defer), records, [R.decode_work(r, defer) for r in records])
     graph, meta = header.get("g"), header.get("m", {})
     if graph is not None and not isinstance(graph, dict):
         raise DczFormatError("header field 'g' (graph) must be a JSON object")
@@ -284,14 +284,6 @@ def _check_row(row, i: int, offset: int):
     r.offset = offset if length else 0
     r.fields = {**params, "name": r.name}
     return r
-
-
-def _decode_work(r) -> int:
-    """Work in units of one arithmetic-decoded element (~10 ns): a Huffman byte holds two
-    or three symbols at ~3.5 ns each, about one unit; a raw byte is a copy, ~1/64."""
-    if r.encoding in ("ac_shared", "ac_float"):
-        return r.numel
-    return r.length if r.encoding in ("shared_dense", "shared_sparse") else r.length // 64
 
 
 def _decode(mv: memoryview, r, R, defer: bool = False) -> None:
