@@ -178,12 +178,17 @@ def test_decoder_rejects_bad_input():
         _C.huffman_encode(np.array([3], np.uint16), lengths)
 
 
+def _random_lengths(rng):
+    """Code lengths of a random table of 2..299 symbols, at least two of them used."""
+    freqs = rng.integers(0, 50, int(rng.integers(2, 300))).astype(np.uint64)
+    freqs[:2] += 1
+    return _C.huffman_code_lengths(freqs)
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_decoder_survives_random_payloads(seed):
     rng = np.random.default_rng(100 + seed)
-    freqs = rng.integers(0, 50, int(rng.integers(2, 300))).astype(np.uint64)
-    freqs[:2] += 1
-    lengths = _C.huffman_code_lengths(freqs)
+    lengths = _random_lengths(rng)
     payload = rng.integers(0, 256, int(rng.integers(0, 64)), dtype=np.uint8)
     count = int(rng.integers(0, payload.size * 8 + 2))
     try:
@@ -318,9 +323,7 @@ def test_random_long_payloads_decode_as_the_reference_reads_them(seed):
     # decoder (multi-symbol path) must return the same symbols, and accept the payload
     # exactly when what is left after the last whole code is under a byte of zero bits
     rng = np.random.default_rng(900 + seed)
-    freqs = rng.integers(0, 50, int(rng.integers(2, 300))).astype(np.uint64)
-    freqs[:2] += 1
-    lengths = _C.huffman_code_lengths(freqs)
+    lengths = _random_lengths(rng)
     payload = rng.integers(0, 256, int(rng.integers(14_000, 16_000)), dtype=np.uint8)
     if seed % 2:
         payload[-2:] = 0  # ends in zero bits: often a legal end
