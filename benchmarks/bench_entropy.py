@@ -1,6 +1,7 @@
 """Entropy coding: .dcz v1 (Huffman) vs v2 (arithmetic coding) vs NNCodec and general compressors.
 
-    python benchmarks/bench_entropy.py [--nnc-python /work/venv-nnc/bin/python] [--no-minilm]
+    make nncodec   # once: .venv-nnc/ with nncodec and brotli (nncodec pins numpy < 2)
+    python benchmarks/bench_entropy.py [--nnc-python .venv-nnc/bin/python] [--no-minilm]
                                        [--repeats N] [--json PATH]
 
 The same quantized weights go to every coder, in the same run:
@@ -433,8 +434,9 @@ def throughput(tmp: Path, repeats: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--nnc-python", default="/work/venv-nnc/bin/python",
-                    help="interpreter of a venv with nncodec and brotli ('' to skip)")
+    ap.add_argument("--nnc-python", default=str(ROOT / ".venv-nnc/bin/python"),
+                    help="interpreter of a venv with nncodec and brotli (`make nncodec` makes "
+                         ".venv-nnc/; '' to skip)")
     ap.add_argument("--no-minilm", action="store_true")
     ap.add_argument("--no-alexnet", action="store_true")
     ap.add_argument("--only", help="run only the models whose label contains this text")

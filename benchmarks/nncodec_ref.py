@@ -1,6 +1,6 @@
 """NNCodec (MPEG NNC, ISO/IEC 15938-17) on deepcomp's quantized weights, run in its own venv.
 
-    /work/venv-nnc/bin/python benchmarks/nncodec_ref.py IN.npz OUT.json
+    .venv-nnc/bin/python benchmarks/nncodec_ref.py IN.npz OUT.json   # `make nncodec` makes .venv-nnc/
 
 nncodec pins numpy < 2, so bench_codec.py does not import it: it writes the weights to
 an .npz and runs this script with the interpreter named by --nnc-python. Arrays whose
