@@ -23,6 +23,7 @@ from deepcomp.codec.tensors import choose_encoding
 from deepcomp.codec.v2 import _deflate, assemble_v2, choose_encoding_v2, inflate_header
 from deepcomp.codec.writer import assemble
 from deepcomp.errors import DczFormatError
+from tests.fuzz_limits import rss_limit_mb
 from tests.image_weights import smooth_images
 
 FAST_BUDGET_S = float(os.environ.get("DEEPCOMP_FUZZ_SECONDS", "10"))
@@ -330,7 +331,7 @@ def test_atheris_guided_fuzz(tmp_path):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     budget = max(2, int(FAST_BUDGET_S))
     # cwd: libFuzzer writes crash-*/oom-* reproducers into the working directory
-    out = subprocess.run([sys.executable, str(script), f"-max_total_time={budget}", "-rss_limit_mb=4096",
+    out = subprocess.run([sys.executable, str(script), f"-max_total_time={budget}", f"-rss_limit_mb={rss_limit_mb(4096)}",
                           "-max_len=8192", str(corpus)],
                          capture_output=True, text=True, env=env, timeout=budget + 120, cwd=tmp_path)
     tail = (out.stdout + out.stderr)[-3000:]

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import graph_mutator as gm
+from fuzz_limits import rss_limit_mb
 from graph_mutator import _attrs, _bad_view, _ins, _node, _set_first
 from deepcomp.errors import UnsupportedOpError
 
@@ -182,7 +183,7 @@ def test_atheris_guided_graph_fuzz(tmp_path):
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_WAIT_POLICY="PASSIVE")
     budget = max(2, int(2 * FAST_BUDGET_S))
     out = subprocess.run([sys.executable, str(script), f"-max_total_time={budget}", "-max_len=65536",
-                          "-rss_limit_mb=8192", str(corpus)],
+                          f"-rss_limit_mb={rss_limit_mb(8192)}", str(corpus)],
                          capture_output=True, text=True, env=env, timeout=budget + 180, cwd=tmp_path)
     text = out.stdout + out.stderr
     at = text.find("Uncaught Python exception")
