@@ -531,3 +531,87 @@ def test_unknown_coder_is_refused_before_any_training(tmp_path, monkeypatch):
     with pytest.raises(DeepcompError, match="coder must be one of auto, huffman"):
         compress("deepcomp:lenet300", tmp_path / "x.dcz", coder="rans", progress=False)
     assert not (tmp_path / "x.dcz").exists()
+
+
+# ----------------------------------------------------------------------------- float rounding
+
+def test_planned_run_rounds_floats_and_ships_what_it_measured(small, tmp_path, one_thread):
+    import deepcomp
+    from deepcomp.codec import decode
+    from deepcomp.codec.snap import max_rel_error
+    from deepcomp.pipeline import PLANNED_SNAP
+
+    net, full, _, _ = small
+    test = fashion_mnist("test").subset(500, seed=0)
+    kw = dict(train_set=full, test_set=test, val=1000, seed=0, max_drop=1.0, epochs=0.3,
+              finetune_epochs=0.2, prune_steps=2, progress=False, log=lambda s: None)
+    exact = compress(net, tmp_path / "exact.dcz", snap="off", **kw)
+    r = compress(net, tmp_path / "snap.dcz", **kw)   # planned: rounds by default
+    assert exact.snap is None and r.snap == PLANNED_SNAP
+    assert r.stages[-1].name == f"snap {PLANNED_SNAP:g}"
+    assert open_dcz(tmp_path / "snap.dcz").meta["snap"] == PLANNED_SNAP
+    assert "snap" not in open_dcz(tmp_path / "exact.dcz").meta
+    # The same run up to the rounding (runs are reproducible from the seed): every value
+    # moved by at most the bound, and the file got smaller.
+    assert r.plan.keep == exact.plan.keep and r.plan.bits == exact.plan.bits
+    before, after = exact.model.state_dict(), r.model.state_dict()
+    err = max_rel_error(before, after)
+    assert 0 < err <= PLANNED_SNAP
+    assert (tmp_path / "snap.dcz").stat().st_size < (tmp_path / "exact.dcz").stat().st_size
+    # The file holds the rounded model exactly, so it scores what the run reported.
+    _, va = split_train_val(full, 1000, seed=0)
+    sd = decode(tmp_path / "snap.dcz")
+    assert all(torch.equal(sd[k], v) for k, v in after.items())
+    with torch.no_grad():
+        got = deepcomp.load(tmp_path / "snap.dcz")(va.images).argmax(1)
+    assert 100 * float((got == va.targets).float().mean()) == pytest.approx(r.stages[-1].accuracy)
+    assert r.stages[-1].test_accuracy is not None
+    assert r.stage("dense").accuracy - r.stages[-1].accuracy <= 1.0
+
+
+def test_rounding_that_costs_validation_is_put_back(small):
+    from deepcomp.pipeline import CompressResult, Stage, _snap_floats
+    from deepcomp.train import evaluate
+
+    net0, _, _, va = small
+    net = LeNet300()
+    net.load_state_dict(net0.state_dict())
+    acc = evaluate(net, va)
+    result = CompressResult(model=net, stages=[Stage("dense", acc, 1, 1, "32", 0.0),
+                                               Stage("final", acc, 1, 1, "32", 0.0)])
+    keep = {k: v.clone() for k, v in net.state_dict().items()}
+    lines = []
+    # 0.4 of each tensor's range: a grid of two or three values wrecks the model
+    assert not _snap_floats(net, result, va, 0.4, None, lines.append, "auto")
+    assert all(torch.equal(keep[k], v) for k, v in net.state_dict().items())
+    assert "values kept exact" in lines[-1] and "validation top-1" in lines[-1]
+    # a bound the model does not notice is kept, within the bound
+    assert _snap_floats(net, result, va, 1e-4, None, lines.append, "auto")
+    for k, v in net.state_dict().items():
+        span = float(keep[k].max() - keep[k].min())
+        assert float((v - keep[k]).abs().max()) <= 1e-4 * span + 1e-12, k
+    assert evaluate(net, va) >= acc - 0.1
+
+
+@pytest.mark.parametrize("bad", ["x", "0.7", 0, -1e-3])
+def test_bad_snap_is_refused_before_any_training(bad, tmp_path, monkeypatch):
+    from deepcomp import pipeline
+    from deepcomp.errors import DeepcompError
+
+    def no_data(*a, **k):
+        raise AssertionError("data was loaded before --snap was checked")
+
+    monkeypatch.setattr(pipeline, "get_dataset", no_data)
+    with pytest.raises(DeepcompError, match="snap"):
+        compress("deepcomp:lenet300", tmp_path / "x.dcz", snap=bad, max_drop=1.0, progress=False)
+
+
+def test_fixed_recipe_does_not_round_unless_asked(capsys, tmp_path):
+    from deepcomp.pipeline import _snap_setting
+
+    assert _snap_setting("auto", False) is None and _snap_setting("off", True) is None
+    assert _snap_setting("1e-3", False) == 1e-3
+    rc = main(["compress", "deepcomp:lenet300", str(tmp_path / "o.dcz"), "--data", "fashion-mnist",
+               "--snap", "big", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--snap" in err and "Traceback" not in err
