@@ -245,13 +245,24 @@ def each_by_work(fn, items: list, work: list) -> list:
         return out
 
 
+def _huffman_only(r) -> bool:
+    """A shared tensor whose streams all carry Huffman payloads: what defer leaves to
+    DczFile.dense (single-symbol and empty streams are decoded at once, for nothing)."""
+    return bool(r.streams) and all(s.mode == MODE_HUFFMAN for s in r.streams.values())
+
+
+def _deferred(r) -> bool:
+    """Validated with defer=True and its streams not decoded yet."""
+    return r.codes is None and r.encoding in ("shared_dense", "shared_sparse")
+
+
 def decode_work(r, defer: bool = False) -> int:
     """Work in units of one arithmetic-decoded element (~10 ns): a Huffman byte holds two
     or three symbols at ~3.5 ns each, about one unit; a raw byte is a copy, ~1/64. A
     deferred Huffman payload costs nothing here (DczFile.dense decodes it)."""
     if r.encoding in ("ac_shared", "ac_float"):
         return r.numel
-    if defer and r.streams and all(s.mode == MODE_HUFFMAN for s in r.streams.values()):
+    if defer and _huffman_only(r):
         return 1
     return r.length if r.encoding in ("shared_dense", "shared_sparse") else r.length // 64
 
@@ -372,7 +383,7 @@ def _decode_content(mv: memoryview, r: TensorRecord, defer: bool = False) -> Non
         return
     k = r.fields["k"]
     r.codebook = np.frombuffer(mv, "<f4", k, r.offset).astype(np.float32)
-    if defer and all(st.mode == MODE_HUFFMAN for st in r.streams.values()):
+    if defer and _huffman_only(r):
         return  # DczFile.dense decodes the payloads straight into the tensor
     _decode_streams(r)
 
@@ -424,7 +435,7 @@ class DczFile:
 
     def dense(self, name: str) -> torch.Tensor:
         r = self.record(name)
-        if r.codes is None and r.encoding in ("shared_dense", "shared_sparse"):
+        if _deferred(r):
             return torch.from_numpy(_fused_dense(r)).reshape(r.shape)
         tdtype = L.DTYPES[r.dtype][0]
         if r.encoding in ("raw", "ac_float"):
@@ -445,8 +456,8 @@ class DczFile:
 
     def compressed(self, name: str):
         r = self.record(name)
-        if r.codes is None and r.encoding in ("shared_dense", "shared_sparse"):
-            _decode_streams(r)  # a deferred file (validate(defer=True))
+        if _deferred(r):
+            _decode_streams(r)
         if r.encoding in ("raw", "ac_float"):
             return RawTensor(name, r.shape, np.ascontiguousarray(self.dense(name).numpy()))
         if r.encoding == "ac_shared":
