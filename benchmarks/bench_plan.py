@@ -1,12 +1,17 @@
 """Planned compression (compress --max-drop / --target-size) against the fixed paper recipe.
 
-    .venv/bin/python benchmarks/train_baselines.py --holdout 5000 --out benchmarks/checkpoints
-    .venv/bin/python benchmarks/bench_plan.py --model lenet300 --max-drop 0.5 --json r.json
+    .venv/bin/python benchmarks/train_baselines.py --only lenet300 --holdout 5000 --out ck
+    .venv/bin/python benchmarks/bench_plan.py --model lenet300 --checkpoint ck/lenet300-holdout5000.pt \
+        --max-drop 0.5 --epochs 6 --prune-steps 5 --lr 1e-3 --json r.json
+    .venv/bin/python benchmarks/train_baselines.py --only lenet5 --holdout 10000 --out ck
+    .venv/bin/python benchmarks/bench_plan.py --model lenet5 --checkpoint ck/lenet5-holdout10000.pt \
+        --val 10000 --max-drop 0.5 --epochs 2 --prune-steps 4 --lr 1e-3 --json r.json
     .venv/bin/python benchmarks/bench_plan.py --model lenet5 --fixed --json r.json
     .venv/bin/python benchmarks/bench_plan.py --table r1.json r2.json ... [--plot curve.png]
 
-Each run compresses the dense checkpoint trained *without* the 5,000 validation images
-(train_baselines.py --holdout 5000), so validation is a held-out set for it; the test set
+Each run compresses a dense checkpoint trained *without* the validation images
+(train_baselines.py --holdout N, the same N and --seed as the run), so validation is a
+held-out set for it; the test set
 is evaluated on the dense and on the final model only. File bytes are the real file's;
 the ratio is against the dense fp32 parameters (4 bytes each).
 """
@@ -22,6 +27,7 @@ import deepcomp  # noqa: F401  (OMP_WAIT_POLICY before torch)
 import torch
 
 from deepcomp.pipeline import compress
+from deepcomp.plan import ALLOCATION
 
 HERE = Path(__file__).resolve().parent
 BAR_RATIO = {"lenet300": 55, "lenet5": 70}
@@ -67,7 +73,7 @@ def run(args) -> dict:
            "plan": r.plan.to_dict() if r.plan is not None else None,
            "density": final.density, "bits": final.bits,
            "stages": [s.__dict__ for s in r.stages], "command": " ".join(sys.argv),
-           "allocation": args.allocation or "sensitivity", "schedule": args.schedule or "gradual",
+           "allocation": args.allocation or ALLOCATION, "schedule": args.schedule or "gradual",
            "average": args.average, "search": args.search or "bisect",
            # split -> [images, lost, gained] against dense (compress's paired count)
            "paired": {k: list(v) for k, v in r.paired.items()}}
@@ -119,14 +125,18 @@ def table(paths, plot=None) -> None:
             rs = sorted((r for r in recs if r["model"] == m), key=lambda r: r["file_bytes"])
             planned = [r for r in rs if r["plan"] is not None]
             fixed = [r for r in rs if r["plan"] is None]
+            # Records without the key were made while 'sensitivity' was the only allocation.
+            def alloc(r):
+                return r.get("allocation", "sensitivity")
+
             series = (("--max-drop", lambda r: r["label"].startswith("max-drop")
-                       and r.get("allocation", "sensitivity") == "sensitivity"
-                       and r.get("search", "bisect") == "bisect", "o-"),
+                       and alloc(r) == "global" and r.get("search", "bisect") == "bisect", "o-"),
+                      ("--max-drop --allocation sensitivity", lambda r: r["label"].startswith(
+                          "max-drop") and alloc(r) == "sensitivity"
+                       and r.get("search", "bisect") == "bisect", "D"),
                       ("--max-drop --search false-position", lambda r: r.get("search") in
                        ("false position", "false-position"), "v"),
-                      ("--target-size", lambda r: r["label"].startswith("target")
-                       and r.get("allocation", "sensitivity") == "sensitivity", "^"),
-                      ("--allocation global", lambda r: r.get("allocation") == "global", "x"))
+                      ("--target-size", lambda r: r["label"].startswith("target"), "^"))
             for name, want, style in series:
                 pts = [r for r in planned if want(r)]
                 if pts:

@@ -320,7 +320,7 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
              sensitivity_plot=None, record_hist: bool = False,
              distill: float = 0.0, image_size: int | None = None,
              normalize: str = "imagenet", shrink: bool = True,
-             schedule: str = "gradual", allocation: str = "sensitivity",
+             schedule: str = "gradual", allocation: str | None = None,
              average: float | None = None, search: str = "bisect",
              coder: str = "auto", snap: float | str | None = "auto") -> CompressResult:
     """Run the pipeline (see the module docstring); returns a CompressResult.
@@ -355,9 +355,9 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     from the dense model bisecting the weight bytes, each cutting gradually over
     ``epochs`` and recovering over twice that, deepcomp.plan.gradual_search) or 'rounds'
     (one-shot cuts to rising tolerances, ``epochs`` of retraining each).
-    ``allocation``: how a gradual trial splits its bytes over the layers: 'sensitivity'
-    (the greedy allocation on the one-shot sensitivity curves, the default) or 'global'
-    (one magnitude threshold over all layers).
+    ``allocation``: how a gradual trial splits its bytes over the layers: 'global' (one
+    magnitude threshold over all layers) or 'sensitivity' (the greedy allocation on the
+    one-shot sensitivity curves); default ``deepcomp.plan.ALLOCATION`` ('global').
     ``average``: gradual schedule: each trial keeps the mean of its weights over that
     fraction of the recovery's end instead of its best validation point (0 = the best
     point; default ``deepcomp.plan.AVERAGE``). ``search``: gradual schedule: the next
@@ -395,6 +395,10 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
         raise DeepcompError(f"--max-drop must be >= 0 points of top-1, got {max_drop!r}")
     if target_size is not None and not (isinstance(target_size, int) and target_size > 0):
         raise DeepcompError(f"--target-size must be a positive number of bytes, got {target_size!r}")
+    if allocation is None:
+        from deepcomp.plan import ALLOCATION
+
+        allocation = ALLOCATION
     if allocation not in ("global", "sensitivity"):
         raise DeepcompError(f"--allocation must be 'global' or 'sensitivity', got {allocation!r}")
     if average is not None and not (isinstance(average, (int, float)) and 0 <= average <= 1):
@@ -936,10 +940,10 @@ def add_compress_command(sub) -> None:
                         "validation point kept; --prune-steps trials bisect the bytes; "
                         "default) or one-shot rounds at rising tolerances (--epochs of "
                         "retraining each)")
-    p.add_argument("--allocation", default="sensitivity", choices=["sensitivity", "global"],
-                   help="gradual schedule: split each trial's bytes over the layers greedily "
-                        "on the one-shot sensitivity curves (default) or by one magnitude "
-                        "threshold over all of them")
+    p.add_argument("--allocation", default=None, choices=["global", "sensitivity"],
+                   help="gradual schedule: split each trial's bytes over the layers by one "
+                        "magnitude threshold over all of them (default) or greedily on the "
+                        "one-shot sensitivity curves")
     p.add_argument("--average", type=float, default=None, metavar="F",
                    help="gradual schedule: keep the mean of each trial's weights over the last "
                         "F of its recovery (stochastic weight averaging) instead of its best "

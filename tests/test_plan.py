@@ -356,11 +356,13 @@ def test_gradual_prune_reaches_the_targets_and_keeps_the_best_point(small, one_t
         assert float(m.float().mean()) == pytest.approx(keep2[n.rsplit(".", 1)[0]], abs=2e-3)
 
 
-@pytest.mark.parametrize("search", ["bisect", "false-position"])
-def test_gradual_search_bisects_and_keeps_the_smallest_passing_trial(small, one_thread, search):
+@pytest.mark.parametrize("search,allocation", [("bisect", "global"), ("false-position", "global"),
+                                               ("bisect", "sensitivity")])
+def test_gradual_search_bisects_and_keeps_the_smallest_passing_trial(small, one_thread, search,
+                                                                     allocation):
     import copy
 
-    from deepcomp.plan import PRUNE_SHARE, evaluate_loss, gradual_search
+    from deepcomp.plan import PRUNE_SHARE, _price_at, evaluate_loss, gradual_search
 
     net, _, tr, va = small
     net = copy.deepcopy(net)
@@ -370,7 +372,7 @@ def test_gradual_search_bisects_and_keeps_the_smallest_passing_trial(small, one_
     prices = price_table(net, keeps=grid, bits=(4,))
     rounds, plan, masks = gradual_search(net, sens, prices, tr, va, base_acc=base,
                                          max_drop=1.0, epochs=0.2, lr=1e-3, trials=3,
-                                         search=search)
+                                         search=search, allocation=allocation)
     assert len(rounds) == 3
     # Every trial is a different cut (an allocation already measured is not rerun).
     if search == "false-position":
@@ -387,8 +389,8 @@ def test_gradual_search_bisects_and_keeps_the_smallest_passing_trial(small, one_
     passing = [r for r in rounds if r.accepted]
     assert passing, "a 1-point budget on a briefly trained MLP passes at half its bytes"
 
-    def size(keep):
-        return sum(prices[n][(keep[n], 4)] for n in prices)
+    def size(keep):   # the global allocation's kept fractions lie between the grid's
+        return sum(_price_at(prices[n], keep[n], 4) for n in prices)
 
     smallest = min(passing, key=lambda r: size(r.keep))
     assert plan.keep == smallest.keep
