@@ -36,8 +36,10 @@ torch.load of the dense .pt for scale; MB/s are of the dense fp32 state_dict.
 size rivals (general compressors, NNCodec) and the per-tensor split.
 --cold N adds decode times as a program starting up meets them: N fresh processes per
 reader, round robin, each timing its one first call after the imports (files in the page
-cache, the allocator's memory new: the warm medians above reuse freed memory); the
-one-time import of deepcomp's codec and native module is reported on its own line.
+cache, the allocator's memory new: the warm medians above reuse freed memory), then
+11 more calls whose median is that reader's warm time alone (no other reader's freed
+heap in the process); the one-time import of deepcomp's codec and native module is
+reported on its own line.
 """
 from __future__ import annotations
 
@@ -212,24 +214,35 @@ if not p.endswith(".pt"):
     import deepcomp
     from deepcomp.codec import reader, streams, v2  # what decode imports on first use
 t1 = time.perf_counter()
-if p.endswith(".pt"):
-    torch.load(p, map_location="cpu", weights_only=True)
-else:
-    deepcomp.decode(p)
-print(t1 - t0, time.perf_counter() - t1)
+def call():
+    if p.endswith(".pt"):
+        return torch.load(p, map_location="cpu", weights_only=True)
+    return deepcomp.decode(p)
+call()
+t2 = time.perf_counter()
+warm = []
+for _ in range(int(sys.argv[2])):
+    t = time.perf_counter()
+    call()
+    warm.append(time.perf_counter() - t)
+warm.sort()
+print(t1 - t0, t2 - t1, warm[len(warm) // 2] if warm else 0.0)
 """
 
 
-def cold_times(paths: dict, runs: int) -> dict:
-    """Medians over fresh processes, readers round robin: (import seconds, first call seconds)."""
+def cold_times(paths: dict, runs: int, warm: int = 11) -> dict:
+    """Medians over fresh processes, readers round robin: (import seconds, first call
+    seconds, median of the next `warm` calls in that process). The last is the warm time
+    of each reader alone: in one process shared by all readers, whichever runs after
+    another meets its freed heap, and torch.load's warm time moved 11-34 ms with that."""
     times = {k: [] for k in paths}
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     for _ in range(runs):
         for k, p in paths.items():
-            out = subprocess.run([sys.executable, "-c", COLD_CALL, str(p)], capture_output=True, text=True,
-                                 env=env, check=True)
-            times[k].append([float(x) for x in out.stdout.split()[-2:]])
-    return {k: (statistics.median(t[0] for t in v), statistics.median(t[1] for t in v)) for k, v in times.items()}
+            out = subprocess.run([sys.executable, "-c", COLD_CALL, str(p), str(warm)], capture_output=True,
+                                 text=True, env=env, check=True)
+            times[k].append([float(x) for x in out.stdout.split()[-3:]])
+    return {k: tuple(statistics.median(t[i] for t in v) for i in range(3)) for k, v in times.items()}
 
 
 def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, repeats: int,
@@ -288,7 +301,9 @@ def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, re
     if cold:
         ct = cold_times({"v1": files[1], "v2": files[2], "v2h": files["2h"], "pt": dense_pt}, cold)
         res.update({"cold_v1_s": ct["v1"][1], "cold_v2_s": ct["v2"][1], "cold_v2h_s": ct["v2h"][1],
-                    "cold_torch_load_s": ct["pt"][1], "cold_import_s": ct["v2h"][0]})
+                    "cold_torch_load_s": ct["pt"][1], "cold_import_s": ct["v2h"][0],
+                    "alone_v1_s": ct["v1"][2], "alone_v2_s": ct["v2"][2], "alone_v2h_s": ct["v2h"][2],
+                    "alone_torch_load_s": ct["pt"][2]})
     if speed_only:
         return res
     arrs, blob = quantized_view(sd, open_dcz(files[1]))
@@ -400,6 +415,17 @@ def print_table(rows: list) -> None:
         for v in ("v1", "v2", "v2h"):
             print(f"| decode {v} / torch.load (first call) | " + " | ".join(
                 f"{r[f'cold_{v}_s'] / r['cold_torch_load_s']:.2f}x" if "cold_torch_load_s" in r else "-"
+                for r in rows) + " |")
+        print()
+        print("| warm, each reader alone in its process, ms (median of per-process medians) | "
+              + " | ".join(cols) + " |")
+        print("|---|" + "---:|" * len(cols))
+        for label, key in (("decode v1", "alone_v1_s"), ("decode v2", "alone_v2_s"),
+                           ("decode v2, coder=huffman", "alone_v2h_s"), ("torch.load dense .pt", "alone_torch_load_s")):
+            print(f"| {label} | " + " | ".join(f"{r[key] * 1e3:.1f}" if key in r else "-" for r in rows) + " |")
+        for v in ("v1", "v2", "v2h"):
+            print(f"| decode {v} / torch.load (warm, alone) | " + " | ".join(
+                f"{r[f'alone_{v}_s'] / r['alone_torch_load_s']:.2f}x" if "alone_torch_load_s" in r else "-"
                 for r in rows) + " |")
     for r in rows:
         if "nnc_error" in r:
