@@ -382,6 +382,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     _check_init(init)
     if int(prune_steps) < 0:
         raise PruneSpecError(f"--prune-steps must be >= 0, got {prune_steps}")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise DeepcompError(f"--lr must be a positive learning rate, got {lr!r}")
     if epochs < 0 or finetune_epochs < 0:
         raise DeepcompError("epochs must be >= 0")
     if subset is not None and subset < 1:

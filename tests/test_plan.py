@@ -514,6 +514,14 @@ def test_average_out_of_range_is_a_clear_error(bad, tmp_path):
                  progress=False)
 
 
+@pytest.mark.parametrize("bad", [0, -1e-3, "fast"])
+def test_bad_learning_rate_is_a_clear_error(bad, tmp_path):
+    from deepcomp.errors import DeepcompError
+
+    with pytest.raises(DeepcompError, match="--lr"):
+        compress("deepcomp:lenet300", tmp_path / "x.dcz", max_drop=0.5, lr=bad, progress=False)
+
+
 def test_unknown_search_is_a_clear_error(tmp_path):
     from deepcomp.errors import DeepcompError
 
