@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/train_baselines.py --only lenet300 --holdout 5000 --out ck
     .venv/bin/python benchmarks/bench_plan.py --model lenet300 --checkpoint ck/lenet300-holdout5000.pt \
         --max-drop 0.5 --epochs 6 --prune-steps 5 --lr 1e-3 --json r.json
-    .venv/bin/python benchmarks/train_baselines.py --only lenet5 --holdout 10000 --out ck
+    .venv/bin/python benchmarks/train_baselines.py --only lenet5 --holdout 10000 --threads 1 --out ck
     .venv/bin/python benchmarks/bench_plan.py --model lenet5 --checkpoint ck/lenet5-holdout10000.pt \
-        --val 10000 --max-drop 0.5 --epochs 2 --prune-steps 4 --lr 1e-3 --json r.json
+        --val 10000 --max-drop 0.5 --json r.json   # compress's defaults: 2-epoch cuts at 2e-3
     .venv/bin/python benchmarks/bench_plan.py --model lenet5 --fixed --json r.json
     .venv/bin/python benchmarks/bench_plan.py --table r1.json r2.json ... [--plot curve.png]
 
