@@ -5,8 +5,9 @@
 Each file is re-encoded losslessly with the current writer (same tensors, graph and
 meta; checked bit for bit), then its container (20-byte prefix + deflated header: the
 tensor table, graph and meta; version 2 has no padding) is reported with the header's
-preset dictionary (prefix flag 1, what the writer emits) and without it (the same JSON
-deflated plainly, flags 0, as files before 2026-12-04). Without arguments it makes
+preset dictionary (the shorter of dictionaries 1 and 2, prefix flag 1 or 2, as the
+writer chooses) and without one (the same JSON deflated plainly, flags 0, as files
+before 2026-12-04). Without arguments it makes
 one-shot files to measure: the shipped LeNet-300-100 and LeNet-5 at the paper's
 densities and bits with their graphs (bench_codec.py's recipe), and a ResNet-18 (random
 init, 70 % pruned, 5 bit).
@@ -65,7 +66,7 @@ def measure(src: Path, tmp: Path) -> dict:
     plain = len(_deflate(text))
     size = len(image)
     header = json.loads(text)
-    parts = {k: len(_deflate(json.dumps(header[k], separators=(",", ":")).encode(), L.FLAG_HEADER_DICT))
+    parts = {k: len(_deflate(json.dumps(header[k], separators=(",", ":")).encode(), flags))
              for k in ("t", "g", "m") if k in header}
     return {"file": src.name, "bytes": size, "container": L.PREFIX.size + hlen,
             "pct": 100 * (L.PREFIX.size + hlen) / size, "plain_container": L.PREFIX.size + plain,

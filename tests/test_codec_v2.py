@@ -277,7 +277,8 @@ def test_v2_checksums_and_header_stream():
     packed = image[L.PREFIX.size:L.PREFIX.size + hlen]
     with pytest.raises(DczFormatError, match="deflate"):
         validate(_with_header(b"\xff" * 8, body))
-    D = L.FLAG_HEADER_DICT
+    D = L.PREFIX.unpack_from(image, 0)[2]  # the dictionary the writer chose
+    assert D in (L.FLAG_HEADER_DICT, L.FLAG_HEADER_DICT_2)
     with pytest.raises(DczTruncatedError, match="ends early"):
         validate(_with_header(packed[:-3], body, D))
     with pytest.raises(DczFormatError, match="after the end of the header"):
@@ -630,7 +631,7 @@ def test_no_period_is_written_as_before():
 
 def test_header_dictionary_flag_old_form_and_unknown_flags(tmp_path):
     image = _image(graph={"format": "deepcomp-graph", "nodes": []}, meta={"pipeline": {"stages": []}})
-    assert L.PREFIX.unpack_from(image, 0)[2] == L.FLAG_HEADER_DICT  # what the writer emits
+    assert L.PREFIX.unpack_from(image, 0)[2] in (L.FLAG_HEADER_DICT, L.FLAG_HEADER_DICT_2)  # what writers emit
     h, hlen = _header(image)
     body = image[L.PREFIX.size + hlen:]
     # the same header without the dictionary (flags 0, as files written before it) still
@@ -643,9 +644,11 @@ def test_header_dictionary_flag_old_form_and_unknown_flags(tmp_path):
     (tmp_path / "old.dcz").write_bytes(old)
     (tmp_path / "new.dcz").write_bytes(image)
     assert same_bits(decode(tmp_path / "old.dcz")["w"], decode(tmp_path / "new.dcz")["w"])
-    for flags in (2, 3, 0x8000):
+    for flags in (4, 0x8000):
         with pytest.raises(DczFormatError, match="prefix flags"):
             validate(_with_header(plain, body, flags))
+    with pytest.raises(DczFormatError, match="one preset dictionary"):
+        validate(_with_header(plain, body, L.FLAG_HEADER_DICT | L.FLAG_HEADER_DICT_2))
     write_state_dict({"w": shared((8, 6), 0.5, 4, 3)}, tmp_path / "v1.dcz", version=1)
     v1 = bytearray((tmp_path / "v1.dcz").read_bytes())
     struct.pack_into("<H", v1, 10, L.FLAG_HEADER_DICT)  # version 1 defines no flags
@@ -663,6 +666,63 @@ def test_header_dictionary_matches_the_specification():
     lines = block.strip().strip("`").strip().splitlines()
     assert tuple(lines) == FRAGMENTS
     assert HEADER_DICT == "".join(lines).encode("ascii") and len(HEADER_DICT) <= 32768
+    from deepcomp.codec.hdict import FRAGMENTS_2, HEADER_DICT_2
+
+    block = doc.split("<!-- header dictionary 2 begin -->")[1].split("<!-- header dictionary 2 end -->")[0]
+    lines = block.strip().strip("`").strip().splitlines()
+    assert tuple(lines) == FRAGMENTS_2
+    assert HEADER_DICT_2 == HEADER_DICT + "".join(lines).encode("ascii") and len(HEADER_DICT_2) <= 32768
+
+
+def _lenet5_like(tmp_path):
+    """A small conv net file with the graph torch.fx writes and a planned run's meta."""
+    from deepcomp.graph import capture
+    from deepcomp.models import get_model
+
+    model = get_model("deepcomp:lenet5").eval()
+    graph, _ = capture(model)
+    sd = {k: shared(tuple(v.shape), 0.1, 8, i) if v.dim() > 1 else v.detach().clone()
+          for i, (k, v) in enumerate(model.state_dict().items())}
+    meta = {"pipeline": {"stages": [{"name": "dense", "val": 91.97, "test": 91.25},
+                                    {"name": "snap 0.0001", "val": 91.53, "test": 90.89}],
+                         "init": "linear", "seed": 2, "val": 10000,
+                         "plan": {"layers": {"fc1.weight": {"keep": 0.0233, "bits": 2}},
+                                  "budget": {"max_drop": 0.5}, "seed": 2}}, "snap": 0.0001}
+    path = tmp_path / "l5.dcz"
+    write_state_dict(sd, path, graph=graph, meta=meta)
+    return sd, path
+
+
+def test_header_dictionary_2_is_chosen_when_shorter_and_both_read(tmp_path):
+    sd, path = _lenet5_like(tmp_path)
+    image = path.read_bytes()
+    flags = L.PREFIX.unpack_from(image, 0)[2]
+    assert flags == L.FLAG_HEADER_DICT_2           # a LeNet-5 header: dictionary 2 is shorter
+    h, hlen = _header(image)
+    body = image[L.PREFIX.size + hlen:]
+    text = json.dumps(h, separators=(",", ":"), ensure_ascii=False).encode()
+    with1 = _deflate(text, L.FLAG_HEADER_DICT)
+    assert hlen < len(with1) - 100                # and by much, not by chance
+    # the same header as a writer before dictionary 2 made it (flags 1) reads the same
+    old = _with_header(with1, body, L.FLAG_HEADER_DICT)
+    a, b = validate(image), validate(old)
+    assert a.graph == b.graph and a.meta == b.meta and [r.name for r in a.tensors] == [r.name for r in b.tensors]
+    (tmp_path / "old.dcz").write_bytes(old)
+    got = decode(tmp_path / "old.dcz")
+    for k in sd:
+        assert same_bits(got[k], sd[k])
+    # a stream made against one dictionary, labelled with the other, is refused
+    with pytest.raises(DczFormatError):
+        validate(_with_header(bytes(image[L.PREFIX.size:L.PREFIX.size + hlen]), body, L.FLAG_HEADER_DICT))
+    # a LeNet-300-100-like header without graph keeps dictionary 1 unless 2 is shorter
+    sd3 = {f"fc{i}.weight": shared(s, 0.1, 8, i) for i, s in ((1, (30, 78)), (2, (10, 30)))}
+    img3 = assemble_v2([choose_encoding_v2(k, v) for k, v in sd3.items()], None, None)
+    h3, hlen3 = _header(img3)
+    t3 = json.dumps(h3, separators=(",", ":"), ensure_ascii=False).encode()
+    best = min(len(_deflate(t3, L.FLAG_HEADER_DICT)), len(_deflate(t3, L.FLAG_HEADER_DICT_2)))
+    assert hlen3 == best
+    assert L.PREFIX.unpack_from(img3, 0)[2] == (L.FLAG_HEADER_DICT if len(_deflate(t3, L.FLAG_HEADER_DICT)) == best
+                                                else L.FLAG_HEADER_DICT_2)
 
 
 def test_header_dictionary_keeps_small_headers_small():

@@ -5,7 +5,7 @@ table's encodings and model keys, the graph's node and attribute keys, the pipel
 meta keys. Deflate can point back into a preset dictionary for the first occurrence of
 each, which a small header otherwise pays for in literals (a planned LeNet file's
 header: 588 -> about 210 bytes). The bytes are fixed forever: a changed dictionary
-would be a new flag. Fragments, least common first (deflate's distances to the end of
+is a new flag (dictionary 2 below extends this one). Fragments, least common first (deflate's distances to the end of
 the dictionary are the cheapest), joined without separators; docs/FORMAT.md lists the
 same lines and a test checks that they agree.
 """
@@ -52,3 +52,43 @@ FRAGMENTS = (
 )
 
 HEADER_DICT = "".join(FRAGMENTS).encode("ascii")
+
+# Dictionary 2 (prefix flag 2) is dictionary 1 followed by these: a LeNet-5 header (the
+# module-level graph torch.fx writes for a conv net, its table, a planned run's meta with
+# its float snapping), which dictionary 1 covers only in part (a planned LeNet-5 file's
+# header: about 400 -> 230 bytes). Nearest the end, so the cheapest to point at.
+FRAGMENTS_2 = (
+    '{"name":"snap 0.0001","val":,"test":}],"snap":0.0001}',
+    '"shapes":{"conv2":[[50,20,5,5],[,20,5,5]],"fc1":[[500,800],[,"fc2":[[10,500],[10,',
+    '"plan":{"layers":{"conv1.weight":{"keep":0.,"bits":},"conv2.weight":{"keep":0.0,',
+    '"bits":},"fc1.weight":{"keep":0.0,"bits":2},"fc2.weight":{"keep":0.,"bits":}},',
+    '"budget":{"max_drop":0.5},"seed":}}',
+    '{"t":[["conv1.weight","float32",[20,1,5,5],"ac_shared",{"sp":1,"cm":,"vc":0,"sc":0,',
+    '"sh":7,"k":,"neg":}],["conv1.bias","float32",[20],"ac_float",{"sh":5}],',
+    '["conv2.weight","float32",[,20,5,5],"ac_shared",{"sp":1,"cm":0,"pp":5,"vc":0,"sc":0,',
+    '"sh":,"k":,"neg":}],["conv2.bias","float32",[],"ac_float",{"sh":5}],',
+    '["fc1.weight","float32",[,"ac_shared",{"sp":1,"cm":0,"vc":0,"sc":1,"sh":9,"k":4,"neg":2}],',
+    '["fc1.bias","float32",[,"ac_float",{"sh":7}],["fc2.weight","float32",[10,],"ac_shared",',
+    '{"sp":1,"cm":1,"vc":0,"sc":0,"sh":7,"k":,"neg":}],["fc2.bias","float32",[10],"ac_float",',
+    '{"sh":5}]],"c":',
+    '"g":{"format":"deepcomp-graph","version":1,"inputs":["x"],"input_shape":[null,1,28,28],',
+    '"nodes":[{"name":"conv2d","op":"conv2d","inputs":["x"],"attrs":{"weight":"conv1.weight",',
+    '"bias":"conv1.bias","in_channels":1,"out_channels":20,"kernel_size":[5,5],',
+    '"stride":[1,1],"padding":[0,0],"dilation":[1,1],"groups":1}},{"name":"relu","op":"relu",',
+    '"inputs":["conv2d"],"attrs":{}},{"name":"max_pool2d","op":"max_pool2d","inputs":["relu"],',
+    '"attrs":{"kernel_size":[2,2],"stride":[2,2],"padding":[0,0],"dilation":[1,1],',
+    '"ceil_mode":false}},{"name":"conv2d_1","op":"conv2d","inputs":["max_pool2d"],',
+    '"attrs":{"weight":"conv2.weight","bias":"conv2.bias","in_channels":20,"out_channels":,',
+    '"kernel_size":[5,5],"stride":[1,1],"padding":[0,0],"dilation":[1,1],"groups":1}},',
+    '{"name":"relu_1","op":"relu","inputs":["conv2d_1"],"attrs":{}},{"name":"max_pool2d_1",',
+    '"op":"max_pool2d","inputs":["relu_1"],"attrs":{"kernel_size":[2,2],"stride":[2,2],',
+    '"padding":[0,0],"dilation":[1,1],"ceil_mode":false}},{"name":"flatten","op":"flatten",',
+    '"inputs":["max_pool2d_1"],"attrs":{"start_dim":1,"end_dim":-1}},{"name":"linear",',
+    '"op":"linear","inputs":["flatten"],"attrs":{"weight":"fc1.weight","bias":"fc1.bias",',
+    '"in_features":,"out_features":}},{"name":"relu_2","op":"relu","inputs":["linear"],',
+    '"attrs":{}},{"name":"linear_1","op":"linear","inputs":["relu_2"],"attrs":{',
+    '"weight":"fc2.weight","bias":"fc2.bias","in_features":,"out_features":10}}],',
+    '"outputs":["linear_1"]},"m":{"pipeline":{"stages":[{"name":"dense","val":,"test":},',
+)
+
+HEADER_DICT_2 = HEADER_DICT + "".join(FRAGMENTS_2).encode("ascii")

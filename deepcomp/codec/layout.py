@@ -13,7 +13,8 @@ READ_VERSIONS = (1, 2)
 WRITE_VERSION = 2  # what write_state_dict writes unless asked otherwise
 PREFIX = struct.Struct("<8sHHII")  # magic, version, flags, header_len, header_crc32
 FLAG_HEADER_DICT = 1  # version 2: the header is deflated with codec/hdict.HEADER_DICT
-PREFIX_FLAGS = {1: 0, 2: FLAG_HEADER_DICT}  # per version, the flag bits a reader accepts
+FLAG_HEADER_DICT_2 = 2  # version 2: ... with codec/hdict.HEADER_DICT_2 (at most one of the two)
+PREFIX_FLAGS = {1: 0, 2: FLAG_HEADER_DICT | FLAG_HEADER_DICT_2}  # per version, the flag bits a reader accepts
 ALIGN = 64  # every section starts on a multiple of this, so raw data can be mapped
 
 MAX_HEADER_BYTES = 16 << 20

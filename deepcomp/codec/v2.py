@@ -21,7 +21,7 @@ import torch
 from deepcomp import _C
 from deepcomp.codec import arith
 from deepcomp.codec import layout as L
-from deepcomp.codec.hdict import HEADER_DICT
+from deepcomp.codec.hdict import HEADER_DICT, HEADER_DICT_2
 from deepcomp.codec.tensors import Encoded, choose_encoding, matrix_view
 from deepcomp.errors import DczChecksumError, DczFormatError, DczTruncatedError, DeepcompError
 
@@ -131,10 +131,16 @@ def _entry(enc: Encoded) -> list:
     return row
 
 
+def _zdict(flags: int) -> dict:
+    """zlib's keyword for the preset dictionary the prefix flags name (none for 0)."""
+    if flags & L.FLAG_HEADER_DICT_2:
+        return {"zdict": HEADER_DICT_2}
+    return {"zdict": HEADER_DICT} if flags & L.FLAG_HEADER_DICT else {}
+
+
 def _deflate(data: bytes, flags: int = 0) -> bytes:
-    """Raw DEFLATE, level 9; with FLAG_HEADER_DICT against the preset dictionary."""
-    zdict = {"zdict": HEADER_DICT} if flags & L.FLAG_HEADER_DICT else {}
-    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, **zdict)
+    """Raw DEFLATE, level 9, against the preset dictionary the flags name."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, **_zdict(flags))
     return c.compress(data) + c.flush()
 
 
@@ -146,20 +152,21 @@ def assemble_v2(encoded: list, graph: dict | None, meta: dict | None) -> bytes:
     if meta:
         header["m"] = meta
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
-    packed = _deflate(text, L.FLAG_HEADER_DICT)
+    # whichever dictionary gives the shorter header (dictionary 1 on a tie)
+    flags, packed = min(((f, _deflate(text, f)) for f in (L.FLAG_HEADER_DICT, L.FLAG_HEADER_DICT_2)),
+                        key=lambda fp: len(fp[1]))
     if len(packed) > L.MAX_HEADER_BYTES:
         raise DczFormatError(f"compressed header of {len(packed)} bytes exceeds {L.MAX_HEADER_BYTES}")
-    prefix = L.PREFIX.pack(L.MAGIC, VERSION, L.FLAG_HEADER_DICT, len(packed), zlib.crc32(packed))
+    prefix = L.PREFIX.pack(L.MAGIC, VERSION, flags, len(packed), zlib.crc32(packed))
     return prefix + packed + body
 
 
 # ---- reader ------------------------------------------------------------------------------
 
 def inflate_header(data: bytes, flags: int) -> bytes:
-    """The header's JSON text from its deflate stream (with the preset dictionary when
-    `flags` has FLAG_HEADER_DICT), within MAX_INFLATED bytes."""
-    zdict = {"zdict": HEADER_DICT} if flags & L.FLAG_HEADER_DICT else {}
-    d = zlib.decompressobj(-15, **zdict)
+    """The header's JSON text from its deflate stream (with the preset dictionary the
+    prefix flags name), within MAX_INFLATED bytes."""
+    d = zlib.decompressobj(-15, **_zdict(flags))
     try:
         out = d.decompress(data, MAX_INFLATED + 1)
     except zlib.error as e:
@@ -183,6 +190,8 @@ def validate_v2(mv: memoryview, hlen: int, hcrc: int, flags: int = 0, *, defer: 
         raise DczFormatError(f"header length {hlen} outside 1..{L.MAX_HEADER_BYTES}")
     if hend > size:
         raise DczTruncatedError(f"header of {hlen} bytes runs past the end of the {size}-byte file")
+    if flags & L.FLAG_HEADER_DICT and flags & L.FLAG_HEADER_DICT_2:
+        raise DczFormatError(f"prefix flags are {flags:#x}: a header has one preset dictionary, not two")
     packed = bytes(mv[L.PREFIX.size:hend])
     if zlib.crc32(packed) != hcrc:
         raise DczChecksumError("header checksum mismatch (the file is corrupted)")
