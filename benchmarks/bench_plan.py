@@ -35,6 +35,10 @@ BAR_RATIO = {"lenet300": 55, "lenet5": 70}
 
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
+    if args.prune_share is not None:
+        from deepcomp import plan as plan_module
+
+        plan_module.PRUNE_SHARE = args.prune_share
     ck = args.checkpoint or HERE / "checkpoints" / f"{args.model}-holdout{args.val}.pt"
     out = Path(args.out or f"/tmp/bench_plan_{args.model}_{args.label()}.dcz")
     kw = dict(arch=f"deepcomp:{args.model}", data="fashion-mnist", val=args.val, seed=args.seed,
@@ -75,6 +79,7 @@ def run(args) -> dict:
            "stages": [s.__dict__ for s in r.stages], "command": " ".join(sys.argv),
            "allocation": args.allocation or ALLOCATION, "schedule": args.schedule or "gradual",
            "average": args.average, "search": args.search or "bisect",
+           "prune_share": args.prune_share,
            # split -> [images, lost, gained] against dense (compress's paired count)
            "paired": {k: list(v) for k, v in r.paired.items()}}
     rec["ratio"] = rec["dense_param_bytes"] / rec["file_bytes"]
@@ -186,6 +191,8 @@ def main(argv=None) -> int:
                     help="gradual schedule: averaged share of each trial's recovery (default compress's)")
     ap.add_argument("--search", default=None, choices=["bisect", "false-position"],
                     help="gradual schedule: how trial bytes are searched (default compress's)")
+    ap.add_argument("--prune-share", type=float, default=None,
+                    help="share of --max-drop the pruning trials may spend (deepcomp.plan.PRUNE_SHARE)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--table", nargs="*", default=None, help="print a table of earlier --json files")
