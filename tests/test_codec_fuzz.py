@@ -67,8 +67,19 @@ def _corpus_v2(tensors: dict) -> list:
     # coder="huffman": the compact container around version 1's streams only
     huff = [choose_encoding_v2(k, v, coder="huffman") for k, v in {**tensors, **extra}.items()]
     assert {"shared_sparse", "shared_dense"} <= {e.fields["encoding"] for e in huff}
+    # a conv net's graph and a planned run's meta: the header takes preset dictionary 2
+    from deepcomp.graph import capture
+    from deepcomp.models import get_model
+
+    graph, _ = capture(get_model("deepcomp:lenet5").eval())
+    meta = {"pipeline": {"stages": [{"name": "dense", "val": 91.2, "test": 91.0},
+                                    {"name": "snap 0.0001", "val": 90.9, "test": 90.4}],
+                         "plan": {"layers": {"fc1.weight": {"keep": 0.0128, "bits": 2}},
+                                  "budget": {"max_drop": 0.5}, "seed": 0}}, "snap": 0.0001}
+    dict2 = assemble_v2(encs, graph, meta)
+    assert L.PREFIX.unpack_from(dict2, 0)[2] == L.FLAG_HEADER_DICT_2
     return [assemble_v2(encs, {"nodes": [{"op": "linear"}]}, {"a": 1}), assemble_v2(encs[:3], None, None),
-            assemble_v2(huff, None, {"a": 1})]
+            assemble_v2(huff, None, {"a": 1}), dict2]
 
 
 def _v2_header(image: bytes):
