@@ -5,9 +5,9 @@ table's encodings and model keys, the graph's node and attribute keys, the pipel
 meta keys. Deflate can point back into a preset dictionary for the first occurrence of
 each, which a small header otherwise pays for in literals (a planned LeNet file's
 header: 588 -> about 210 bytes). The bytes are fixed forever: a changed dictionary
-is a new flag (dictionary 2 below extends this one). Fragments, least common first (deflate's distances to the end of
-the dictionary are the cheapest), joined without separators; docs/FORMAT.md lists the
-same lines and a test checks that they agree.
+is a new flag (dictionary 2 below extends this one). Fragments, least common first
+(deflate's distances to the end of the dictionary are the cheapest), joined without
+separators; docs/FORMAT.md lists the same lines and a test checks that they agree.
 """
 from __future__ import annotations
 
