@@ -80,26 +80,21 @@ def logged_bits(sd: dict) -> dict:
 
 
 def cost_format(bits, sh: int) -> float:
-    p0, n, c = ONE // 2, 0, 0.0
-    for b in bits:
-        c -= math.log2((ONE - p0) / ONE if b else p0 / ONE)
-        s = min((n + 2).bit_length() - 1, sh)
-        p0 = p0 - (p0 >> s) if b else p0 + ((ONE - p0) >> s)
-        n += 1
+    b, c = ar.Bit(), 0.0
+    for x in bits:
+        c -= math.log2((ONE - b.p0) / ONE if x else b.p0 / ONE)
+        ar.adapt(b, x, sh)
     return c
 
 
 def cost_two(bits, a: int, b2: int) -> float:
-    p, q, n, c = ONE // 2, ONE // 2, 0, 0.0
-    for b in bits:
-        m = (p + q) >> 1
-        c -= math.log2((ONE - m) / ONE if b else m / ONE)
-        s1, s2 = min((n + 2).bit_length() - 1, a), min((n + 2).bit_length() - 1, b2)
-        if b:
-            p, q = p - (p >> s1), q - (q >> s2)
-        else:
-            p, q = p + ((ONE - p) >> s1), q + ((ONE - q) >> s2)
-        n += 1
+    """The mean of two of the format's estimators, settling at shifts a and b2."""
+    fast, slow, c = ar.Bit(), ar.Bit(), 0.0
+    for x in bits:
+        m = (fast.p0 + slow.p0) >> 1
+        c -= math.log2((ONE - m) / ONE if x else m / ONE)
+        ar.adapt(fast, x, a)
+        ar.adapt(slow, x, b2)
     return c
 
 

@@ -308,7 +308,6 @@ def run_model(label: str, sd: dict, graph, tmp: Path, nnc_python: str | None, re
         res["v2_snap_bytes"] = p.stat().st_size
         res["v2_snap_err"] = max_rel_error(sd, snapped)
         res["v2_snap_tensors"] = {r["name"]: (r["encoding"], r["bytes"]) for r in info_table(open_dcz(p))["tensors"]}
-    if not speed_only:
         res["order0_bits"], shared = order0_bound(sd)
         res["order0_bytes"] = round(res["order0_bits"] / 8)
         res["v2_shared_bytes"] = sum(res["v2_tensors"][k][1] for k in shared)

@@ -11,6 +11,14 @@ class Bit:
         self.p0, self.n = ONE // 2, 0
 
 
+def adapt(b: Bit, bit: int, limit: int) -> None:
+    """A context's update after coding `bit` (docs/FORMAT.md 7.4): a count-driven shift
+    that settles at `limit`."""
+    s = min((b.n + 2).bit_length() - 1, limit)
+    b.p0 = b.p0 - (b.p0 >> s) if bit else b.p0 + ((ONE - b.p0) >> s)
+    b.n = min(b.n + 1, 0xFFFF)
+
+
 class RangeDecoder:
     def __init__(self, data: bytes, limit: int):
         self.data, self.pos, self.limit = data, 0, limit
@@ -38,9 +46,7 @@ class RangeDecoder:
             self.code -= bound
             self.range -= bound
             bit = 1
-        s = min((b.n + 2).bit_length() - 1, self.limit)
-        b.p0 = b.p0 - (b.p0 >> s) if bit else b.p0 + ((ONE - b.p0) >> s)
-        b.n = min(b.n + 1, 0xFFFF)
+        adapt(b, bit, self.limit)
         self._norm()
         return bit
 

@@ -25,6 +25,7 @@ from deepcomp.codec.writer import assemble
 from deepcomp.errors import DczFormatError
 from tests.fuzz_limits import rss_limit_mb
 from tests.image_weights import smooth_images
+from tests.lenet5_header import lenet5_graph_and_meta
 
 FAST_BUDGET_S = float(os.environ.get("DEEPCOMP_FUZZ_SECONDS", "10"))
 
@@ -68,14 +69,7 @@ def _corpus_v2(tensors: dict) -> list:
     huff = [choose_encoding_v2(k, v, coder="huffman") for k, v in {**tensors, **extra}.items()]
     assert {"shared_sparse", "shared_dense"} <= {e.fields["encoding"] for e in huff}
     # a conv net's graph and a planned run's meta: the header takes preset dictionary 2
-    from deepcomp.graph import capture
-    from deepcomp.models import get_model
-
-    graph, _ = capture(get_model("deepcomp:lenet5").eval())
-    meta = {"pipeline": {"stages": [{"name": "dense", "val": 91.2, "test": 91.0},
-                                    {"name": "snap 0.0001", "val": 90.9, "test": 90.4}],
-                         "plan": {"layers": {"fc1.weight": {"keep": 0.0128, "bits": 2}},
-                                  "budget": {"max_drop": 0.5}, "seed": 0}}, "snap": 0.0001}
+    _, graph, meta = lenet5_graph_and_meta()
     dict2 = assemble_v2(encs, graph, meta)
     assert L.PREFIX.unpack_from(dict2, 0)[2] == L.FLAG_HEADER_DICT_2
     return [assemble_v2(encs, {"nodes": [{"op": "linear"}]}, {"a": 1}), assemble_v2(encs[:3], None, None),
