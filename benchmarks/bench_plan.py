@@ -58,6 +58,10 @@ def run(args) -> dict:
         kw["average"] = args.average
     if args.search is not None:
         kw["search"] = args.search
+    if args.label_smoothing is not None:
+        kw["label_smoothing"] = args.label_smoothing
+    if args.trial_dropout is not None:
+        kw["trial_dropout"] = args.trial_dropout
     # Dense bytes from the checkpoint: dead-neuron removal shrinks the returned model.
     dense_bytes = 4 * sum(v.numel() for v in torch.load(ck, weights_only=True).values())
     t0 = time.perf_counter()
@@ -80,6 +84,7 @@ def run(args) -> dict:
            "allocation": args.allocation or ALLOCATION, "schedule": args.schedule or "gradual",
            "average": args.average, "search": args.search or "bisect",
            "prune_share": args.prune_share,
+           "label_smoothing": args.label_smoothing, "trial_dropout": args.trial_dropout,
            # split -> [images, lost, gained] against dense (compress's paired count)
            "paired": {k: list(v) for k, v in r.paired.items()}}
     rec["ratio"] = rec["dense_param_bytes"] / rec["file_bytes"]
@@ -187,6 +192,11 @@ def main(argv=None) -> int:
                     help="planned runs: pruning schedule (default compress's)")
     ap.add_argument("--allocation", default=None, choices=["global", "sensitivity"],
                     help="gradual schedule: how bytes are split over layers (default compress's)")
+    ap.add_argument("--label-smoothing", type=float, default=None,
+                    help="gradual schedule: label smoothing of the trials' loss (default compress's)")
+    ap.add_argument("--trial-dropout", type=float, default=None,
+                    help="gradual schedule: dropout in the trials' fc layers but the first "
+                         "(default compress's)")
     ap.add_argument("--average", type=float, default=None,
                     help="gradual schedule: averaged share of each trial's recovery (default compress's)")
     ap.add_argument("--search", default=None, choices=["bisect", "false-position"],

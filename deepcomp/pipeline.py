@@ -322,7 +322,9 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
              normalize: str = "imagenet", shrink: bool = True,
              schedule: str = "gradual", allocation: str | None = None,
              average: float | None = None, search: str = "bisect",
-             coder: str = "auto", snap: float | str | None = "auto") -> CompressResult:
+             coder: str = "auto", snap: float | str | None = "auto",
+             label_smoothing: float | None = None,
+             trial_dropout: float | None = None) -> CompressResult:
     """Run the pipeline (see the module docstring); returns a CompressResult.
 
     ``keep``: kept fraction per layer ({'fc1': 0.08, ...}, a 'fc1=0.08,...' string or one
@@ -372,6 +374,10 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
     within ``max_drop``); the file then stores the rounded values exactly, so the figures
     reported are the file's. 'auto' (default): PLANNED_SNAP for a planned run, none for
     the fixed recipe; None or 'off': never.
+    ``label_smoothing``: gradual schedule: label smoothing of the trials' training loss
+    (default ``deepcomp.plan.LABEL_SMOOTHING``; 0 = plain cross-entropy).
+    ``trial_dropout``: gradual schedule: dropout on the inputs of every fully connected
+    layer but the first while a trial trains (default ``deepcomp.plan.TRIAL_DROPOUT``).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     bits = dict(DEFAULT_BITS if bits is None else bits)
@@ -405,6 +411,12 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
         raise DeepcompError(f"--allocation must be 'global' or 'sensitivity', got {allocation!r}")
     if average is not None and not (isinstance(average, (int, float)) and 0 <= average <= 1):
         raise DeepcompError(f"--average must be a fraction of the recovery in [0, 1], got {average!r}")
+    if label_smoothing is not None and not (
+            isinstance(label_smoothing, (int, float)) and 0 <= label_smoothing < 1):
+        raise DeepcompError(f"--label-smoothing must be in [0, 1), got {label_smoothing!r}")
+    if trial_dropout is not None and not (
+            isinstance(trial_dropout, (int, float)) and 0 <= trial_dropout < 1):
+        raise DeepcompError(f"--trial-dropout must be in [0, 1), got {trial_dropout!r}")
     if search not in ("bisect", "false-position"):
         raise DeepcompError(f"--search must be 'bisect' or 'false-position', got {search!r}")
     from deepcomp.codec.v2 import check_coder
@@ -583,7 +595,8 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
                                 sensitivity_plot=sensitivity_plot, out=out, init=init,
                                 distill_alpha=distill, schedule=schedule,
                                 allocation=allocation, average=average,
-                                search=search, coder=coder)
+                                search=search, coder=coder,
+                                label_smoothing=label_smoothing, dropout=trial_dropout)
                     break
             elif k <= steps:
                 # Iterative pruning with retraining: each round's masks include the last's.
@@ -950,6 +963,12 @@ def add_compress_command(sub) -> None:
                    help="gradual schedule: keep the mean of each trial's weights over the last "
                         "F of its recovery (stochastic weight averaging) instead of its best "
                         "validation point (default 0: the best point)")
+    p.add_argument("--label-smoothing", type=float, default=None, metavar="S",
+                   help="gradual schedule: label smoothing of the trials' training loss "
+                        "(default 0: plain cross-entropy; 0.1 measured in benchmarks/RESULTS.md)")
+    p.add_argument("--trial-dropout", type=float, default=None, metavar="P",
+                   help="gradual schedule: dropout on the inputs of every fully connected layer "
+                        "but the first while a trial trains (default 0)")
     p.add_argument("--search", default="bisect", choices=["bisect", "false-position"],
                    help="gradual schedule: each trial's byte target at the log midpoint of "
                         "the passing / failing bracket (default) or where the measured "
@@ -995,6 +1014,7 @@ def _run_compress(args) -> int:
         image_size=args.image_size, normalize=args.normalize, shrink=not args.keep_dead,
         schedule=args.schedule, allocation=args.allocation, average=args.average,
         search=args.search, coder=args.coder, snap=args.snap,
+        label_smoothing=args.label_smoothing, trial_dropout=args.trial_dropout,
     )
     if res.rank != 0:  # rank 0 reports for the run
         return 0

@@ -484,6 +484,104 @@ def test_gradual_prune_average_refreshes_batchnorm(one_thread):
     assert bn.momentum == 0.1                              # restored
 
 
+def test_gradual_prune_label_smoothing_shapes_the_outputs(small, one_thread):
+    import copy
+
+    import torch.nn.functional as F
+
+    from deepcomp.plan import gradual_prune
+
+    net0, _, tr, va = small
+    keep = {"fc1": 0.3, "fc2": 0.5, "fc3": 0.9}
+    conf = {}
+    for s in (0.0, 0.6):
+        net = copy.deepcopy(net0)
+        m, _, _ = gradual_prune(net, keep, tr, va, epochs=0.5, recover_epochs=1.0, lr=2e-3,
+                                seed=3, label_smoothing=s)
+        for n, mk in m.masks.items():
+            assert not dict(net.named_parameters())[n].detach()[~mk].any(), n
+        with torch.no_grad():
+            conf[s] = float(F.softmax(net(tr.images[:1000]), 1).max(1).values.mean())
+    # Smoothed targets put 0.6 of their mass evenly on the 10 classes: the most a
+    # smoothed fit would say of any class is 0.46, where plain cross-entropy goes
+    # towards 1 on its training images.
+    assert conf[0.0] > 0.8
+    assert conf[0.6] < 0.6
+
+
+def test_gradual_prune_dropout_is_seeded_trains_only_and_leaves_no_hooks(small, one_thread):
+    import copy
+
+    from deepcomp.plan import evaluate_loss, gradual_prune
+
+    net0, _, tr, va = small
+    keep = {"fc1": 0.3, "fc2": 0.5, "fc3": 0.9}
+    out = []
+    for p in (0.3, 0.3, 0.0):
+        net = copy.deepcopy(net0)
+        seen = []
+        # What fc2 receives while the trial trains: dropped units are exact zeros.
+        probe = net.fc2.register_forward_hook(   # sees the input the pre-hooks passed on
+            lambda m, inp, o: seen.append(float((inp[0] == 0).float().mean())) if m.training else None)
+        m, acc, _ = gradual_prune(net, keep, tr, va, epochs=0.3, recover_epochs=0.3, lr=1e-3,
+                                  seed=5, dropout=p)
+        probe.remove()
+        assert not any(mod._forward_pre_hooks for mod in net.modules())   # none left behind
+        assert evaluate_loss(net, va)[0] == pytest.approx(acc)             # eval: no dropout
+        out.append((copy.deepcopy(net.state_dict()), sum(seen) / len(seen)))
+    # fc2's inputs: 30 % of what the ReLU leaves non-zero is zeroed as well.
+    assert out[0][1] > out[2][1] + 0.3 * (1 - out[2][1]) - 0.03
+    # Seeded by the trial's seed: the same run twice is the same model; without dropout
+    # another one.
+    a, b, c = (o[0] for o in out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_label_smoothing_and_dropout_reach_the_trials(small, tmp_path, one_thread, monkeypatch):
+    import copy
+
+    from deepcomp import plan as P
+
+    class Seen(Exception):
+        pass
+
+    def spy(*a, **k):          # the arguments are all this test needs
+        raise Seen(k.get("label_smoothing"), k.get("dropout"))
+
+    # compress -> run_planned ...
+    monkeypatch.setattr(P, "run_planned", spy)
+    for s, want in ((None, None), (0.25, 0.25)):
+        with pytest.raises(Seen) as e:
+            compress("deepcomp:lenet300", tmp_path / "x.dcz", data="fashion-mnist", subset=1500,
+                     val=500, max_drop=0.5, progress=False, label_smoothing=s,
+                     trial_dropout=s, log=lambda m: None)
+        assert e.value.args == (want, want)
+    # ... -> gradual_search -> each trial's gradual_prune (None: the module's default).
+    monkeypatch.setattr(P, "gradual_prune", spy)
+    net, _, tr, va = small
+    net = copy.deepcopy(net)
+    grid = (1.0, 0.25, 0.05)
+    prices = P.price_table(net, keeps=grid, bits=(4,))
+    for s, want, d, dwant in ((None, P.LABEL_SMOOTHING, None, P.TRIAL_DROPOUT),
+                              (0.0, 0.0, 0.0, 0.0), (0.3, 0.3, 0.2, 0.2)):
+        with pytest.raises(Seen) as e:
+            P.gradual_search(net, None, prices, tr, va, base_acc=90.0, target_bytes=20000,
+                             epochs=0.1, lr=1e-3, label_smoothing=s, dropout=d)
+        assert e.value.args == (want, dwant)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, "some"])
+@pytest.mark.parametrize("option", ["label_smoothing", "trial_dropout"])
+def test_bad_label_smoothing_or_dropout_is_a_clear_error(bad, option, tmp_path):
+    from deepcomp.errors import DeepcompError
+
+    flag = "--" + option.replace("_", "-")
+    with pytest.raises(DeepcompError, match=flag):
+        compress("deepcomp:lenet300", tmp_path / "x.dcz", max_drop=0.5, progress=False,
+                 **{option: bad})
+
+
 def test_next_target_false_position_within_the_bracket():
     import math
 
