@@ -50,18 +50,10 @@ def run(args) -> dict:
         kw["max_drop"] = args.max_drop
     elif args.target_size is not None:
         kw["target_size"] = args.target_size
-    if args.schedule is not None:
-        kw["schedule"] = args.schedule
-    if args.allocation is not None:
-        kw["allocation"] = args.allocation
-    if args.average is not None:
-        kw["average"] = args.average
-    if args.search is not None:
-        kw["search"] = args.search
-    if args.label_smoothing is not None:
-        kw["label_smoothing"] = args.label_smoothing
-    if args.trial_dropout is not None:
-        kw["trial_dropout"] = args.trial_dropout
+    # Options left unset take compress's defaults.
+    for name in ("schedule", "allocation", "average", "search", "label_smoothing", "trial_dropout"):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
     # Dense bytes from the checkpoint: dead-neuron removal shrinks the returned model.
     dense_bytes = 4 * sum(v.numel() for v in torch.load(ck, weights_only=True).values())
     t0 = time.perf_counter()

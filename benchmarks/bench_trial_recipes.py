@@ -23,7 +23,6 @@ import time
 
 import deepcomp  # noqa: F401  (OMP_WAIT_POLICY before torch)
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from deepcomp.data import get_dataset, split_train_val
@@ -44,22 +43,11 @@ def parse_recipe(text: str) -> dict:
 
 def run_trial(net: nn.Module, keep: dict, train_set, val_set, *, epochs: float, lr: float,
               seed: int, recipe: dict) -> tuple[float, float]:
-    torch.manual_seed(seed)      # dropout draws from the global generator
-    hooks = []
-    p = recipe.get("dropout", 0.0)
-    if p > 0:
-        linears = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-        for m in linears[1:]:
-            hooks.append(m.register_forward_pre_hook(
-                lambda mod, inp: (F.dropout(inp[0], p, mod.training),) + tuple(inp[1:])))
-    try:
-        _, acc, at = gradual_prune(net, keep, train_set, val_set, epochs=epochs,
-                                   recover_epochs=RECOVER * epochs, lr=lr, seed=seed,
-                                   evals_per_epoch=2,
-                                   label_smoothing=recipe.get("label_smoothing", 0.0))
-    finally:
-        for h in hooks:
-            h.remove()
+    _, acc, at = gradual_prune(net, keep, train_set, val_set, epochs=epochs,
+                               recover_epochs=RECOVER * epochs, lr=lr, seed=seed,
+                               evals_per_epoch=2,
+                               label_smoothing=recipe.get("label_smoothing", 0.0),
+                               dropout=recipe.get("dropout", 0.0))
     return acc, at
 
 

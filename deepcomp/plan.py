@@ -670,7 +670,7 @@ def gradual_prune(model: nn.Module, keep_to: dict[str, float], train_set, val_se
             if not mod.training:
                 return None
             x = inputs[0]
-            keep = torch.rand(x.shape, generator=gd) >= dropout
+            keep = (torch.rand(x.shape, generator=gd) >= dropout).to(x.device)
             return (x * keep / (1.0 - dropout),) + tuple(inputs[1:])
 
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
