@@ -9,8 +9,8 @@ checkpoint trained without it: train_baselines.py --holdout), the global allocat
 ``deepcomp.plan.gradual_prune`` on compress's schedule (``--epochs`` of cubic cut at
 ``--lr``, twice that of cosine recovery, the best of two validation points per epoch),
 once per recipe and trial seed. Recipes: ``plain`` (cross-entropy), ``lsS`` (label
-smoothing S), ``dropP`` (dropout P on the inputs of every layer but the first, in
-training only). Prints validation and test top-1 of each pruned (fp32) model against
+smoothing S), ``dropP`` (dropout P on the inputs of every fully connected layer but the
+first, in training only). Prints validation and test top-1 of each pruned (fp32) model against
 the dense one, and the mean over trial seeds: the drops a planned run's trials see, and
 what the test set makes of them.
 """

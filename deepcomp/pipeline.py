@@ -409,14 +409,9 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
         allocation = ALLOCATION
     if allocation not in ("global", "sensitivity"):
         raise DeepcompError(f"--allocation must be 'global' or 'sensitivity', got {allocation!r}")
-    if average is not None and not (isinstance(average, (int, float)) and 0 <= average <= 1):
-        raise DeepcompError(f"--average must be a fraction of the recovery in [0, 1], got {average!r}")
-    if label_smoothing is not None and not (
-            isinstance(label_smoothing, (int, float)) and 0 <= label_smoothing < 1):
-        raise DeepcompError(f"--label-smoothing must be in [0, 1), got {label_smoothing!r}")
-    if trial_dropout is not None and not (
-            isinstance(trial_dropout, (int, float)) and 0 <= trial_dropout < 1):
-        raise DeepcompError(f"--trial-dropout must be in [0, 1), got {trial_dropout!r}")
+    _check_fraction(average, "--average must be a fraction of the recovery in [0, 1]", True)
+    _check_fraction(label_smoothing, "--label-smoothing must be in [0, 1)", False)
+    _check_fraction(trial_dropout, "--trial-dropout must be in [0, 1)", False)
     if search not in ("bisect", "false-position"):
         raise DeepcompError(f"--search must be 'bisect' or 'false-position', got {search!r}")
     from deepcomp.codec.v2 import check_coder
@@ -692,6 +687,15 @@ def compress(model, out=None, *, arch: str | None = None, data: str = "fashion-m
             pruning.remove()
         dctx.close()
     return result
+
+
+def _check_fraction(value, message: str, one_allowed: bool) -> None:
+    """An optional setting that must be a number in [0, 1] (or [0, 1))."""
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or not (
+            0 <= value <= 1 if one_allowed else 0 <= value < 1):
+        raise DeepcompError(f"{message}, got {value!r}")
 
 
 def _snap_setting(snap, planned: bool) -> float | None:
