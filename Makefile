@@ -11,7 +11,13 @@ OUT     ?= out
 
 all: build
 
+# The pinned torch is a CUDA build: the venv takes about 6.5 GB. Say so before pip runs
+# out of room with a bare OSError (a full disk failed CI once).
 $(VENV)/.stamp: pyproject.toml
+	@free_kb=$$(df -Pk . | awk 'NR==2 {print $$4}'); \
+	if [ "$$free_kb" -lt 7000000 ]; then \
+	    echo "warning: $$((free_kb / 1048576)) GB free on $$(df -P . | awk 'NR==2 {print $$6}'); the venv needs about 6.5 GB (old clones in /tmp?)" >&2; \
+	fi
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q torch==2.14.1 torchvision==0.29.1 numpy scipy \
