@@ -147,6 +147,17 @@ def _resnet18_narrow() -> Subject:
     return _captured("resnet18_narrow", m, torch.randn(2, 3, 32, 32), prune="sparsity:0.7")
 
 
+def _swin_small() -> Subject:
+    """torchvision's Swin V2 code at a toy size (40 px, windows of 4 over 10 tokens a side):
+    pad, roll, the shifted-window mask, cosine attention, computed linear biases."""
+    from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
+
+    torch.manual_seed(0)
+    m = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4],
+                        num_classes=10, block=SwinTransformerBlockV2, downsample_layer=PatchMergingV2)
+    return _captured("swin_small", m, torch.randn(2, 3, 40, 40), raw=True)
+
+
 # name -> factory. Factories are called lazily; a family the graph cannot capture yet
 # raises UnsupportedOpError and is reported as skipped.
 SUBJECTS: dict[str, Callable[[], Subject]] = {
@@ -158,10 +169,11 @@ SUBJECTS: dict[str, Callable[[], Subject]] = {
     "efficientnet_b0": _torchvision("efficientnet_b0", raw=True),
     "mobilenet_v3_small": _torchvision("mobilenet_v3_small", raw=True),
     "bert_small": _bert_small,
+    "swin_small": _swin_small,
 }
 # Families the graph may not capture yet: any capture failure means "skipped", not a bug
 # of the fuzzer's subject.
-OPTIONAL = {"mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small", "bert_small"}
+OPTIONAL = {"mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small", "bert_small", "swin_small"}
 _CACHE: dict[str, Subject] = {}
 
 

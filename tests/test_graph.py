@@ -209,6 +209,44 @@ def test_new_ops_roundtrip(model, ops):
     assert ops <= {n["op"] for n in graph["nodes"]}
 
 
+class _Shifted(nn.Module):
+    """Swin's pieces: pad, roll (arange, fmod, index_select), a mask built by slice
+    assignment into a fresh tensor (slice_scatter, copy), F.normalize (a vector norm),
+    a linear layer with a computed bias and one with a computed weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+        self.q_bias = nn.Parameter(torch.randn(3))
+        self.w2 = nn.Parameter(torch.randn(5, 6))
+
+    def forward(self, x):
+        y = F.pad(x, (0, 1, 0, 2), value=0.5)  # (B, 4, 7, 6)
+        y = torch.roll(y, shifts=(-2, 3), dims=(2, 3))
+        mask = y.new_zeros((7, 6))
+        mask[:3, :] = 1.0
+        mask[3:, 4:] = 2.0
+        t = (y + mask).flatten(2).transpose(1, 2)  # (B, 42, 4)
+        t = F.normalize(t, dim=-1) + t.abs().amax(-1, keepdim=True) * F.normalize(t, p=1, dim=-1)
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias)])
+        h = F.linear(t, self.fc.weight, bias)
+        return F.linear(h, self.w2 * 0.5).mean(1)
+
+
+def test_swin_pieces_roundtrip():
+    torch.manual_seed(0)
+    graph, sd = _roundtrip(_Shifted(), torch.randn(3, 4, 5, 5), example_inputs=torch.randn(2, 4, 5, 5))
+    ops = [n["op"] for n in graph["nodes"]]
+    for op in ("pad", "index_select", "fmod", "slice_scatter", "sqrt", "matmul", "linear"):
+        assert op in ops, op
+    pad = next(n for n in graph["nodes"] if n["op"] == "pad")
+    assert pad["a"] == {"pad": [0, 1, 0, 2], "value": 0.5}
+    # the layer with a stored weight stays a compressed layer; its computed bias follows it
+    lin = next(n for n in graph["nodes"] if n["op"] == "linear")
+    assert lin["a"]["w"] == "fc.weight" and lin["a"]["b"] is None
+    assert "w2" in sd and "fc.weight" in sd
+
+
 def test_token_inputs_get_batch_and_seq_symbols():
     torch.manual_seed(0)
     model = _Masked().eval()

@@ -25,10 +25,10 @@ from deepcomp.errors import UnsupportedOpError
 
 FAST_BUDGET_S = float(os.environ.get("DEEPCOMP_GRAPH_FUZZ_SECONDS", "1.5"))
 FAST_MODELS = ["lenet300", "lenet5", "resnet18_narrow"]
-# Where the graph captures them (skipped otherwise): a transformer and a depthwise net.
-FAST_OPTIONAL = ["bert_small", "mobilenet_v3_small"]
+# Where the graph captures them (skipped otherwise): transformers and a depthwise net.
+FAST_OPTIONAL = ["bert_small", "mobilenet_v3_small", "swin_small"]
 SLOW_MODELS = ["lenet300", "lenet5", "resnet18", "mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small",
-               "bert_small"]
+               "bert_small", "swin_small"]
 
 
 def _subject(name):

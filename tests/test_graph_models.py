@@ -88,9 +88,27 @@ def test_mobilenet_v3_small_depthwise(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name, hw", [("resnet18", 64), ("resnet50", 64), ("mobilenet_v2", 64),
                                       ("efficientnet_b0", 64), ("regnet_y_400mf", 64),
-                                      ("convnext_tiny", 64), ("vit_b_16", 224)])
+                                      ("convnext_tiny", 64), ("vit_b_16", 224), ("swin_t", 224),
+                                      ("swin_v2_t", 256)])
 def test_torchvision_models(name, hw, tmp_path):
     _vision(name, hw, tmp_path)
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["swin", "swin_v2"])
+def test_small_swin_transformer(v2, tmp_path):
+    # torchvision's Swin code at a toy size; 40 px / patch 4 = 10 tokens a side, padded
+    # to windows of 4: pad, roll, the shifted-window mask, and V2's cosine attention
+    from torchvision.models.swin_transformer import (PatchMergingV2, SwinTransformer,
+                                                     SwinTransformerBlockV2)
+
+    torch.manual_seed(0)
+    kw = {"block": SwinTransformerBlockV2, "downsample_layer": PatchMergingV2} if v2 else {}
+    model = _round_weights(SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4],
+                                           window_size=[4, 4], num_classes=10, **kw))
+    calls = [((torch.randn(b, 3, 40, 40),), {}) for b in (1, 3)]
+    path = _check(model, torch.randn(2, 3, 40, 40), calls, tmp_path)
+    ops = {n["op"] for n in deepcomp.codec.open_dcz(path).graph["nodes"]}
+    assert {"pad", "index_select", "slice_scatter", "softmax"} <= ops
 
 
 def _bert():

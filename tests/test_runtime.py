@@ -274,3 +274,37 @@ def test_conv_choice_carries_over_to_bigger_batches(lenet_files):
     # batch sizes share one measurement (taken on 8 samples) but each ran.
     assert [k[0] for k in conv1.chosen()] == [(8, 1, 28, 28)]
     assert sorted(k[0][0] for k in conv1.used_paths) == [9, 40]
+
+
+class _ZeroHead(nn.Module):
+    """A zero-initialised head (torchvision's ViT) and an all-zero 1x1 conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.mix = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8 * 6 * 6, 16)
+        self.head = nn.Linear(16, 4)
+        nn.init.zeros_(self.mix.weight)
+        nn.init.zeros_(self.head.weight)
+
+    def forward(self, x):
+        h = torch.relu(self.mix(torch.relu(self.conv(x)))).flatten(1)
+        return self.head(torch.relu(self.fc(h))) + self.fc(h)[:, :4]
+
+
+@pytest.mark.parametrize("coder", ["arithmetic", "huffman"])
+@pytest.mark.parametrize("policy", ["compact", "exact", "auto", "sparse", "decode", "dense"])
+def test_all_zero_weights_run(tmp_path, coder, policy):
+    torch.manual_seed(0)
+    model = _ZeroHead().eval()
+    x = torch.randn(3, 3, 8, 8)
+    p = tmp_path / "zero.dcz"
+    deepcomp.save(model, p, example_inputs=x, **({"coder": "huffman"} if coder == "huffman" else {}))
+    assert not decode(p)["head.weight"].any() and not decode(p)["mix.weight"].any()
+    ref = _ZeroHead().eval()
+    ref.load_state_dict(decode(p))
+    with torch.no_grad():
+        want = ref(x)
+        got = load(p, policy=policy)(x)
+    assert torch.allclose(got, want, atol=1e-5 * want.abs().max().item())

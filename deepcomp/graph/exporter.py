@@ -45,7 +45,7 @@ _ALIAS = {"__and__": "bitwise_and", "__or__": "bitwise_or", "__iand__": "bitwise
           "__ior__": "bitwise_or", "true_divide": "div", "multiply": "mul", "subtract": "sub",
           "greater": "gt", "less": "lt", "greater_equal": "ge", "less_equal": "le", "not_equal": "ne",
           "masked_fill": "masked_fill", "concat": "cat", "concatenate": "cat", "swapaxes": "transpose"}
-_BINARY = {"remainder", "floor_divide", "add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le", "gt",
+_BINARY = {"remainder", "fmod", "floor_divide", "add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le", "gt",
            "ge", "bitwise_and", "bitwise_or", "logical_and", "logical_or"}
 
 
@@ -510,6 +510,57 @@ class _Walk:
             return self.emit(nm, "index", ins, pos=pos)
         if base == "gather":
             return self.emit(nm, "gather", [self.val(n, a[0]), self.val(n, a[2])], dim=a[1])
+        if base == "linalg_vector_norm":
+            # F.normalize's norm, in ops the table has: 2 -> sqrt(sum(x * x)), 1 -> sum(|x|),
+            # inf -> amax(|x|)
+            order = a[1] if len(a) > 1 else kw.get("ord", 2)
+            dims = a[2] if len(a) > 2 else kw.get("dim")
+            keep = bool(a[3] if len(a) > 3 else kw.get("keepdim", False))
+            if kw.get("dtype") is not None or order not in (1, 2, float("inf")):
+                raise _unsupported(f"a vector norm of order {order}" + (" with a dtype" if kw.get("dtype") else ""), nm)
+            dims = list(dims) if dims is not None else None
+            x = self.val(n, a[0])
+            if order == 2:
+                sq = self.emit(f"{nm}_sq", "mul", [x, x])
+                return self.emit(nm, "sqrt", [self.emit(f"{nm}_sum", "sum", [sq], dims=dims, keep=keep)])
+            ab = self.emit(f"{nm}_abs", "abs", [x])
+            if order == 1:
+                return self.emit(nm, "sum", [ab], dims=dims, keep=keep)
+            if not dims:
+                dims = list(range(a[0].meta["val"].dim()))
+            return self.emit(nm, "amax", [ab], dims=dims, keep=keep)
+        if base == "index_select":
+            return self.emit(nm, "index_select", [self.val(n, a[0]), self.val(n, a[2])], dim=a[1])
+        if base in ("constant_pad_nd", "pad"):
+            mode = a[2] if base == "pad" and len(a) > 2 else kw.get("mode", "constant")
+            if mode != "constant":
+                raise _unsupported(f"{mode} padding", nm)
+            pad = [int(p) for p in a[1]]
+            value = a[3] if base == "pad" and len(a) > 3 else a[2] if base != "pad" and len(a) > 2 \
+                else kw.get("value")
+            if any(p < 0 for p in pad):
+                raise _unsupported("padding by a negative width (a crop)", nm)
+            return self.emit(nm, "pad", [self.val(n, a[0])], pad=pad, value=float(value or 0.0))
+        if base == "slice_scatter":
+            dim = a[2] if len(a) > 2 else kw.get("dim", 0)
+            start = a[3] if len(a) > 3 and a[3] is not None else kw.get("start") or 0
+            end = a[4] if len(a) > 4 and a[4] is not None else kw.get("end")
+            step = a[5] if len(a) > 5 else kw.get("step", 1)
+            end = (1 << 62) if end is None else self.dim(n, end)
+            if isinstance(end, int) and end > (1 << 62):
+                end = 1 << 62
+            return self.emit(nm, "slice_scatter", [self.val(n, a[0]), self.val(n, a[1])], dim=dim,
+                             start=self.dim(n, start), end=end, step=step)
+        if base == "copy":
+            # copy(dst, src): src's values in dst's shape and dtype (an in-place write
+            # into a fresh tensor, as decomposition leaves it)
+            dst, src = a[0].meta["val"], a[1].meta["val"]
+            out = self.val(n, a[1])
+            if tuple(src.shape) != tuple(dst.shape):
+                out = self.emit(f"{nm}_expand", "expand", [out], shape=[self.symval(n, d) for d in dst.shape])
+            if src.dtype != dst.dtype:
+                out = self.emit(nm, "to", [out], dtype=DTYPE_NAME[dst.dtype])
+            return out
         if base == "arange":
             if ov == "default":
                 st, en, sp = 0, a[0], 1
@@ -547,14 +598,23 @@ class _Walk:
     def linear(self, n):
         a = n.args
         wk = self._param_of(a[1])
-        bk = self._param_of(a[2]) if len(a) > 2 and a[2] is not None else None
-        if wk is None or (len(a) > 2 and a[2] is not None and bk is None):
-            raise _unsupported("linear with a computed weight", n.name)
+        has_b = len(a) > 2 and a[2] is not None
+        bk = self._param_of(a[2]) if has_b else None
+        if wk is None:
+            # A weight computed in the forward pass has no stored form to compress: it
+            # runs as a product (Swin V2's position-bias MLP feeds on such values).
+            out = self.emit(n.name, "matmul", [self.val(n, a[0]),
+                                               self.emit(f"{n.name}_t", "transpose", [self.val(n, a[1])],
+                                                         d0=0, d1=1)])
+            return self.emit(f"{n.name}_bias", "add", [out, self.val(n, a[2])]) if has_b else out
         self.store(wk, self.param_tensor(wk))
         if bk:
             self.store(bk, self.param_tensor(bk))
         name = self.emit(n.name, "linear", [self.val(n, a[0])], w=wk, b=bk)
         self.layer_of[name] = len(self.nodes) - 1
+        if has_b and bk is None:
+            # a computed bias (Swin V2's q / zero / v concatenation) is added after the layer
+            return self.emit(f"{n.name}_bias", "add", [name, self.val(n, a[2])])
         return name
 
     def conv(self, n, base):

@@ -90,6 +90,13 @@ def _dim(d: int, rank: int, what: str = "dim") -> int:
     return d % max(rank, 1)
 
 
+def _dim_of(s: tuple, d: int, what: str = "dim") -> int:
+    """A dim index into shape s, for ops that take or drop one: a 0-d value has none."""
+    if not s:
+        raise Bad("needs a value of rank >= 1, got a 0-d one")
+    return _dim(d, len(s), what)
+
+
 def broadcast(*shapes) -> tuple:
     rank = max(len(s) for s in shapes)
     out = []
@@ -308,6 +315,8 @@ def _permute_rule(ins, a):
 def _transpose_rule(ins, a):
     (s, dt), = ins
     i, j = _dim(a["d0"], len(s)), _dim(a["d1"], len(s))
+    if not s:
+        return s, dt  # torch transposes a 0-d value by (0, 0) / (-1, -1) into itself
     out = list(s)
     out[i], out[j] = out[j], out[i]
     return tuple(out), dt
@@ -354,7 +363,7 @@ def _slice_len(size, start, end, step):
 
 def _slice_rule(ins, a, bounds=None):
     (s, dt), = ins
-    d = _dim(a["dim"], len(s))
+    d = _dim_of(s, a["dim"])
     start, end, step = a["start"], a["end"], a["step"]
     n = s[d]
     if (bounds and not isinstance(end, int) and isinstance(n, int) and start == 0 and step == 1
@@ -379,7 +388,7 @@ def _slice_make(a):
 
 def _select_rule(ins, a):
     (s, dt), = ins
-    d = _dim(a["dim"], len(s))
+    d = _dim_of(s, a["dim"])
     i, n = a["index"], s[d]
     if isinstance(n, int):
         if not -n <= i < n:
@@ -756,6 +765,66 @@ def _gather_make(a):
     return lambda x, i: torch.gather(x, d, i)
 
 
+def _index_select_rule(ins, a):
+    (s, dt), (si, it) = ins
+    if it not in ("int64", "int32"):
+        raise Bad(f"index must be int64/int32, is {it}")
+    if len(si) != 1:
+        raise Bad(f"index must be 1-D, is {D.show(si)}")
+    d = _dim_of(s, a["dim"])
+    out = list(s)
+    out[d] = si[0]
+    return tuple(out), dt
+
+
+def _index_select_make(a):
+    d = a["dim"]
+    return lambda x, i: torch.index_select(x, d, i)
+
+
+def _slice_scatter_rule(ins, a, bounds=None):
+    (s, dt), (ss, sdt) = ins
+    want, _ = _slice_rule([(s, dt)], a, bounds)
+    if tuple(ss) != tuple(want):
+        raise Bad(f"source {D.show(ss)} does not fill the slice {D.show(want)}")
+    if sdt != dt:
+        raise Bad(f"source dtype {sdt} differs from the input's {dt}")
+    return tuple(s), dt
+
+
+def _slice_scatter_make(a):
+    d, st, en, sp = a["dim"], a["start"], a["end"], a["step"]
+    return lambda x, src: torch.slice_scatter(x, src, d, st, en, sp)
+
+
+def _pad_rule(ins, a):
+    (s, dt), = ins
+    pad, v = a["pad"], a["value"]
+    if not pad or len(pad) % 2 or len(pad) > 2 * len(s):
+        raise Bad(f"pad must hold two widths per padded dim, at most {2 * len(s)} in all, "
+                  f"got {len(pad)}")
+    if any(not 0 <= p <= (1 << 16) for p in pad):
+        raise Bad("pad widths must be 0 to 65536 (cropping is not stored)")
+    if dt == "bool" or (dt in INTS and not float(v).is_integer()):
+        raise Bad(f"pad value {v} does not fit {dt}")
+    out = list(s)
+    for k in range(len(pad) // 2):
+        d = len(s) - 1 - k
+        lo, hi = pad[2 * k], pad[2 * k + 1]
+        if lo or hi:
+            if not isinstance(s[d], int):
+                raise Bad(f"pads dim {d}, whose size is symbolic ({D.to_json(s[d])})")
+            out[d] = s[d] + lo + hi
+    if math.prod(d for d in out if isinstance(d, int)) > (1 << 31):
+        raise Bad("the padded result would hold over 2^31 elements (times any symbolic dims)")
+    return tuple(out), dt
+
+
+def _pad_make(a):
+    pad, v = tuple(a["pad"]), a["value"]
+    return lambda x: F.pad(x, pad, mode="constant", value=v)
+
+
 def _arange_rule(ins, a):
     st, en, sp = a["start"], a["end"], a["step"]
     if sp < 1:
@@ -843,6 +912,7 @@ OPS: dict[str, Op] = {
     "mul": Op(TWO, {}, _binary_rule("arith"), _bin(torch.mul), True),
     "div": Op(TWO, {}, _binary_rule("div"), _bin(torch.div), True),
     "remainder": Op(TWO, {}, _binary_rule("arith_nobool"), _bin(torch.remainder), True),
+    "fmod": Op(TWO, {}, _binary_rule("arith_nobool"), _bin(torch.fmod), True),
     "floor_divide": Op(TWO, {}, _binary_rule("arith_nobool"), _bin(torch.floor_divide), True),
     "pow": Op(TWO, {}, _binary_rule("arith_nobool"), _bin(torch.pow), True),
     "maximum": Op(TWO, {}, _binary_rule("arith"), _bin(torch.maximum), True),
@@ -883,10 +953,14 @@ OPS: dict[str, Op] = {
     "squeeze": Op(ONE, {"dims": "ints"}, _squeeze_rule, _squeeze_make),
     "flatten": Op(ONE, {"start": "int", "end": "int"}, _flatten_rule, _flatten_make),
     "cat": Op((1, 64), {"dim": "int"}, _cat_rule, _cat_make),
+    "pad": Op(ONE, {"pad": "ints", "value": T_NUM}, _pad_rule, _pad_make),
+    "slice_scatter": Op(TWO, {"dim": "int", "start": "dim+-", "end": "dim+-", "step": "pos"},
+                        _slice_scatter_rule, _slice_scatter_make),
     # lookups, attention, products
     "embedding": Op(TWO, {}, _embedding_rule, _embedding_make),
     "index": Op((2, 9), {"pos": "ints"}, _index_rule, _index_make),
     "gather": Op(TWO, {"dim": "int"}, _gather_rule, _gather_make),
+    "index_select": Op(TWO, {"dim": "int"}, _index_select_rule, _index_select_make),
     "sdpa": Op((3, 4), {"scale": "num?", "causal": "bool"}, _sdpa_rule, _sdpa_make),
     "matmul": Op(TWO, {}, _matmul_rule, _u(torch.matmul)),
     "bmm": Op(TWO, {}, _bmm_rule, _u(torch.bmm)),

@@ -299,7 +299,7 @@ def check(graph, files: dict | None = None) -> Checked:
         try:
             if op in FILE_OPS:
                 shape, dt = spec.shape(args, parsed, file_info)
-            elif op == "slice":
+            elif op in ("slice", "slice_scatter"):
                 shape, dt = spec.shape(args, parsed, symbols)
             else:
                 shape, dt = spec.shape(args, parsed)

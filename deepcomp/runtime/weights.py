@@ -77,7 +77,13 @@ class WeightForm:
         """From one of the codec's dataclasses (RawTensor / SharedDense / SharedSparse)."""
         shape = tuple(int(s) for s in obj.shape)
         if getattr(obj, "indptr", None) is not None:
-            w = cls(name, shape, codebook=np.ascontiguousarray(obj.codebook, np.float32),
+            codebook = np.ascontiguousarray(obj.codebook, np.float32)
+            if codebook.size == 0:
+                # An all-zero weight (a zero-initialised head, as torchvision's ViT has)
+                # is stored with no centroids; the kernels want at least one entry, and
+                # with no non-zeros none is ever read.
+                codebook = np.zeros(1, np.float32)
+            w = cls(name, shape, codebook=codebook,
                     codes=np.ascontiguousarray(obj.codes, np.uint8),
                     indptr=np.ascontiguousarray(obj.indptr, np.int32),
                     indices=np.ascontiguousarray(obj.indices))
