@@ -158,6 +158,29 @@ def _swin_small() -> Subject:
     return _captured("swin_small", m, torch.randn(2, 3, 40, 40), raw=True)
 
 
+def _roberta_small() -> Subject:
+    """A 2-layer RoBERTa encoder: position ids by cumsum over the non-padding tokens."""
+    from transformers import RobertaConfig, RobertaModel
+
+    torch.manual_seed(0)
+    cfg = RobertaConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64)
+    ids = torch.randint(0, 120, (2, 8))
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[0, 4:] = 0
+    return _captured("roberta_small", RobertaModel(cfg), {"input_ids": ids, "attention_mask": mask})
+
+
+def _lraspp() -> Subject:
+    """A segmentation net: bilinear resizing back to the input's size."""
+    import torchvision
+
+    torch.manual_seed(0)
+    m = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
+                                                                 num_classes=5)
+    return _captured("lraspp", m, torch.randn(2, 3, 48, 48), raw=True)
+
+
 # name -> factory. Factories are called lazily; a family the graph cannot capture yet
 # raises UnsupportedOpError and is reported as skipped.
 SUBJECTS: dict[str, Callable[[], Subject]] = {
@@ -170,10 +193,12 @@ SUBJECTS: dict[str, Callable[[], Subject]] = {
     "mobilenet_v3_small": _torchvision("mobilenet_v3_small", raw=True),
     "bert_small": _bert_small,
     "swin_small": _swin_small,
+    "roberta_small": _roberta_small,
+    "lraspp": _lraspp,
 }
 # Families the graph may not capture yet: any capture failure means "skipped", not a bug
 # of the fuzzer's subject.
-OPTIONAL = {"mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small", "bert_small", "swin_small"}
+OPTIONAL = {"mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small", "bert_small", "swin_small", "roberta_small", "lraspp"}
 _CACHE: dict[str, Subject] = {}
 
 

@@ -247,6 +247,77 @@ def test_swin_pieces_roundtrip():
     assert "w2" in sd and "fc.weight" in sd
 
 
+class _Resize(nn.Module):
+    """Segmentation heads' resizing in every stored form: to a size, by an integer and a
+    fractional factor (torch samples by the factor, not the sizes), align_corners."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)  # 4 x 5 x 5 for 10 x 10 images
+        a = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        b = F.interpolate(y, size=(10, 10), mode="bilinear", align_corners=True)
+        c = F.interpolate(y, scale_factor=2.0, mode="nearest")
+        d = F.interpolate(y, scale_factor=2.1, mode="bilinear")  # 5 * 2.1 -> 10, sampled at 1/2.1
+        e = F.interpolate(y, size=(10, 10), mode="nearest-exact")
+        return a + b + c + d + e
+
+
+def test_interpolate_roundtrip():
+    torch.manual_seed(0)
+    graph, _ = _roundtrip(_Resize(), torch.randn(3, 3, 10, 10), example_inputs=torch.randn(2, 3, 10, 10))
+    got = sorted((n["a"]["mode"], n["a"]["align"], n["a"].get("scale") is not None)
+                 for n in graph["nodes"] if n["op"] == "interpolate")
+    assert got == [("bilinear", False, False), ("bilinear", False, True), ("bilinear", True, False),
+                   ("nearest", False, True), ("nearest-exact", False, False)]
+
+
+class _Positions(nn.Module):
+    """Token-side ops of RoBERTa (cumsum position ids), DeBERTa (bitwise_not of a mask),
+    T5 (log-spaced relative buckets) and LLaMA (rotary cos / sin)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.pos = nn.Embedding(40, 8)
+
+    def forward(self, ids, mask):
+        keep = mask.bool()
+        pos = torch.cumsum(keep.int(), dim=1) * keep + 1
+        h = self.emb(ids) + self.pos(pos)
+        rel = torch.log(pos.float() + 1.0) / 3.0
+        ang = rel.unsqueeze(-1) * torch.arange(8).float()
+        h = h * torch.cos(ang) + torch.sin(ang)
+        return torch.where((~keep).unsqueeze(-1), torch.zeros_like(h), h).sum(1)
+
+
+def test_token_position_ops_roundtrip():
+    torch.manual_seed(0)
+    model = _Positions().eval()
+    ex = {"ids": torch.randint(0, 20, (2, 6)), "mask": torch.ones(2, 6, dtype=torch.long)}
+    graph, sd = capture(model, ex)
+    graph = json.loads(json.dumps(graph))
+    assert {"cumsum", "log", "cos", "sin", "bitwise_not"} <= {n["op"] for n in graph["nodes"]}
+    rt = from_state_dict(sd, graph, policy="dense")
+    for b, t in ((1, 3), (4, 9)):
+        ids, mask = torch.randint(0, 20, (b, t)), (torch.rand(b, t) > 0.3).long()
+        with torch.no_grad():
+            ref, out = model(ids, mask), rt(ids, mask)
+        assert torch.allclose(ref, out, atol=1e-5)
+
+
+def test_decoder_cache_output_names_the_fix():
+    from transformers import LlamaConfig, LlamaModel
+
+    cfg = LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+                      vocab_size=50)
+    ex = {"input_ids": torch.randint(0, 50, (2, 5)), "attention_mask": torch.ones(2, 5, dtype=torch.long)}
+    with pytest.raises(UnsupportedOpError, match="use_cache = False"):
+        capture(LlamaModel(cfg).eval(), ex)
+
+
 def test_token_inputs_get_batch_and_seq_symbols():
     torch.manual_seed(0)
     model = _Masked().eval()
@@ -274,27 +345,27 @@ def test_token_inputs_get_batch_and_seq_symbols():
         rt(torch.full((1, 3), 99), torch.zeros(1, 3, dtype=torch.long))  # index out of the table
 
 
-class _Cumsum(nn.Module):
+class _Cumprod(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(4, 4)
 
     def forward(self, x):
-        return self.fc(x).cumsum(1)
+        return self.fc(x).cumprod(1)
 
 
 def test_unsupported_ops_are_named():
-    with pytest.raises(UnsupportedOpError, match="cumsum"):
-        capture(_Cumsum(), torch.randn(2, 4))
+    with pytest.raises(UnsupportedOpError, match="cumprod"):
+        capture(_Cumprod(), torch.randn(2, 4))
 
 
 def test_unsupported_model_is_saved_weights_only(tmp_path):
-    p = tmp_path / "cumsum.dcz"
-    with pytest.warns(UserWarning, match="cumsum"):
-        deepcomp.save(_Cumsum(), p, example_inputs=torch.randn(2, 4))
+    p = tmp_path / "cumprod.dcz"
+    with pytest.warns(UserWarning, match="cumprod"):
+        deepcomp.save(_Cumprod(), p, example_inputs=torch.randn(2, 4))
     assert open_dcz(p).graph is None
-    with pytest.raises(UnsupportedOpError, match="cumsum"):
-        deepcomp.save(_Cumsum(), tmp_path / "again.dcz", graph=True, example_inputs=torch.randn(2, 4))
+    with pytest.raises(UnsupportedOpError, match="cumprod"):
+        deepcomp.save(_Cumprod(), tmp_path / "again.dcz", graph=True, example_inputs=torch.randn(2, 4))
 
 
 def test_graph_is_stored_in_the_file(tmp_path):

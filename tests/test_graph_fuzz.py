@@ -28,7 +28,7 @@ FAST_MODELS = ["lenet300", "lenet5", "resnet18_narrow"]
 # Where the graph captures them (skipped otherwise): transformers and a depthwise net.
 FAST_OPTIONAL = ["bert_small", "mobilenet_v3_small", "swin_small"]
 SLOW_MODELS = ["lenet300", "lenet5", "resnet18", "mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small",
-               "bert_small", "swin_small"]
+               "bert_small", "swin_small", "roberta_small", "lraspp"]
 
 
 def _subject(name):

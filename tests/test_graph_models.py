@@ -141,3 +141,52 @@ def test_small_bert_encoder(tmp_path):
     assert [i["name"] for i in g["inputs"]] == ["input_ids", "attention_mask"]
     assert g["out"] == ["last_hidden_state", "pooler_output"]
     assert {"embedding", "layer_norm", "sdpa", "gelu"} <= {n["op"] for n in g["nodes"]}
+
+
+def _hf(kind: str):
+    import transformers as T
+
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                 vocab_size=120)
+    torch.manual_seed(0)
+    if kind == "roberta":  # also XLM-R's and (with cumsum too) MPNet's position ids
+        return T.RobertaModel(T.RobertaConfig(max_position_embeddings=64, **small))
+    if kind == "llama":  # rotary cos/sin, grouped-query attention, no key/value cache
+        return T.LlamaModel(T.LlamaConfig(use_cache=False, num_key_value_heads=2, **small))
+    if kind == "t5":  # log-spaced relative position buckets
+        return T.T5EncoderModel(T.T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                           vocab_size=120))
+    if kind == "deberta_v2":  # relative attention with bitwise_not masks
+        return T.DebertaV2Model(T.DebertaV2Config(**small))
+    raise AssertionError(kind)
+
+
+def _text(kind, tmp_path):
+    model = _round_weights(_hf(kind))
+    calls = [((), dict(zip(("input_ids", "attention_mask"), _tokens(b, t)))) for b, t in ((1, 5), (3, 12))]
+    ids, mask = _tokens(2, 8)
+    path = _check(model, {"input_ids": ids, "attention_mask": mask}, calls, tmp_path)
+    return {n["op"] for n in deepcomp.codec.open_dcz(path).graph["nodes"]}
+
+
+@pytest.mark.parametrize("kind, ops", [("roberta", {"cumsum"}), ("llama", {"cos", "sin"})])
+def test_small_text_models(kind, ops, tmp_path):
+    pytest.importorskip("transformers")
+    assert ops <= _text(kind, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, ops", [("t5", {"log"}), ("deberta_v2", {"bitwise_not"})])
+def test_more_text_models(kind, ops, tmp_path):
+    pytest.importorskip("transformers")
+    assert ops <= _text(kind, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"])
+def test_segmentation_models(name, tmp_path):
+    torch.manual_seed(0)
+    model = _round_weights(torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=5))
+    calls = [((torch.randn(b, 3, 96, 96),), {}) for b in (1, 3)]
+    path = _check(model, torch.randn(2, 3, 96, 96), calls, tmp_path)
+    assert "interpolate" in {n["op"] for n in deepcomp.codec.open_dcz(path).graph["nodes"]}

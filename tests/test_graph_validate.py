@@ -184,6 +184,15 @@ RULES = [
                                                          "a": {"dim": -1, "start": 0, "end": 1, "step": 1}})
      or g["nodes"].insert(2, {"name": "z", "op": "sum", "in": ["act"], "a": {"dims": None, "keep": False}}),
      "rank >= 1"),
+    ("interpolate mode", lambda g: g["nodes"].insert(2, {"name": "up", "op": "interpolate", "in": ["act"], "a": {"size": [16, 16], "mode": "bicubic", "align": False, "scale": None}}), "mode must be"),
+    ("interpolate align with nearest", lambda g: g["nodes"].insert(2, {"name": "up", "op": "interpolate", "in": ["act"], "a": {"size": [16, 16], "mode": "nearest", "align": True, "scale": None}}), "bilinear resizing only"),
+    ("interpolate scale disagrees", lambda g: g["nodes"].insert(2, {"name": "up", "op": "interpolate", "in": ["act"], "a": {"size": [16, 16], "mode": "nearest", "align": False, "scale": [3.0, 2.0]}}), "is not floor"),
+    ("interpolate scale count", lambda g: g["nodes"].insert(2, {"name": "up", "op": "interpolate", "in": ["act"], "a": {"size": [16, 16], "mode": "nearest", "align": False, "scale": [2.0]}}), "two numbers"),
+    ("interpolate rank", lambda g: g["nodes"].insert(3, {"name": "up", "op": "interpolate", "in": ["pool"], "a": {"size": [16, 16], "mode": "nearest", "align": False, "scale": None}}), "N x C x H x W"),
+    ("interpolate huge", lambda g: g["nodes"].insert(2, {"name": "up", "op": "interpolate", "in": ["act"], "a": {"size": [65536, 65536], "mode": "nearest", "align": False, "scale": None}}), "2\\^28"),
+    ("cumsum dim", lambda g: g["nodes"].insert(8, {"name": "cs", "op": "cumsum", "in": ["t"], "a": {"dim": 2, "dtype": None}}), "out of range"),
+    ("bitwise_not of floats", lambda g: g["nodes"].insert(2, {"name": "bn", "op": "bitwise_not", "in": ["act"]}), "integer or bool"),
+    ("log of integers", lambda g: g["nodes"].insert(8, {"name": "lg", "op": "log", "in": ["t"]}), "floating point"),
     # outputs
     ("outputs undefined", _set(["outputs"], ["nowhere"]), "not a defined value"),
     ("outputs type", _set(["outputs"], "sm"), "outputs must be"),

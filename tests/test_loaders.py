@@ -116,17 +116,17 @@ def test_torchscript_and_export(tmp_path):
     assert isinstance(load_model_file(ts, arch="deepcomp:lenet300").obj, torch.nn.Module)
 
 
-class _Cumsum(torch.nn.Module):  # cumsum is outside the graph's allow-list
+class _Cumprod(torch.nn.Module):  # cumprod is outside the graph's allow-list
     def __init__(self):
         super().__init__()
         self.fc = torch.nn.Linear(4, 3)
 
     def forward(self, x):
-        return self.fc(x).cumsum(1)
+        return self.fc(x).cumprod(1)
 
 
 def test_export_with_an_unsupported_op_keeps_the_weights(tmp_path):
-    m = torch.nn.Sequential(_Cumsum()).eval()
+    m = torch.nn.Sequential(_Cumprod()).eval()
     ep = tmp_path / "sig.pt2"
     torch.export.save(torch.export.export(m, (torch.randn(2, 4),)), ep)
     with pytest.warns(UserWarning, match="weights only"):

@@ -40,7 +40,8 @@ _IDENTITY = {"clone", "contiguous", "alias", "detach", "lift_fresh_copy", "dropo
              "_assert_tensor_metadata", "feature_dropout", "alpha_dropout"}
 _UNARY = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "silu": "silu",
           "hardswish": "hardswish", "hardsigmoid": "hardsigmoid", "exp": "exp", "sqrt": "sqrt",
-          "rsqrt": "rsqrt", "erf": "erf", "neg": "neg", "abs": "abs", "logical_not": "logical_not"}
+          "rsqrt": "rsqrt", "erf": "erf", "neg": "neg", "abs": "abs", "logical_not": "logical_not",
+          "log": "log", "bitwise_not": "bitwise_not", "cos": "cos", "sin": "sin"}
 _ALIAS = {"__and__": "bitwise_and", "__or__": "bitwise_or", "__iand__": "bitwise_and",
           "__ior__": "bitwise_or", "true_divide": "div", "multiply": "mul", "subtract": "sub",
           "greater": "gt", "less": "lt", "greater_equal": "ge", "less_equal": "le", "not_equal": "ne",
@@ -140,7 +141,11 @@ def _out_structure(out):
     if isinstance(out, dict):  # includes Hugging Face ModelOutput
         keys = [k for k, v in out.items() if v is not None]
         if not all(isinstance(out[k], torch.Tensor) for k in keys):
-            raise _unsupported("an output dict holding non-tensors (e.g. past key values)")
+            odd = [k for k in keys if not isinstance(out[k], torch.Tensor)]
+            cache = any("cache" in k.lower() or "past" in k.lower() or "Cache" in type(out[k]).__name__
+                        for k in odd)
+            hint = " (a decoder's key/value cache: set model.config.use_cache = False before saving)" if cache else ""
+            raise _unsupported(f"an output dict holding non-tensors: {', '.join(odd[:4])}{hint}")
         return keys
     if isinstance(out, (tuple, list)):
         if not all(isinstance(v, torch.Tensor) for v in out):
@@ -510,6 +515,11 @@ class _Walk:
             return self.emit(nm, "index", ins, pos=pos)
         if base == "gather":
             return self.emit(nm, "gather", [self.val(n, a[0]), self.val(n, a[2])], dim=a[1])
+        if base == "cumsum":
+            dt = kw.get("dtype")
+            return self.emit(nm, "cumsum", [self.val(n, a[0])], dim=a[1], dtype=DTYPE_NAME[dt] if dt else None)
+        if base in ("upsample_bilinear2d", "upsample_nearest2d", "_upsample_nearest_exact2d"):
+            return self.resize(n, base)
         if base == "linalg_vector_norm":
             # F.normalize's norm, in ops the table has: 2 -> sqrt(sum(x * x)), 1 -> sum(|x|),
             # inf -> amax(|x|)
@@ -698,6 +708,27 @@ class _Walk:
         self.state[bkey] = b.to(torch.float32).contiguous()
         a["b"] = bkey
         return node["name"]
+
+    def resize(self, n, base):
+        a = n.args
+        mode = {"upsample_bilinear2d": "bilinear", "upsample_nearest2d": "nearest",
+                "_upsample_nearest_exact2d": "nearest-exact"}[base]
+        out = n.meta["val"].shape[-2:]
+        if not all(isinstance(d, int) for d in out):
+            raise _unsupported("resizing to a size that depends on the input's", n.name)
+        if n.target._overloadname == "vec":
+            align = bool(a[2]) if mode == "bilinear" else False
+            scales = a[3] if mode == "bilinear" else (a[2] if len(a) > 2 else None)
+        else:  # .default: (x, output_size, [align_corners,] scales_h, scales_w)
+            align = bool(a[2]) if mode == "bilinear" else False
+            rest = list(a[3:] if mode == "bilinear" else a[2:])
+            scales = rest if len(rest) == 2 and all(v is not None for v in rest) else None
+        has_size = a[1] is not None
+        # a factor given by the caller sets where each output pixel samples; a size sets
+        # the factor from the two sizes. Keep the factor only where it is what torch used.
+        scale = [float(v) for v in scales] if scales is not None and not has_size else None
+        return self.emit(n.name, "interpolate", [self.val(n, a[0])], size=[int(d) for d in out], mode=mode,
+                         align=align, scale=scale)
 
     def split(self, n, base):
         a = n.args

@@ -765,6 +765,64 @@ def _gather_make(a):
     return lambda x, i: torch.gather(x, d, i)
 
 
+def _bitwise_not_rule(ins, a):
+    if ins[0][1] in FLOATS:
+        raise Bad(f"bitwise_not needs an integer or bool input, got {ins[0][1]}")
+    return ins[0]
+
+
+def _cumsum_rule(ins, a):
+    (s, dt), = ins
+    _dim(a["dim"], len(s))  # a 0-d value has dims 0 and -1, as in torch
+    out = a.get("dtype") or ("int64" if dt in INTS or dt == "bool" else dt)
+    return s, out
+
+
+def _cumsum_make(a):
+    d, dt = a["dim"], a.get("dtype")
+    dt = DTYPES[dt] if dt else None
+    return lambda x: torch.cumsum(x, d, dtype=dt)
+
+
+_RESIZE_MODES = ("nearest", "nearest-exact", "bilinear")
+
+
+def _interpolate_rule(ins, a):
+    (s, dt), = ins
+    _float((s, dt))
+    if len(s) != 4:
+        raise Bad(f"needs an N x C x H x W input, got {D.show(s)}")
+    mode, size, scale = a["mode"], a["size"], a.get("scale")
+    if mode not in _RESIZE_MODES:
+        raise Bad(f"mode must be one of {', '.join(_RESIZE_MODES)}, got {mode!r}")
+    if a["align"] and mode != "bilinear":
+        raise Bad("align applies to bilinear resizing only")
+    if scale is not None:
+        if len(scale) != 2 or not all(isinstance(v, (int, float)) and 0 < v <= 1024 for v in scale):
+            raise Bad("scale must be two numbers in (0, 1024]")
+        for k in (0, 1):
+            h = s[2 + k]
+            if not isinstance(h, int):
+                raise Bad("a scale needs a fixed input size")
+            if math.floor(h * scale[k]) != size[k]:
+                raise Bad(f"size {size[k]} is not floor({h} * {scale[k]})")
+    if size[0] * size[1] > (1 << 28):
+        raise Bad("the resized image would hold over 2^28 pixels")
+    return (s[0], s[1], size[0], size[1]), dt
+
+
+def _interpolate_make(a):
+    mode, size, scale = a["mode"], tuple(a["size"]), a.get("scale")
+    align = a["align"] if mode == "bilinear" else None
+    if scale is not None:
+        # the source position of each output pixel follows the given factor (torch does
+        # not recompute it from the sizes), so the stored factor is what reproduces it
+        sc = tuple(float(v) for v in scale)
+        return lambda x: F.interpolate(x, scale_factor=sc, mode=mode, align_corners=align,
+                                       recompute_scale_factor=False)
+    return lambda x: F.interpolate(x, size=size, mode=mode, align_corners=align)
+
+
 def _index_select_rule(ins, a):
     (s, dt), (si, it) = ins
     if it not in ("int64", "int32"):
@@ -904,6 +962,10 @@ OPS: dict[str, Op] = {
     "neg": Op(ONE, {}, _unary_same, _u(torch.neg)),
     "abs": Op(ONE, {}, _unary_same, _u(torch.abs)),
     "logical_not": Op(ONE, {}, lambda ins, a: (ins[0][0], "bool"), _u(torch.logical_not)),
+    "bitwise_not": Op(ONE, {}, _bitwise_not_rule, _u(torch.bitwise_not)),
+    "log": Op(ONE, {}, _unary_float, _u(torch.log)),
+    "cos": Op(ONE, {}, _unary_float, _u(torch.cos)),
+    "sin": Op(ONE, {}, _unary_float, _u(torch.sin)),
     "to": Op(ONE, {"dtype": "dtype"}, _to_rule,
              lambda a: (lambda x, dt=DTYPES[a["dtype"]]: x.to(dt))),
     # elementwise, two operands (broadcasting; a JSON number may stand for either)
@@ -953,6 +1015,7 @@ OPS: dict[str, Op] = {
     "squeeze": Op(ONE, {"dims": "ints"}, _squeeze_rule, _squeeze_make),
     "flatten": Op(ONE, {"start": "int", "end": "int"}, _flatten_rule, _flatten_make),
     "cat": Op((1, 64), {"dim": "int"}, _cat_rule, _cat_make),
+    "cumsum": Op(ONE, {"dim": "int", "dtype": "dtype?"}, _cumsum_rule, _cumsum_make),
     "pad": Op(ONE, {"pad": "ints", "value": T_NUM}, _pad_rule, _pad_make),
     "slice_scatter": Op(TWO, {"dim": "int", "start": "dim+-", "end": "dim+-", "step": "pos"},
                         _slice_scatter_rule, _slice_scatter_make),
@@ -971,6 +1034,8 @@ OPS: dict[str, Op] = {
                            "div": "pos?"}, _avgpool_rule, _avgpool_make),
     "adaptive_avg_pool2d": Op(ONE, {"size": "pair1n"}, _adaptive_rule, _adaptive_make(F.adaptive_avg_pool2d)),
     "adaptive_max_pool2d": Op(ONE, {"size": "pair1n"}, _adaptive_rule, _adaptive_make(F.adaptive_max_pool2d)),
+    "interpolate": Op(ONE, {"size": "pair1", "mode": "str", "align": "bool", "scale": "nums?"},
+                      _interpolate_rule, _interpolate_make),
     # sources
     "arange": Op((0, 0), {"start": "int", "end": "dim+", "step": "pos", "dtype": "dtype"}, _arange_rule,
                  _arange_make),

@@ -112,6 +112,13 @@ def _attr(where: str, key: str, typ: str, v, symbols):
     if typ == "eps":
         need(_is_num(v) and 0 < v < 1, "a number in (0, 1)")
         return float(v)
+    if typ == "str":
+        need(isinstance(v, str) and 0 < len(v) <= 32, "a short string")
+        return v
+    if typ == "nums":
+        need(isinstance(v, list) and len(v) <= MAX_LIST and all(_is_num(e) for e in v),
+             f"a list of at most {MAX_LIST} finite numbers")
+        return list(v)
     if typ == "gelu":
         need(v in ("none", "tanh"), "'none' or 'tanh'")
         return v
