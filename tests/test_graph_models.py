@@ -156,6 +156,8 @@ def _hf(kind: str):
     if kind == "t5":  # log-spaced relative position buckets
         return T.T5EncoderModel(T.T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                                            vocab_size=120))
+    if kind == "gpt2":  # Conv1D layers (addmm on a [in, out] weight), no key/value cache
+        return T.GPT2Model(T.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=120, use_cache=False))
     if kind == "deberta_v2":  # relative attention with bitwise_not masks
         return T.DebertaV2Model(T.DebertaV2Config(**small))
     raise AssertionError(kind)
@@ -169,7 +171,7 @@ def _text(kind, tmp_path):
     return {n["op"] for n in deepcomp.codec.open_dcz(path).graph["nodes"]}
 
 
-@pytest.mark.parametrize("kind, ops", [("roberta", {"cumsum"}), ("llama", {"cos", "sin"})])
+@pytest.mark.parametrize("kind, ops", [("roberta", {"cumsum"}), ("llama", {"cos", "sin"}), ("gpt2", {"matmul"})])
 def test_small_text_models(kind, ops, tmp_path):
     pytest.importorskip("transformers")
     assert ops <= _text(kind, tmp_path)

@@ -487,6 +487,14 @@ class _Walk:
                 raise _unsupported("grouped-query attention", nm)
             ins = [self.val(n, t) for t in a[:3]] + ([self.val(n, mask)] if mask is not None else [])
             return self.emit(nm, "sdpa", ins, scale=kw.get("scale"), causal=bool(causal))
+        if base == "addmm":
+            # GPT-2's Conv1D: bias + x @ W with W stored [in, out]. The runtime's compressed
+            # layers take [out, in]; a transposed copy would change the file's tensor, so
+            # this runs as a product on the decoded weight.
+            if kw.get("beta", 1) != 1 or kw.get("alpha", 1) != 1:
+                raise _unsupported("addmm with alpha or beta", nm)
+            prod = self.emit(f"{nm}_mm", "matmul", [self.val(n, a[1]), self.val(n, a[2])])
+            return self.emit(nm, "add", [prod, self.val(n, a[0])])
         if base in ("matmul", "mm", "bmm"):
             return self.emit(nm, "bmm" if base == "bmm" else "matmul", [self.val(n, a[0]), self.val(n, a[1])])
         if base in ("adaptive_avg_pool2d", "_adaptive_avg_pool2d"):
