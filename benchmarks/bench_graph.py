@@ -31,7 +31,11 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
+# Before torch / onnxruntime load their thread pools (as bench_run.py): runtimes take turns
+# here, and a pool that spins after each call steals the core the next one runs on.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -143,7 +147,38 @@ def _call(m, call):
     return m(*args, **kwargs)
 
 
-def bench(name, reps, work):
+class _First(torch.nn.Module):
+    """The first output tensor, called with positional inputs in `names`' order (for ONNX)."""
+
+    def __init__(self, m, names):
+        super().__init__()
+        self.m, self.names = m, names
+
+    def forward(self, *a):
+        y = self.m(**dict(zip(self.names, a))) if self.names else self.m(*a)
+        return _flat(y)[0]
+
+
+def _ort(name, ref, call, work):
+    """(run(call) -> first output, note): ONNX Runtime fp32 on the same weights, 1 thread."""
+    from bench_run import ort_session
+
+    args, kwargs = call
+    names = list(kwargs)
+    x = dict(kwargs) if names else args[0]
+    path = Path(work) / f"{name}.onnx"
+    ins = tuple(kwargs[k] for k in names) if names else args
+    dyn = {k: {0: "batch", 1: "seq"} for k in names} if names else {"x": {0: "batch"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # the TorchScript-based exporter, as bench_run.py
+        torch.onnx.export(_First(ref, names).eval(), ins, str(path), input_names=names or ["x"],
+                          output_names=["y"], dynamic_axes=dyn, opset_version=17, dynamo=False)
+    run = ort_session(path, 1)
+    return lambda: run(x)[0]
+
+
+def bench(name, reps, work, ort=False):
     model, ex, call, reference = _model(name)
     path = Path(work) / f"{name}.dcz"
     t0 = time.perf_counter()
@@ -166,17 +201,26 @@ def bench(name, reps, work):
         r, o = _flat(_call(ref, call)), _flat(_call(rt, call))
     row["rel_diff"] = max(((a - b).abs().max() / a.abs().max()).item() for a, b in zip(r, o))
     kernels.set_num_threads(1)
-    te, td = [], []
+    impls = {"eager": lambda: _call(ref, call), "dcz": lambda: _call(rt, call)}
+    if ort:
+        try:
+            impls["ort"] = _ort(name, ref, call, work)
+            with torch.no_grad():
+                y = torch.from_numpy(impls["ort"]())
+            row["ort_diff"] = ((r[0] - y).abs().max() / r[0].abs().max()).item()
+        except Exception as e:  # the exporter's limits are a result, not the end of the table
+            row["ort_note"] = f"{type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}"
+    times = {k: [] for k in impls}
     with torch.inference_mode():
-        for m in (ref, rt):
-            _call(m, call)
+        for f in impls.values():
+            f()
         for _ in range(reps):
-            for m, acc in ((ref, te), (rt, td)):
+            for k, f in impls.items():
                 t0 = time.perf_counter()
-                _call(m, call)
-                acc.append(time.perf_counter() - t0)
-    row["eager_ms"] = statistics.median(te) * 1e3
-    row["dcz_ms"] = statistics.median(td) * 1e3
+                f()
+                times[k].append(time.perf_counter() - t0)
+    for k, v in times.items():
+        row[f"{k}_ms"] = statistics.median(v) * 1e3
     return row
 
 
@@ -258,6 +302,8 @@ def main():
                     help="default: the zoo below; with --coverage, torchvision names")
     ap.add_argument("--reps", type=int, default=11)
     ap.add_argument("--work", default=None)
+    ap.add_argument("--ort", action="store_true",
+                    help="also time ONNX Runtime fp32 (1 thread) on the same weights")
     ap.add_argument("--coverage", action="store_true",
                     help="instead: every torchvision classifier and segmentation net (but the largest "
                          "variants), captured, stored and run under 'exact'")
@@ -268,13 +314,13 @@ def main():
         return coverage(work, a.models)
     a.models = a.models or [*VISION, *SEGMENTATION, "bert-small", *TEXT, "minilm"]
     head = ("| model | graph | nodes | ops | file bytes | save s | load s | max diff / scale "
-            "| eager ms | .dcz ms | eager/.dcz |")
+            "| eager ms | .dcz ms | eager/.dcz |" + (" ORT ms | ORT/.dcz |" if a.ort else ""))
     print(head)
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if a.ort else ""))
     for name in a.models:
         torch.set_num_threads(torch.get_num_threads())
         try:
-            r = bench(name, a.reps, work)
+            r = bench(name, a.reps, work, a.ort)
         except Exception as e:  # one model's failure is a row, not the end of the table
             print(f"| {name} | failed: {type(e).__name__}: {str(e).splitlines()[0][:120]} |", flush=True)
             continue
@@ -283,9 +329,13 @@ def main():
         if "nodes" not in r:
             print(f"| {name} | no | | | {r['bytes']} | {r['save_s']:.1f} | | | | | |", flush=True)
             continue
+        ort = ""
+        if a.ort:
+            ort = (f" {r['ort_ms']:.2f} | {r['ort_ms'] / r['dcz_ms']:.2f}x |" if "ort_ms" in r
+                   else f" {r.get('ort_note', '')} | |")
         print(f"| {name} | v2 | {r['nodes']} | {r['ops']} | {r['bytes']} | {r['save_s']:.1f} | "
               f"{r['load_s']:.2f} | {r['rel_diff']:.1e} | {r['eager_ms']:.2f} | {r['dcz_ms']:.2f} | "
-              f"{r['eager_ms'] / r['dcz_ms']:.2f}x |", flush=True)
+              f"{r['eager_ms'] / r['dcz_ms']:.2f}x |{ort}", flush=True)
 
 
 if __name__ == "__main__":
