@@ -111,17 +111,24 @@ def _torchvision(arch: str, size: int = 32, raw: bool = False, prune: str | None
     return make
 
 
-def _bert_small() -> Subject:
-    """A 2-layer BERT encoder (random weights) called with input_ids and attention_mask."""
-    from transformers import BertConfig, BertModel
+def _text_encoder(name: str, family: str) -> Subject:
+    """A 2-layer Hugging Face encoder (random weights) called with input_ids and attention_mask,
+    padding in the first sequence."""
+    import transformers
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=64)
+    cfg = getattr(transformers, f"{family}Config")(vocab_size=120, hidden_size=32, num_hidden_layers=2,
+                                                   num_attention_heads=4, intermediate_size=64,
+                                                   max_position_embeddings=64)
     ids = torch.randint(0, 120, (2, 8))
     mask = torch.ones(2, 8, dtype=torch.long)
     mask[0, 4:] = 0
-    return _captured("bert_small", BertModel(cfg), {"input_ids": ids, "attention_mask": mask})
+    model = getattr(transformers, f"{family}Model")(cfg)
+    return _captured(name, model, {"input_ids": ids, "attention_mask": mask})
+
+
+def _bert_small() -> Subject:
+    return _text_encoder("bert_small", "Bert")
 
 
 def _resnet18_narrow() -> Subject:
@@ -159,16 +166,8 @@ def _swin_small() -> Subject:
 
 
 def _roberta_small() -> Subject:
-    """A 2-layer RoBERTa encoder: position ids by cumsum over the non-padding tokens."""
-    from transformers import RobertaConfig, RobertaModel
-
-    torch.manual_seed(0)
-    cfg = RobertaConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64)
-    ids = torch.randint(0, 120, (2, 8))
-    mask = torch.ones(2, 8, dtype=torch.long)
-    mask[0, 4:] = 0
-    return _captured("roberta_small", RobertaModel(cfg), {"input_ids": ids, "attention_mask": mask})
+    """RoBERTa: position ids by cumsum over the non-padding tokens."""
+    return _text_encoder("roberta_small", "Roberta")
 
 
 def _lraspp() -> Subject:
