@@ -428,14 +428,7 @@ class _Walk:
         if base in ("t", "numpy_T"):
             return self.emit(nm, "transpose", [self.val(n, a[0])], d0=0, d1=-1)
         if base == "slice":
-            dim = a[1] if len(a) > 1 else 0
-            start = a[2] if len(a) > 2 and a[2] is not None else 0
-            end = a[3] if len(a) > 3 and a[3] is not None else (1 << 62)
-            step = a[4] if len(a) > 4 else 1
-            start, end = self.dim(n, start), self.dim(n, end)
-            if isinstance(end, int) and end > (1 << 62):
-                end = 1 << 62
-            return self.emit(nm, "slice", [self.val(n, a[0])], dim=dim, start=start, end=end, step=step)
+            return self.emit(nm, "slice", [self.val(n, a[0])], **self.slice_attrs(n, a[1:]))
         if base == "select":
             return self.emit(nm, "select", [self.val(n, a[0])], dim=a[1], index=self.dim(n, a[2]))
         if base == "unsqueeze":
@@ -560,15 +553,8 @@ class _Walk:
                 raise _unsupported("padding by a negative width (a crop)", nm)
             return self.emit(nm, "pad", [self.val(n, a[0])], pad=pad, value=float(value or 0.0))
         if base == "slice_scatter":
-            dim = a[2] if len(a) > 2 else kw.get("dim", 0)
-            start = a[3] if len(a) > 3 and a[3] is not None else kw.get("start") or 0
-            end = a[4] if len(a) > 4 and a[4] is not None else kw.get("end")
-            step = a[5] if len(a) > 5 else kw.get("step", 1)
-            end = (1 << 62) if end is None else self.dim(n, end)
-            if isinstance(end, int) and end > (1 << 62):
-                end = 1 << 62
-            return self.emit(nm, "slice_scatter", [self.val(n, a[0]), self.val(n, a[1])], dim=dim,
-                             start=self.dim(n, start), end=end, step=step)
+            return self.emit(nm, "slice_scatter", [self.val(n, a[0]), self.val(n, a[1])],
+                             **self.slice_attrs(n, a[2:], kw))
         if base == "copy":
             # copy(dst, src): src's values in dst's shape and dtype (an in-place write
             # into a fresh tensor, as decomposition leaves it)
@@ -716,6 +702,19 @@ class _Walk:
         self.state[bkey] = b.to(torch.float32).contiguous()
         a["b"] = bkey
         return node["name"]
+
+    def slice_attrs(self, n, a, kw=None) -> dict:
+        """dim, start, end, step of aten's slice / slice_scatter (`a` from the dim on); an
+        open end is 2^62, which the rule clamps like Python slicing."""
+        kw = kw or {}
+
+        def get(i, key, default):
+            return a[i] if len(a) > i and a[i] is not None else kw.get(key, default)
+        end = self.dim(n, get(2, "end", 1 << 62))
+        if isinstance(end, int) and end > (1 << 62):
+            end = 1 << 62
+        return {"dim": get(0, "dim", 0), "start": self.dim(n, get(1, "start", 0)), "end": end,
+                "step": get(3, "step", 1)}
 
     def resize(self, n, base):
         a = n.args

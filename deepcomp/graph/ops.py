@@ -90,11 +90,11 @@ def _dim(d: int, rank: int, what: str = "dim") -> int:
     return d % max(rank, 1)
 
 
-def _dim_of(s: tuple, d: int, what: str = "dim") -> int:
+def _dim_of(s: tuple, d: int) -> int:
     """A dim index into shape s, for ops that take or drop one: a 0-d value has none."""
     if not s:
         raise Bad("needs a value of rank >= 1, got a 0-d one")
-    return _dim(d, len(s), what)
+    return _dim(d, len(s))
 
 
 def broadcast(*shapes) -> tuple:
